@@ -1,0 +1,165 @@
+//! The per-frame core shared by the element and `moodmirror image`: detect faces on a grayscale
+//! image, cut each into the emotion model's 48x48 input, classify all of them in one batch.
+
+use crate::detect::{DetectParams, Detector, Face, GrayImage};
+use crate::emotion::{argmax, EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
+
+/// One analysed face.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceResult {
+    pub face: Face,
+    pub probabilities: [f32; NUM_CLASSES],
+    /// Index into [`CLASS_NAMES`] of the most likely emotion.
+    pub emotion: usize,
+    pub confidence: f32,
+}
+
+impl FaceResult {
+    pub fn label(&self) -> &'static str {
+        CLASS_NAMES[self.emotion]
+    }
+}
+
+/// Geometry of the classifier's crop around a detector box: a square of side
+/// `box side * (1 + 2 * margin)`, centred on the box, moved down by `offset_y` box heights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropGeometry {
+    pub margin: f32,
+    pub offset_y: f32,
+}
+
+impl Default for CropGeometry {
+    /// FER2013 faces fill their 48x48 frame about as tightly as a Haar box; see the README's
+    /// measurement on wild-dev.
+    fn default() -> Self {
+        Self {
+            margin: 0.0,
+            offset_y: 0.0,
+        }
+    }
+}
+
+/// Cuts the crop of `face` out of `image` as 48x48 grayscale (bilinear, edges replicated) and
+/// maps luma `black..=white` to 0..=255 (video-range YUV is 16..=235).
+pub fn crop_face(image: &GrayImage, face: &Face, geometry: CropGeometry, black: u8, white: u8, out: &mut [u8]) {
+    let s = InputContract::SIZE;
+    let side = face.width.max(face.height) as f32 * (1.0 + 2.0 * geometry.margin);
+    let cx = face.x as f32 + face.width as f32 / 2.0;
+    let cy = face.y as f32 + face.height as f32 / 2.0 + geometry.offset_y * face.height as f32;
+    let x0 = cx - side / 2.0;
+    let y0 = cy - side / 2.0;
+    let step = side / s as f32;
+    let (maxx, maxy) = ((image.width - 1) as f32, (image.height - 1) as f32);
+    let gain = 255.0 / (white.saturating_sub(black)).max(1) as f32;
+    for (y, row) in out.chunks_exact_mut(s).take(s).enumerate() {
+        let fy = (y0 + (y as f32 + 0.5) * step - 0.5).clamp(0.0, maxy);
+        let iy = fy as usize;
+        let iy1 = (iy + 1).min(image.height - 1);
+        let wy = fy - iy as f32;
+        for (x, px) in row.iter_mut().enumerate() {
+            let fx = (x0 + (x as f32 + 0.5) * step - 0.5).clamp(0.0, maxx);
+            let ix = fx as usize;
+            let ix1 = (ix + 1).min(image.width - 1);
+            let wx = fx - ix as f32;
+            let top = image.at(ix, iy) as f32 * (1.0 - wx) + image.at(ix1, iy) as f32 * wx;
+            let bottom = image.at(ix, iy1) as f32 * (1.0 - wx) + image.at(ix1, iy1) as f32 * wx;
+            let v = (top * (1.0 - wy) + bottom * wy - black as f32) * gain;
+            *px = v.clamp(0.0, 255.0).round() as u8;
+        }
+    }
+}
+
+/// Detector + classifier + the buffers they reuse from frame to frame.
+pub struct FaceAnalyzer {
+    pub detector: Detector,
+    pub classifier: EmotionClassifier,
+    pub crop: CropGeometry,
+    faces: Vec<Face>,
+    crops: Vec<u8>,
+    probabilities: Vec<[f32; NUM_CLASSES]>,
+    results: Vec<FaceResult>,
+}
+
+impl FaceAnalyzer {
+    pub fn new(detector: Detector, classifier: EmotionClassifier) -> Self {
+        Self {
+            detector,
+            classifier,
+            crop: CropGeometry::default(),
+            faces: Vec::new(),
+            crops: Vec::new(),
+            probabilities: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    /// Detects and classifies every face of `image`. `black`/`white` give the luma range
+    /// (0/255 for full range, 16/235 for video-range YUV).
+    pub fn analyze(
+        &mut self,
+        image: &GrayImage,
+        params: &DetectParams,
+        black: u8,
+        white: u8,
+    ) -> candle_core::Result<&[FaceResult]> {
+        self.results.clear();
+        if image.width == 0 || image.height == 0 {
+            return Ok(&self.results);
+        }
+        self.detector.detect(image, params, &mut self.faces);
+        self.faces.truncate(params.max_faces);
+        let px = InputContract::PIXELS;
+        self.crops.resize(self.faces.len() * px, 0);
+        for (face, out) in self.faces.iter().zip(self.crops.chunks_exact_mut(px)) {
+            crop_face(image, face, self.crop, black, white, out);
+        }
+        self.classifier.classify(&self.crops, &mut self.probabilities)?;
+        for (face, p) in self.faces.iter().zip(&self.probabilities) {
+            let (emotion, confidence) = argmax(p);
+            self.results.push(FaceResult {
+                face: *face,
+                probabilities: *p,
+                emotion,
+                confidence,
+            });
+        }
+        Ok(&self.results)
+    }
+
+    /// The 48x48 crops of the last analysed frame (for inspection and tests).
+    pub fn last_crops(&self) -> &[u8] {
+        &self.crops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_of_a_whole_image_box_resamples_it() {
+        // A 96x96 horizontal ramp cut with a box covering it: the crop is the ramp at half size.
+        let data: Vec<u8> = (0..96 * 96).map(|i| ((i % 96) * 2) as u8).collect();
+        let image = GrayImage { data: &data, width: 96, height: 96, stride: 96 };
+        let face = Face { x: 0, y: 0, width: 96, height: 96, score: 1.0 };
+        let mut out = vec![0u8; InputContract::PIXELS];
+        crop_face(&image, &face, CropGeometry::default(), 0, 255, &mut out);
+        for x in 0..48 {
+            let expected = (2 * x as i32 * 2 + 1).min(190);
+            assert!((out[10 * 48 + x] as i32 - expected).abs() <= 1, "x {x}: {} vs {expected}", out[10 * 48 + x]);
+        }
+    }
+
+    #[test]
+    fn video_range_luma_is_stretched() {
+        let data = vec![16u8; 64 * 64];
+        let mut white = data.clone();
+        white.fill(235);
+        let face = Face { x: 8, y: 8, width: 48, height: 48, score: 1.0 };
+        let mut out = vec![0u8; InputContract::PIXELS];
+        crop_face(&GrayImage { data: &data, width: 64, height: 64, stride: 64 }, &face, CropGeometry::default(), 16, 235, &mut out);
+        assert!(out.iter().all(|&p| p == 0));
+        crop_face(&GrayImage { data: &white, width: 64, height: 64, stride: 64 }, &face, CropGeometry::default(), 16, 235, &mut out);
+        assert!(out.iter().all(|&p| p == 255));
+    }
+}

@@ -1,0 +1,264 @@
+//! FER2013 data: class-folder layout (`DIR/<class>/*.jpg|png`) or the Kaggle `fer2013.csv`
+//! (`FILE.csv:Training|PublicTest|PrivateTest`), and the training-time augmentation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rand::Rng;
+use rayon::prelude::*;
+
+use crate::emotion::{InputContract, CLASS_NAMES, NUM_CLASSES};
+
+const SIZE: usize = InputContract::SIZE;
+const PIXELS: usize = InputContract::PIXELS;
+
+/// Images as 48x48 u8 grayscale, row-major, one after another, with their labels.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    /// Images that could not be read (skipped) and ones that were not 48x48 (resized).
+    pub skipped: usize,
+    pub resized: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    pub fn class_counts(&self) -> [usize; NUM_CLASSES] {
+        let mut counts = [0; NUM_CLASSES];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+
+    /// `DIR` in class-folder layout, or `FILE.csv[:Usage]`.
+    pub fn load(spec: &str) -> Result<Self> {
+        let (path, usage) = match spec.rsplit_once(':') {
+            Some((p, u)) if p.to_ascii_lowercase().ends_with(".csv") => (p, Some(u)),
+            _ => (spec, None),
+        };
+        let path = Path::new(path);
+        let data = if path.is_dir() {
+            Self::load_folders(path)?
+        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            Self::load_csv(path, usage)?
+        } else {
+            bail!(
+                "'{spec}' is neither a directory of class folders nor a fer2013.csv[:Usage] file"
+            );
+        };
+        if data.skipped + data.resized > 0 {
+            eprintln!(
+                "warning: {spec}: {} unreadable images/rows skipped, {} images not {SIZE}x{SIZE} resized",
+                data.skipped, data.resized
+            );
+        }
+        if data.is_empty() {
+            bail!("'{spec}' holds no usable images");
+        }
+        Ok(data)
+    }
+
+    fn load_folders(dir: &Path) -> Result<Self> {
+        let mut files: Vec<(PathBuf, u8)> = Vec::new();
+        let mut found = [false; NUM_CLASSES];
+        let mut unknown = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_lowercase();
+            let Some(label) = CLASS_NAMES.iter().position(|c| *c == name) else {
+                unknown.push(name);
+                continue;
+            };
+            found[label] = true;
+            let mut class_files: Vec<PathBuf> = std::fs::read_dir(entry.path())?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| {
+                        let e = e.to_string_lossy().to_lowercase();
+                        e == "jpg" || e == "jpeg" || e == "png"
+                    })
+                })
+                .collect();
+            class_files.sort();
+            files.extend(class_files.into_iter().map(|p| (p, label as u8)));
+        }
+        let missing: Vec<&str> = CLASS_NAMES
+            .iter()
+            .zip(found)
+            .filter(|(_, f)| !f)
+            .map(|(c, _)| *c)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{}: missing class folders {missing:?}{}; expected one folder per class: {}",
+                dir.display(),
+                if unknown.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (unknown folders: {unknown:?})")
+                },
+                CLASS_NAMES.join(", ")
+            );
+        }
+        files.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let decoded: Vec<Option<(Vec<u8>, bool)>> =
+            files.par_iter().map(|(p, _)| read_gray48(p)).collect();
+        let mut data = Dataset::default();
+        for ((_, label), image) in files.iter().zip(decoded) {
+            match image {
+                Some((pixels, resized)) => {
+                    data.images.extend_from_slice(&pixels);
+                    data.labels.push(*label);
+                    data.resized += resized as usize;
+                }
+                None => data.skipped += 1,
+            }
+        }
+        Ok(data)
+    }
+
+    fn load_csv(path: &Path, usage: Option<&str>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default().to_ascii_lowercase();
+        let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+        let col = |name: &str| columns.iter().position(|c| *c == name);
+        let (Some(emotion_col), Some(pixels_col)) = (col("emotion"), col("pixels")) else {
+            bail!("{}: expected a header with columns emotion,pixels[,Usage]", path.display());
+        };
+        let usage_col = col("usage");
+        if usage.is_some() && usage_col.is_none() {
+            bail!("{}: no Usage column to select {:?} from", path.display(), usage);
+        }
+        let mut data = Dataset::default();
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            if let (Some(wanted), Some(c)) = (usage, usage_col) {
+                if !fields.get(c).is_some_and(|u| u.eq_ignore_ascii_case(wanted)) {
+                    continue;
+                }
+            }
+            let label = fields.get(emotion_col).and_then(|e| e.parse::<u8>().ok());
+            let pixels: Option<Vec<u8>> = fields.get(pixels_col).and_then(|p| {
+                p.split_ascii_whitespace().map(|v| v.parse::<u8>().ok()).collect()
+            });
+            match (label, pixels) {
+                (Some(label), Some(pixels)) if (label as usize) < NUM_CLASSES && pixels.len() == PIXELS => {
+                    data.images.extend_from_slice(&pixels);
+                    data.labels.push(label);
+                }
+                _ => data.skipped += 1,
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Decodes an image as 48x48 grayscale; `None` when unreadable; `true` when it was resized.
+fn read_gray48(path: &Path) -> Option<(Vec<u8>, bool)> {
+    let img = image::open(path).ok()?.into_luma8();
+    if img.width() as usize == SIZE && img.height() as usize == SIZE {
+        return Some((img.into_raw(), false));
+    }
+    let resized = image::imageops::resize(&img, SIZE as u32, SIZE as u32, image::imageops::FilterType::Triangle);
+    Some((resized.into_raw(), true))
+}
+
+/// Random geometric and photometric changes, as the seed's Keras ImageDataGenerator plus crops.
+#[derive(Debug, Clone, Copy)]
+pub struct Augment {
+    pub max_rotation_deg: f32,
+    pub max_shift: f32,
+    pub max_zoom: f32,
+    pub max_brightness: f32,
+    pub max_contrast: f32,
+    pub flip: bool,
+    /// Side of a random crop (e.g. 44 of 48) scaled back to 48.
+    pub crop: usize,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            max_rotation_deg: 10.0,
+            max_shift: 0.1,
+            max_zoom: 0.1,
+            max_brightness: 0.2,
+            max_contrast: 0.2,
+            flip: true,
+            crop: 44,
+        }
+    }
+}
+
+impl Augment {
+    /// Writes the augmented, normalised version of `src` (48x48 u8) into `dst` (48x48 f32).
+    pub fn apply(&self, src: &[u8], dst: &mut [f32], rng: &mut impl Rng) {
+        let c = (SIZE as f32 - 1.0) / 2.0;
+        let angle = rng.random_range(-self.max_rotation_deg..=self.max_rotation_deg).to_radians();
+        // Random crop of side `crop` placed anywhere, then zoom: the sampled window's scale.
+        let crop_scale = self.crop as f32 / SIZE as f32;
+        let zoom = crop_scale * rng.random_range(1.0 - self.max_zoom..=1.0 + self.max_zoom);
+        let slack = (1.0 - crop_scale) * SIZE as f32 / 2.0;
+        let tx = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32
+            + rng.random_range(-slack..=slack);
+        let ty = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32
+            + rng.random_range(-slack..=slack);
+        let flip = if self.flip && rng.random_bool(0.5) { -1.0 } else { 1.0 };
+        let brightness = rng.random_range(-self.max_brightness..=self.max_brightness);
+        let contrast = 1.0 + rng.random_range(-self.max_contrast..=self.max_contrast);
+        let (sin, cos) = angle.sin_cos();
+        for y in 0..SIZE {
+            for x in 0..SIZE {
+                // Output pixel → source pixel: inverse of (flip, rotate, zoom, shift).
+                let u = (x as f32 - c) * flip;
+                let v = y as f32 - c;
+                let sx = zoom * (cos * u - sin * v) + c + tx;
+                let sy = zoom * (sin * u + cos * v) + c + ty;
+                let p = bilinear_clamped(src, sx, sy) / 255.0;
+                let p = ((p - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0);
+                dst[y * SIZE + x] = (p - InputContract::MEAN) / InputContract::STD;
+            }
+        }
+    }
+}
+
+/// Bilinear sample of a 48x48 image with edge replication (as Keras' `fill_mode="nearest"`).
+fn bilinear_clamped(src: &[u8], x: f32, y: f32) -> f32 {
+    let max = (SIZE - 1) as f32;
+    let x = x.clamp(0.0, max);
+    let y = y.clamp(0.0, max);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(SIZE - 1), (y0 + 1).min(SIZE - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let at = |xx: usize, yy: usize| src[yy * SIZE + xx] as f32;
+    let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+    let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// Normalised, un-augmented pixels of one image (evaluation), optionally mirrored (TTA).
+pub fn normalize_into(src: &[u8], dst: &mut [f32], mirror: bool) {
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let sx = if mirror { SIZE - 1 - x } else { x };
+            dst[y * SIZE + x] = InputContract::normalize(src[y * SIZE + sx]);
+        }
+    }
+}

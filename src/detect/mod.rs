@@ -1,0 +1,195 @@
+//! Face detection. The detector is a seam: [`Detector`] wraps each implementation behind one
+//! call, chosen by the element's `detector` property.
+
+pub mod haar;
+
+use gst::glib;
+
+pub use haar::{HaarCascade, HaarDetector};
+
+/// A borrowed 8-bit grayscale (or luma) image with a row stride.
+#[derive(Debug, Clone, Copy)]
+pub struct GrayImage<'a> {
+    pub data: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+}
+
+impl GrayImage<'_> {
+    #[inline]
+    pub fn at(&self, x: usize, y: usize) -> u8 {
+        self.data[y * self.stride + x]
+    }
+}
+
+/// A detected face box in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Face {
+    pub x: i32,
+    pub y: i32,
+    pub width: i32,
+    pub height: i32,
+    /// Detector confidence: neighbour count for Haar.
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectParams {
+    /// Smallest face side in pixels.
+    pub min_size: usize,
+    pub max_size: Option<usize>,
+    pub scale_factor: f64,
+    pub min_neighbors: usize,
+    pub max_faces: usize,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self {
+            min_size: 30,
+            max_size: None,
+            scale_factor: 1.1,
+            min_neighbors: 3,
+            max_faces: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorDetector")]
+pub enum DetectorKind {
+    #[enum_value(name = "Viola-Jones Haar cascade (OpenCV's frontal-face model)", nick = "haar")]
+    Haar = 0,
+}
+
+/// The face detector chosen by the `detector` property.
+pub enum Detector {
+    Haar(HaarDetector),
+}
+
+impl Detector {
+    pub fn new(kind: DetectorKind) -> Result<Self, String> {
+        match kind {
+            DetectorKind::Haar => Ok(Detector::Haar(HaarDetector::new(HaarCascade::frontal_face()?))),
+        }
+    }
+
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            Detector::Haar(_) => DetectorKind::Haar,
+        }
+    }
+
+    pub fn detect(&mut self, image: &GrayImage, params: &DetectParams, faces: &mut Vec<Face>) {
+        match self {
+            Detector::Haar(d) => d.detect(image, params, faces),
+        }
+    }
+}
+
+/// OpenCV's `groupRectangles`: clusters similar boxes (edges within `eps` of the smaller size),
+/// keeps clusters with more than `min_neighbors` members as their average, then drops boxes that
+/// sit inside a stronger one. `min_neighbors == 0` keeps every raw box.
+pub fn group_rectangles(rects: &[(i32, i32, i32, i32)], min_neighbors: usize, eps: f64, out: &mut Vec<Face>) {
+    out.clear();
+    if min_neighbors == 0 {
+        out.extend(rects.iter().map(|&(x, y, width, height)| Face { x, y, width, height, score: 1.0 }));
+        return;
+    }
+    let similar = |a: &(i32, i32, i32, i32), b: &(i32, i32, i32, i32)| {
+        let delta = eps * (a.2.min(b.2) + a.3.min(b.3)) as f64 * 0.5;
+        ((a.0 - b.0).abs() as f64) <= delta
+            && ((a.1 - b.1).abs() as f64) <= delta
+            && ((a.0 + a.2 - b.0 - b.2).abs() as f64) <= delta
+            && ((a.1 + a.3 - b.1 - b.3).abs() as f64) <= delta
+    };
+    // Union-find partition (the equivalence closure, as cv::partition).
+    let n = rects.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            if similar(&rects[i], &rects[j]) {
+                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                if a != b {
+                    parent[a] = b;
+                }
+            }
+        }
+    }
+    let mut sums: std::collections::BTreeMap<usize, ([i64; 4], usize)> = Default::default();
+    for (i, r) in rects.iter().enumerate() {
+        let root = find(&mut parent, i);
+        let e = sums.entry(root).or_insert(([0; 4], 0));
+        e.0[0] += r.0 as i64;
+        e.0[1] += r.1 as i64;
+        e.0[2] += r.2 as i64;
+        e.0[3] += r.3 as i64;
+        e.1 += 1;
+    }
+    let clusters: Vec<((i32, i32, i32, i32), usize)> = sums
+        .values()
+        .filter(|(_, count)| *count > min_neighbors)
+        .map(|(s, count)| {
+            let c = *count as f64;
+            let avg = |v: i64| (v as f64 / c).round() as i32;
+            ((avg(s[0]), avg(s[1]), avg(s[2]), avg(s[3])), *count)
+        })
+        .collect();
+    for (i, &(r1, n1)) in clusters.iter().enumerate() {
+        let inside_stronger = clusters.iter().enumerate().any(|(j, &(r2, n2))| {
+            let dx = (r2.2 as f64 * eps).round() as i32;
+            let dy = (r2.3 as f64 * eps).round() as i32;
+            i != j
+                && r1.0 >= r2.0 - dx
+                && r1.1 >= r2.1 - dy
+                && r1.0 + r1.2 <= r2.0 + r2.2 + dx
+                && r1.1 + r1.3 <= r2.1 + r2.3 + dy
+                && (n2 > n1.max(3) || n1 < 3)
+        });
+        if !inside_stronger {
+            out.push(Face {
+                x: r1.0,
+                y: r1.1,
+                width: r1.2,
+                height: r1.3,
+                score: n1 as f32,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_overlapping_boxes_and_drops_loners() {
+        let rects = [(100, 100, 50, 50), (102, 98, 52, 50), (99, 101, 49, 51), (300, 300, 40, 40)];
+        let mut out = Vec::new();
+        group_rectangles(&rects, 2, 0.2, &mut out);
+        assert_eq!(out.len(), 1);
+        let f = out[0];
+        assert_eq!((f.x, f.y, f.width, f.height, f.score), (100, 100, 50, 50, 3.0));
+        group_rectangles(&rects, 0, 0.2, &mut out);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn drops_a_weak_box_inside_a_strong_one() {
+        let mut rects = vec![(100, 100, 100, 100); 6];
+        rects.extend([(130, 130, 30, 30); 2]);
+        let mut out = Vec::new();
+        group_rectangles(&rects, 1, 0.2, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].width, 100);
+    }
+}

@@ -1,0 +1,270 @@
+//! Drawing face boxes and emotion labels onto video frames of every supported format: packed
+//! RGB variants, GRAY8, and planar/semi-planar YUV (I420, NV12), clipped at the frame edges.
+
+use std::fmt::Write;
+
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
+
+use crate::analysis::FaceResult;
+
+/// DejaVu Sans Bold (Bitstream Vera license; see assets/README.md), embedded so labels render
+/// with no system fonts.
+pub static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans-Bold.ttf");
+
+/// One colour per emotion, in FER2013 class order (RGB).
+pub const EMOTION_COLORS: [(u8, u8, u8); 7] = [
+    (230, 40, 40),   // angry: red
+    (120, 170, 30),  // disgust: olive green
+    (150, 60, 200),  // fear: purple
+    (255, 200, 0),   // happy: yellow
+    (40, 110, 230),  // sad: blue
+    (255, 120, 20),  // surprise: orange
+    (200, 200, 200), // neutral: light grey
+];
+
+/// How pixels are laid out in the planes of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// One plane, `bytes_per_pixel` per pixel, R/G/B at these byte offsets.
+    Packed { r: usize, g: usize, b: usize, bytes_per_pixel: usize },
+    Gray,
+    /// Y plane, then U and V planes subsampled 2x2.
+    I420,
+    /// Y plane, then one interleaved UV plane subsampled 2x2.
+    Nv12,
+}
+
+/// Mutable view of a frame's planes.
+pub struct Canvas<'a> {
+    pub planes: [&'a mut [u8]; 3],
+    pub strides: [usize; 3],
+    pub width: usize,
+    pub height: usize,
+    pub layout: PixelLayout,
+    /// YUV with luma 16..=235 (video range) rather than 0..=255.
+    pub video_range: bool,
+}
+
+fn rgb_to_yuv((r, g, b): (u8, u8, u8), video_range: bool) -> (f32, f32, f32) {
+    let (r, g, b) = (r as f32, g as f32, b as f32);
+    let y = 0.299 * r + 0.587 * g + 0.114 * b;
+    let u = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
+    let v = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    if video_range {
+        (16.0 + y * 219.0 / 255.0, 128.0 + (u - 128.0) * 224.0 / 255.0, 128.0 + (v - 128.0) * 224.0 / 255.0)
+    } else {
+        (y, u, v)
+    }
+}
+
+#[inline]
+fn mix(dst: &mut u8, src: f32, alpha: f32) {
+    *dst = (*dst as f32 + (src - *dst as f32) * alpha).round().clamp(0.0, 255.0) as u8;
+}
+
+impl Canvas<'_> {
+    /// Blends `color` over pixel (x, y) with opacity `alpha`; outside the frame does nothing.
+    pub fn blend(&mut self, x: i32, y: i32, color: (u8, u8, u8), alpha: f32) {
+        if x < 0 || y < 0 || x as usize >= self.width || y as usize >= self.height || alpha <= 0.0 {
+            return;
+        }
+        let (x, y) = (x as usize, y as usize);
+        let alpha = alpha.min(1.0);
+        match self.layout {
+            PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
+                let p = y * self.strides[0] + x * bytes_per_pixel;
+                let px = &mut self.planes[0][p..p + bytes_per_pixel];
+                mix(&mut px[r], color.0 as f32, alpha);
+                mix(&mut px[g], color.1 as f32, alpha);
+                mix(&mut px[b], color.2 as f32, alpha);
+            }
+            PixelLayout::Gray => {
+                let (luma, _, _) = rgb_to_yuv(color, false);
+                mix(&mut self.planes[0][y * self.strides[0] + x], luma, alpha);
+            }
+            PixelLayout::I420 | PixelLayout::Nv12 => {
+                let (luma, u, v) = rgb_to_yuv(color, self.video_range);
+                mix(&mut self.planes[0][y * self.strides[0] + x], luma, alpha);
+                // Chroma is shared by a 2x2 block: blend it once, from the block's top-left pixel.
+                if x % 2 == 0 && y % 2 == 0 {
+                    let (cx, cy) = (x / 2, y / 2);
+                    if self.layout == PixelLayout::I420 {
+                        mix(&mut self.planes[1][cy * self.strides[1] + cx], u, alpha);
+                        mix(&mut self.planes[2][cy * self.strides[2] + cx], v, alpha);
+                    } else {
+                        let p = cy * self.strides[1] + 2 * cx;
+                        mix(&mut self.planes[1][p], u, alpha);
+                        mix(&mut self.planes[1][p + 1], v, alpha);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn fill_rect(&mut self, x: i32, y: i32, w: i32, h: i32, color: (u8, u8, u8), alpha: f32) {
+        let x0 = x.max(0);
+        let y0 = y.max(0);
+        let x1 = (x + w).min(self.width as i32);
+        let y1 = (y + h).min(self.height as i32);
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                self.blend(xx, yy, color, alpha);
+            }
+        }
+    }
+
+    /// A rectangle outline `thickness` pixels wide, drawn inside the box.
+    pub fn stroke_rect(&mut self, x: i32, y: i32, w: i32, h: i32, thickness: i32, color: (u8, u8, u8)) {
+        let t = thickness.min(w / 2).min(h / 2).max(1);
+        self.fill_rect(x, y, w, t, color, 1.0);
+        self.fill_rect(x, y + h - t, w, t, color, 1.0);
+        self.fill_rect(x, y + t, t, h - 2 * t, color, 1.0);
+        self.fill_rect(x + w - t, y + t, t, h - 2 * t, color, 1.0);
+    }
+}
+
+/// Draws boxes and labels; holds the font and a reusable text buffer.
+pub struct Painter {
+    font: FontRef<'static>,
+    text: String,
+}
+
+impl Painter {
+    pub fn new() -> Result<Self, String> {
+        let font = FontRef::try_from_slice(FONT_BYTES).map_err(|e| format!("embedded font: {e}"))?;
+        Ok(Self {
+            font,
+            text: String::with_capacity(32),
+        })
+    }
+
+    /// Width in pixels of `text` at `scale`.
+    fn text_width(&self, text: &str, scale: PxScale) -> f32 {
+        let font = self.font.as_scaled(scale);
+        let mut width = 0.0;
+        let mut previous = None;
+        for c in text.chars() {
+            let id = font.glyph_id(c);
+            if let Some(p) = previous {
+                width += font.kern(p, id);
+            }
+            width += font.h_advance(id);
+            previous = Some(id);
+        }
+        width
+    }
+
+    /// Anti-aliased text with its top-left corner at (x, y).
+    fn draw_text(canvas: &mut Canvas, font: &FontRef, text: &str, x: f32, y: f32, scale: PxScale, color: (u8, u8, u8)) {
+        let scaled = font.as_scaled(scale);
+        let baseline = y + scaled.ascent();
+        let mut pen = x;
+        let mut previous = None;
+        for c in text.chars() {
+            let id = scaled.glyph_id(c);
+            if let Some(p) = previous {
+                pen += scaled.kern(p, id);
+            }
+            let glyph = id.with_scale_and_position(scale, ab_glyph::point(pen, baseline));
+            pen += scaled.h_advance(id);
+            previous = Some(id);
+            if let Some(outline) = font.outline_glyph(glyph) {
+                let bounds = outline.px_bounds();
+                outline.draw(|gx, gy, coverage| {
+                    canvas.blend(bounds.min.x as i32 + gx as i32, bounds.min.y as i32 + gy as i32, color, coverage);
+                });
+            }
+        }
+    }
+
+    /// Draws every face's box and a label such as `happy 87%`, sized to the frame.
+    pub fn draw(&mut self, canvas: &mut Canvas, results: &[FaceResult]) {
+        let short_side = canvas.width.min(canvas.height) as f32;
+        // ~16 px text on 360p, ~64 px on 4K; boxes 2..8 px thick.
+        let font_px = (short_side / 22.0).clamp(12.0, 96.0);
+        let thickness = (short_side / 180.0).round().clamp(2.0, 8.0) as i32;
+        let scale = PxScale::from(font_px);
+        for result in results {
+            let f = result.face;
+            let color = EMOTION_COLORS[result.emotion];
+            canvas.stroke_rect(f.x, f.y, f.width, f.height, thickness, color);
+            self.text.clear();
+            let _ = write!(self.text, "{} {:.0}%", result.label(), result.confidence * 100.0);
+            let pad = (font_px * 0.2).round();
+            let label_w = self.text_width(&self.text, scale) + 2.0 * pad;
+            let label_h = font_px * 1.2;
+            // Above the box when it fits, else just inside its top edge.
+            let mut ly = f.y as f32 - label_h;
+            if ly < 0.0 {
+                ly = f.y as f32 + thickness as f32;
+            }
+            let lx = (f.x as f32).clamp(0.0, (canvas.width as f32 - label_w).max(0.0));
+            canvas.fill_rect(lx as i32, ly as i32, label_w.ceil() as i32, label_h.ceil() as i32, color, 0.85);
+            let luminance = 0.299 * color.0 as f32 + 0.587 * color.1 as f32 + 0.114 * color.2 as f32;
+            let ink = if luminance > 140.0 { (0, 0, 0) } else { (255, 255, 255) };
+            Self::draw_text(canvas, &self.font, &self.text, lx + pad, ly + font_px * 0.05, scale, ink);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Face;
+
+    fn result(x: i32, y: i32, w: i32, h: i32) -> FaceResult {
+        FaceResult {
+            face: Face { x, y, width: w, height: h, score: 5.0 },
+            probabilities: [0.0, 0.0, 0.0, 0.87, 0.0, 0.0, 0.13],
+            emotion: 3,
+            confidence: 0.87,
+        }
+    }
+
+    #[test]
+    fn draws_box_in_emotion_colour_and_clips_at_edges() {
+        let (w, h) = (64usize, 48usize);
+        let mut data = vec![0u8; w * h * 3];
+        let mut painter = Painter::new().expect("font");
+        {
+            let mut canvas = Canvas {
+                planes: [&mut data, &mut [], &mut []],
+                strides: [w * 3, 0, 0],
+                width: w,
+                height: h,
+                layout: PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 },
+                video_range: false,
+            };
+            // Partly outside the frame on every side: must not panic.
+            painter.draw(&mut canvas, &[result(10, 20, 30, 20), result(-20, -20, 200, 200)]);
+        }
+        // The box edge at (10, 39) (bottom-left, away from the label) is happy-yellow.
+        let p = (39 * w + 10) * 3;
+        assert_eq!(&data[p..p + 3], &[255, 200, 0]);
+    }
+
+    #[test]
+    fn draws_on_nv12_and_i420_planes() {
+        let (w, h) = (32usize, 32usize);
+        for layout in [PixelLayout::Nv12, PixelLayout::I420] {
+            let mut y = vec![16u8; w * h];
+            let mut u = vec![128u8; w * h / 2];
+            let mut v = vec![128u8; w * h / 4];
+            {
+                let mut canvas = Canvas {
+                    planes: [&mut y, &mut u, &mut v],
+                    strides: [w, if layout == PixelLayout::Nv12 { w } else { w / 2 }, w / 2],
+                    width: w,
+                    height: h,
+                    layout,
+                    video_range: true,
+                };
+                canvas.fill_rect(0, 0, 4, 4, (255, 200, 0), 1.0);
+            }
+            let (luma, cb, _) = rgb_to_yuv((255, 200, 0), true);
+            assert_eq!(y[0], luma.round() as u8);
+            assert_eq!(u[0], cb.round() as u8);
+            assert_eq!(y[5 * w + 5], 16, "outside the rectangle untouched");
+        }
+    }
+}

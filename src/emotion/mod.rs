@@ -1,0 +1,199 @@
+//! The emotion classifier: FER2013's seven classes, the model's input contract, the CNN
+//! architectures and loading of (embedded or user) weights.
+
+pub mod layers;
+pub mod model;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use gst::glib;
+use candle_nn::VarBuilder;
+
+pub use model::{Arch, EmotionNet};
+
+pub const NUM_CLASSES: usize = 7;
+
+/// Class names in FER2013 label order: the order of the model's logits.
+pub const CLASS_NAMES: [&str; NUM_CLASSES] =
+    ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+
+/// What the network expects: `INPUT_SIZE`² grayscale pixels `p` in 0..=255, fed as
+/// `(p / 255 - MEAN) / STD`, shape `(B, 1, 48, 48)`; output logits in [`CLASS_NAMES`] order.
+pub struct InputContract;
+
+impl InputContract {
+    pub const SIZE: usize = 48;
+    pub const PIXELS: usize = Self::SIZE * Self::SIZE;
+    pub const MEAN: f32 = 0.5;
+    pub const STD: f32 = 0.25;
+
+    #[inline]
+    pub fn normalize(p: u8) -> f32 {
+        (p as f32 / 255.0 - Self::MEAN) / Self::STD
+    }
+
+    pub fn describe() -> String {
+        format!(
+            "{s}x{s} grayscale, x = (p/255 - {m}) / {d}, NCHW (B,1,{s},{s}) f32, logits in order {}",
+            CLASS_NAMES.join(","),
+            s = Self::SIZE,
+            m = Self::MEAN,
+            d = Self::STD
+        )
+    }
+}
+
+/// The default weights, trained by `moodmirror train` (see weights/README.md).
+pub static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../weights/emotion.safetensors");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read emotion model '{path}': {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("emotion model '{origin}' is not a valid safetensors file: {reason}")]
+    Format { origin: String, reason: String },
+    #[error("emotion model '{origin}' does not fit architecture '{arch}': {reason}")]
+    Shape {
+        origin: String,
+        arch: String,
+        reason: String,
+    },
+}
+
+/// Reads the `__metadata__` of a safetensors file (architecture, contract, training info).
+pub fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// A ready-to-run emotion network and what its file says about it.
+pub struct EmotionClassifier {
+    net: EmotionNet,
+    device: Device,
+    pub arch: Arch,
+    pub metadata: HashMap<String, String>,
+    /// Reused input buffer: no allocation per frame for the pixels.
+    input: Vec<f32>,
+}
+
+impl EmotionClassifier {
+    pub fn embedded(device: &Device) -> Result<Self, ModelError> {
+        Self::from_bytes(EMBEDDED_WEIGHTS, "<embedded>", device)
+    }
+
+    pub fn from_file(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string(), device)
+    }
+
+    /// Loads `model_location`, or the embedded default when it is empty.
+    pub fn load(model_location: &str, device: &Device) -> Result<Self, ModelError> {
+        if model_location.is_empty() {
+            Self::embedded(device)
+        } else {
+            Self::from_file(Path::new(model_location), device)
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8], origin: &str, device: &Device) -> Result<Self, ModelError> {
+        let format_err = |reason: String| ModelError::Format {
+            origin: origin.to_string(),
+            reason,
+        };
+        let metadata = read_metadata(bytes).map_err(format_err)?;
+        let arch_name = metadata.get("arch").map(String::as_str).unwrap_or("vgg");
+        let arch = Arch::from_name(arch_name)
+            .ok_or_else(|| format_err(format!("unknown architecture '{arch_name}'")))?;
+        let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)
+            .map_err(|e| format_err(e.to_string()))?;
+        let net = EmotionNet::load(vb, arch).map_err(|e| ModelError::Shape {
+            origin: origin.to_string(),
+            arch: arch.name().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            net,
+            device: device.clone(),
+            arch,
+            metadata,
+            input: Vec::new(),
+        })
+    }
+
+    pub fn net(&self) -> &EmotionNet {
+        &self.net
+    }
+
+    /// Classifies 48x48 grayscale crops (`INPUT_SIZE²` bytes each, row-major) in one batch and
+    /// writes one probability vector per crop into `probabilities`.
+    pub fn classify(
+        &mut self,
+        crops: &[u8],
+        probabilities: &mut Vec<[f32; NUM_CLASSES]>,
+    ) -> candle_core::Result<()> {
+        probabilities.clear();
+        let n = crops.len() / InputContract::PIXELS;
+        if n == 0 {
+            return Ok(());
+        }
+        self.input.clear();
+        self.input
+            .extend(crops[..n * InputContract::PIXELS].iter().map(|&p| InputContract::normalize(p)));
+        let s = InputContract::SIZE;
+        let x = Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?;
+        let probs = candle_nn::ops::softmax_last_dim(&self.net.forward_t(&x, false)?)?;
+        let flat = probs.flatten_all()?.to_vec1::<f32>()?;
+        probabilities.extend(flat.chunks_exact(NUM_CLASSES).map(|row| {
+            let mut p = [0f32; NUM_CLASSES];
+            p.copy_from_slice(row);
+            p
+        }));
+        Ok(())
+    }
+}
+
+/// Index and value of the largest probability.
+pub fn argmax(probabilities: &[f32]) -> (usize, f32) {
+    probabilities
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+}
+
+/// Where the models run: the element's `device` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorDevice")]
+pub enum DeviceKind {
+    #[enum_value(name = "Auto: CUDA GPU when built with it and present, else CPU", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu = 1,
+    #[enum_value(name = "CUDA GPU 0 (needs a build with the `cuda` feature)", nick = "cuda")]
+    Cuda = 2,
+}
+
+/// Picks the candle device; the second value is a warning for a fallback to the CPU.
+pub fn select_device(kind: DeviceKind) -> Result<(Device, Option<String>), String> {
+    match kind {
+        DeviceKind::Cpu => Ok((Device::Cpu, None)),
+        DeviceKind::Cuda if !cfg!(feature = "cuda") => Err(
+            "device=cuda, but this build of moodmirror has no CUDA support: rebuild with `cargo build --release --features cuda` or use device=cpu".into(),
+        ),
+        DeviceKind::Cuda => Device::new_cuda(0).map(|d| (d, None)).map_err(|e| format!("device=cuda: no usable CUDA GPU: {e}")),
+        DeviceKind::Auto if cfg!(feature = "cuda") => match Device::new_cuda(0) {
+            Ok(d) => Ok((d, None)),
+            Err(e) => Ok((Device::Cpu, Some(format!("device=auto: no usable CUDA GPU ({e}), running on the CPU")))),
+        },
+        DeviceKind::Auto => Ok((Device::Cpu, None)),
+    }
+}

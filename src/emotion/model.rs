@@ -1,0 +1,226 @@
+//! The emotion CNN architectures. All take `(B, 1, 48, 48)` normalised grayscale (see
+//! [`super::InputContract`]) and return `(B, 7)` logits in FER2013 order.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::layers::{
+    check_dtype, dropout, flatten, global_avg_pool, BatchNorm, Conv, ConvBnRelu, Dense, ModuleT,
+    SeparableConv,
+};
+use super::NUM_CLASSES;
+use crate::ops::max_pool2d;
+
+/// Which network to build; stored in the weights' metadata as `arch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// Compact VGG-style net (2 conv-BN-ReLU per stage, 32→256 channels): the shipped default.
+    Vgg,
+    /// The seed's "basic" CNN: conv 32/64/256/512, max-pool, dropout, dense 512.
+    Basic,
+    /// The seed's "advanced" mini-Xception: separable convs in residual blocks up to 512 filters.
+    Xception,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Vgg => "vgg",
+            Arch::Basic => "basic",
+            Arch::Xception => "xception",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "vgg" => Some(Arch::Vgg),
+            "basic" => Some(Arch::Basic),
+            "xception" => Some(Arch::Xception),
+            _ => None,
+        }
+    }
+}
+
+/// A loaded emotion network of any [`Arch`].
+#[derive(Debug, Clone)]
+pub enum EmotionNet {
+    Vgg(VggNet),
+    Basic(BasicNet),
+    Xception(XceptionNet),
+}
+
+impl EmotionNet {
+    pub fn load(vb: VarBuilder, arch: Arch) -> Result<Self> {
+        Ok(match arch {
+            Arch::Vgg => EmotionNet::Vgg(VggNet::load(vb)?),
+            Arch::Basic => EmotionNet::Basic(BasicNet::load(vb)?),
+            Arch::Xception => EmotionNet::Xception(XceptionNet::load(vb)?),
+        })
+    }
+
+    /// `(B, 1, 48, 48)` → `(B, 7)` logits.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        check_dtype(x)?;
+        let (b, c, h, w) = x.dims4()?;
+        if c != 1 {
+            candle_core::bail!("emotion model expects 1 channel, got {c}");
+        }
+        // (B, 1, H, W) and (1, B, H, W) are the same memory: the CBHW input.
+        let x = x.reshape((1, b, h, w))?;
+        match self {
+            EmotionNet::Vgg(net) => net.forward_t(&x, train),
+            EmotionNet::Basic(net) => net.forward_t(&x, train),
+            EmotionNet::Xception(net) => net.forward_t(&x, train),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VggNet {
+    stages: Vec<Vec<ConvBnRelu>>,
+    fc1: Dense,
+    fc2: Dense,
+}
+
+impl VggNet {
+    /// (channels, convolutions) per stage at 48, 24, 12 and 6 px. One convolution at the two
+    /// large resolutions keeps the cost (≈75 M multiply-adds per face) where it pays most.
+    pub const STAGES: [(usize, usize); 4] = [(32, 1), (64, 1), (128, 2), (256, 2)];
+    const HIDDEN: usize = 256;
+
+    pub fn load(vb: VarBuilder) -> Result<Self> {
+        let mut stages = Vec::new();
+        let mut c_in = 1;
+        for (i, &(c, convs)) in Self::STAGES.iter().enumerate() {
+            let vb = vb.pp(format!("stage{i}"));
+            let mut stage = Vec::new();
+            for j in 0..convs {
+                stage.push(ConvBnRelu::load(vb.pp(j), c_in, c, 3, 1)?);
+                c_in = c;
+            }
+            stages.push(stage);
+        }
+        // 48 → 3 after four 2x2 poolings.
+        let fc1 = Dense::load(vb.pp("fc1"), c_in * 9, Self::HIDDEN)?;
+        let fc2 = Dense::load(vb.pp("fc2"), Self::HIDDEN, NUM_CLASSES)?;
+        Ok(Self { stages, fc1, fc2 })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, stage) in self.stages.iter().enumerate() {
+            for layer in stage {
+                x = layer.forward_t(&x, train)?;
+            }
+            x = max_pool2d(&x, 2, 2, 0)?;
+            if i >= 1 {
+                x = dropout(&x, 0.1 * i as f32, train)?;
+            }
+        }
+        let x = flatten(&x)?;
+        let x = dropout(&self.fc1.forward(&x)?.relu()?, 0.5, train)?;
+        self.fc2.forward(&x)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BasicNet {
+    convs: Vec<Conv>,
+    fc1: Dense,
+    fc2: Dense,
+}
+
+impl BasicNet {
+    pub fn load(vb: VarBuilder) -> Result<Self> {
+        let widths = [(1, 32), (32, 64), (64, 256), (256, 512)];
+        let convs = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b))| Conv::load(vb.pp(format!("conv{i}")), a, b, 3, 1, 1, true))
+            .collect::<Result<Vec<_>>>()?;
+        // 48 → 24 → 12 → 6 after three poolings (after conv1, conv2, conv3).
+        let fc1 = Dense::load(vb.pp("fc1"), 512 * 36, 512)?;
+        let fc2 = Dense::load(vb.pp("fc2"), 512, NUM_CLASSES)?;
+        Ok(Self { convs, fc1, fc2 })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.convs[0].forward(x)?.relu()?;
+        let x = self.convs[1].forward(&x)?.relu()?;
+        let x = dropout(&max_pool2d(&x, 2, 2, 0)?, 0.25, train)?;
+        let x = self.convs[2].forward(&x)?.relu()?;
+        let x = max_pool2d(&x, 2, 2, 0)?;
+        let x = self.convs[3].forward(&x)?.relu()?;
+        let x = dropout(&max_pool2d(&x, 2, 2, 0)?, 0.25, train)?;
+        let x = dropout(&self.fc1.forward(&flatten(&x)?)?.relu()?, 0.5, train)?;
+        self.fc2.forward(&x)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct XceptionBlock {
+    residual: Conv,
+    residual_bn: BatchNorm,
+    sep1: SeparableConv,
+    bn1: BatchNorm,
+    sep2: SeparableConv,
+    bn2: BatchNorm,
+}
+
+impl XceptionBlock {
+    fn load(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        Ok(Self {
+            residual: Conv::load(vb.pp("residual"), c_in, c_out, 1, 2, 0, false)?,
+            residual_bn: BatchNorm::load(vb.pp("residual_bn"), c_out)?,
+            sep1: SeparableConv::load(vb.pp("sep1"), c_in, c_out)?,
+            bn1: BatchNorm::load(vb.pp("bn1"), c_out)?,
+            sep2: SeparableConv::load(vb.pp("sep2"), c_out, c_out)?,
+            bn2: BatchNorm::load(vb.pp("bn2"), c_out)?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let residual = self
+            .residual_bn
+            .forward_t(&self.residual.forward(x)?, train)?;
+        let y = self.bn1.forward_t(&self.sep1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.sep2.forward(&y)?, train)?;
+        max_pool2d(&y, 3, 2, 1)? + residual
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct XceptionNet {
+    stem: Vec<ConvBnRelu>,
+    blocks: Vec<XceptionBlock>,
+    head: Dense,
+}
+
+impl XceptionNet {
+    pub fn load(vb: VarBuilder) -> Result<Self> {
+        let stem = vec![
+            ConvBnRelu::load(vb.pp("stem0"), 1, 16, 3, 1)?,
+            ConvBnRelu::load(vb.pp("stem1"), 16, 32, 3, 1)?,
+        ];
+        let widths = [32, 64, 128, 256, 512];
+        let blocks = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| XceptionBlock::load(vb.pp(format!("block{i}")), w[0], w[1]))
+            .collect::<Result<Vec<_>>>()?;
+        let head = Dense::load(vb.pp("head"), 512, NUM_CLASSES)?;
+        Ok(Self { stem, blocks, head })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.stem {
+            x = layer.forward_t(&x, train)?;
+        }
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        let x = dropout(&global_avg_pool(&x)?, 0.5, train)?;
+        self.head.forward(&x)
+    }
+}

@@ -1,0 +1,297 @@
+//! Evaluation of an emotion model: accuracy, loss, per-class precision/recall/F1, confusion
+//! matrix, balanced accuracy, ROC curves and AUC (micro-average and one-vs-rest per class).
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::dataset::{normalize_into, Dataset};
+use crate::emotion::{EmotionNet, InputContract, CLASS_NAMES, NUM_CLASSES};
+
+/// Class probabilities for every image of `data`; with `tta` the average over the image and its
+/// mirror.
+pub fn predict(
+    net: &EmotionNet,
+    data: &Dataset,
+    device: &Device,
+    batch: usize,
+    tta: bool,
+) -> candle_core::Result<Vec<[f32; NUM_CLASSES]>> {
+    let s = InputContract::SIZE;
+    let px = InputContract::PIXELS;
+    let mut out = Vec::with_capacity(data.len());
+    let mut input = vec![0f32; batch * px];
+    for start in (0..data.len()).step_by(batch) {
+        let n = batch.min(data.len() - start);
+        let mut sum = vec![0f32; n * NUM_CLASSES];
+        let views: &[bool] = if tta { &[false, true] } else { &[false] };
+        for &mirror in views {
+            input[..n * px]
+                .par_chunks_mut(px)
+                .enumerate()
+                .for_each(|(i, dst)| normalize_into(data.image(start + i), dst, mirror));
+            let x = Tensor::from_slice(&input[..n * px], (n, 1, s, s), device)?;
+            let p = candle_nn::ops::softmax_last_dim(&net.forward_t(&x, false)?)?;
+            for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {
+                *acc += v / views.len() as f32;
+            }
+        }
+        out.extend(sum.chunks_exact(NUM_CLASSES).map(|r| {
+            let mut a = [0f32; NUM_CLASSES];
+            a.copy_from_slice(r);
+            a
+        }));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassMetrics {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+    pub roc_auc: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Averages {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub n: usize,
+    pub accuracy: f64,
+    /// Mean cross-entropy (natural log) of the true class.
+    pub loss: f64,
+    pub macro_f1: f64,
+    pub weighted_f1: f64,
+    pub balanced_accuracy: f64,
+    pub roc_auc_micro: f64,
+    pub roc_auc_macro: f64,
+    pub class_names: Vec<String>,
+    pub per_class: std::collections::BTreeMap<String, ClassMetrics>,
+    pub macro_avg: Averages,
+    pub weighted_avg: Averages,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+    #[serde(skip)]
+    pub roc_micro: Vec<(f64, f64)>,
+    #[serde(skip)]
+    pub roc_per_class: Vec<Vec<(f64, f64)>>,
+}
+
+fn safe_div(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        0.0
+    } else {
+        a / b
+    }
+}
+
+/// ROC curve points (false-positive rate, true-positive rate) and the area under it
+/// (trapezoids; tied scores form one step, as scikit-learn's `roc_curve`).
+pub fn roc_curve(scores: &[(f32, bool)]) -> (Vec<(f64, f64)>, f64) {
+    let positives = scores.iter().filter(|s| s.1).count() as f64;
+    let negatives = scores.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
+    }
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut points = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut auc = 0.0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let score = sorted[i].0;
+        while i < sorted.len() && sorted[i].0 == score {
+            if sorted[i].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        let (x0, y0) = *points.last().unwrap_or(&(0.0, 0.0));
+        let (x1, y1) = (fp / negatives, tp / positives);
+        auc += (x1 - x0) * (y0 + y1) / 2.0;
+        points.push((x1, y1));
+    }
+    (points, auc)
+}
+
+impl Report {
+    pub fn compute(probabilities: &[[f32; NUM_CLASSES]], labels: &[u8]) -> Report {
+        let n = labels.len();
+        let mut confusion = vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES];
+        let mut loss = 0.0;
+        for (p, &y) in probabilities.iter().zip(labels) {
+            let (pred, _) = crate::emotion::argmax(p);
+            confusion[y as usize][pred] += 1;
+            loss -= (p[y as usize].max(1e-12) as f64).ln();
+        }
+        let correct: usize = (0..NUM_CLASSES).map(|c| confusion[c][c]).sum();
+        let mut per_class = std::collections::BTreeMap::new();
+        let mut roc_per_class = Vec::new();
+        let mut metrics = Vec::new();
+        for c in 0..NUM_CLASSES {
+            let tp = confusion[c][c] as f64;
+            let support: usize = confusion[c].iter().sum();
+            let predicted: usize = (0..NUM_CLASSES).map(|r| confusion[r][c]).sum();
+            let precision = safe_div(tp, predicted as f64);
+            let recall = safe_div(tp, support as f64);
+            let f1 = safe_div(2.0 * precision * recall, precision + recall);
+            let scores: Vec<(f32, bool)> = probabilities
+                .iter()
+                .zip(labels)
+                .map(|(p, &y)| (p[c], y as usize == c))
+                .collect();
+            let (curve, roc_auc) = roc_curve(&scores);
+            roc_per_class.push(curve);
+            let m = ClassMetrics {
+                precision,
+                recall,
+                f1,
+                support,
+                roc_auc,
+            };
+            metrics.push(m.clone());
+            per_class.insert(CLASS_NAMES[c].to_string(), m);
+        }
+        let micro_scores: Vec<(f32, bool)> = probabilities
+            .iter()
+            .zip(labels)
+            .flat_map(|(p, &y)| (0..NUM_CLASSES).map(move |c| (p[c], y as usize == c)))
+            .collect();
+        let (roc_micro, roc_auc_micro) = roc_curve(&micro_scores);
+        let present: Vec<&ClassMetrics> = metrics.iter().filter(|m| m.support > 0).collect();
+        let k = present.len().max(1) as f64;
+        let macro_avg = Averages {
+            precision: present.iter().map(|m| m.precision).sum::<f64>() / k,
+            recall: present.iter().map(|m| m.recall).sum::<f64>() / k,
+            f1: present.iter().map(|m| m.f1).sum::<f64>() / k,
+        };
+        let total = n.max(1) as f64;
+        let weighted = |f: fn(&ClassMetrics) -> f64| {
+            metrics.iter().map(|m| f(m) * m.support as f64).sum::<f64>() / total
+        };
+        let weighted_avg = Averages {
+            precision: weighted(|m| m.precision),
+            recall: weighted(|m| m.recall),
+            f1: weighted(|m| m.f1),
+        };
+        let aucs: Vec<f64> = metrics.iter().map(|m| m.roc_auc).filter(|a| a.is_finite()).collect();
+        Report {
+            n,
+            accuracy: correct as f64 / total,
+            loss: loss / total,
+            macro_f1: macro_avg.f1,
+            weighted_f1: weighted_avg.f1,
+            balanced_accuracy: macro_avg.recall,
+            roc_auc_micro,
+            roc_auc_macro: aucs.iter().sum::<f64>() / aucs.len().max(1) as f64,
+            class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+            per_class,
+            macro_avg,
+            weighted_avg,
+            confusion,
+            roc_micro,
+            roc_per_class,
+        }
+    }
+
+    /// The classification report, confusion matrix and AUCs as text (scikit-learn's layout).
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "n = {}   accuracy = {:.4}   loss = {:.4}", self.n, self.accuracy, self.loss);
+        let _ = writeln!(
+            s,
+            "macro F1 = {:.4}   balanced accuracy = {:.4}   ROC AUC micro = {:.4}   macro = {:.4}\n",
+            self.macro_f1, self.balanced_accuracy, self.roc_auc_micro, self.roc_auc_macro
+        );
+        let _ = writeln!(s, "{:>14} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "precision", "recall", "f1-score", "support", "roc-auc");
+        for name in &self.class_names {
+            let m = &self.per_class[name];
+            let _ = writeln!(
+                s,
+                "{name:>14} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>9.4}",
+                m.precision, m.recall, m.f1, m.support, m.roc_auc
+            );
+        }
+        let _ = writeln!(s);
+        for (label, a) in [("macro avg", &self.macro_avg), ("weighted avg", &self.weighted_avg)] {
+            let _ = writeln!(
+                s,
+                "{label:>14} {:>9.4} {:>9.4} {:>9.4} {:>9}",
+                a.precision, a.recall, a.f1, self.n
+            );
+        }
+        let _ = writeln!(s, "\nconfusion matrix (rows: true, columns: predicted)");
+        let _ = write!(s, "{:>10}", "");
+        for name in &self.class_names {
+            let _ = write!(s, "{:>9}", &name[..name.len().min(8)]);
+        }
+        let _ = writeln!(s);
+        for (name, row) in self.class_names.iter().zip(&self.confusion) {
+            let _ = write!(s, "{name:>10}");
+            for v in row {
+                let _ = write!(s, "{v:>9}");
+            }
+            let _ = writeln!(s);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roc_auc_matches_hand_computation() {
+        // Positives 0.9, 0.4; negatives 0.6, 0.1: 3 of 4 pairs ranked right -> 0.75.
+        let scores = [(0.9, true), (0.6, false), (0.4, true), (0.1, false)];
+        let (_, auc) = roc_curve(&scores);
+        assert!((auc - 0.75).abs() < 1e-12);
+        // A tie between a positive and a negative counts one half.
+        let (_, auc) = roc_curve(&[(0.5, true), (0.5, false)]);
+        assert!((auc - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn report_matches_hand_computation() {
+        let one_hot = |c: usize, p: f32| {
+            let mut a = [(1.0 - p) / 6.0; NUM_CLASSES];
+            a[c] = p;
+            a
+        };
+        // Truth: angry, angry, happy, happy, sad. Predictions: angry, happy, happy, happy, angry.
+        let probs = [one_hot(0, 0.8), one_hot(3, 0.6), one_hot(3, 0.9), one_hot(3, 0.7), one_hot(0, 0.5)];
+        let labels = [0u8, 0, 3, 3, 4];
+        let r = Report::compute(&probs, &labels);
+        assert_eq!(r.n, 5);
+        assert!((r.accuracy - 0.6).abs() < 1e-12);
+        assert_eq!(r.confusion[0][0], 1);
+        assert_eq!(r.confusion[0][3], 1);
+        assert_eq!(r.confusion[4][0], 1);
+        let angry = &r.per_class["angry"];
+        assert!((angry.precision - 0.5).abs() < 1e-12);
+        assert!((angry.recall - 0.5).abs() < 1e-12);
+        let happy = &r.per_class["happy"];
+        assert!((happy.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((happy.recall - 1.0).abs() < 1e-12);
+        assert!((happy.f1 - 0.8).abs() < 1e-12);
+        assert_eq!(r.per_class["sad"].support, 1);
+        // Macro over the 3 classes present: F1 (0.5 + 0.8 + 0) / 3.
+        assert!((r.macro_f1 - 1.3 / 3.0).abs() < 1e-12);
+        assert!((r.balanced_accuracy - 0.5).abs() < 1e-12);
+        // Loss: mean of -ln p(true).
+        let expected = -(0.8f64.ln() + (0.4f64 / 6.0).ln() + 0.9f64.ln() + 0.7f64.ln() + (0.5f64 / 6.0).ln()) / 5.0;
+        assert!((r.loss - expected).abs() < 1e-5, "{} vs {expected}", r.loss);
+    }
+}

@@ -1,0 +1,97 @@
+//! Access to video frames of the supported formats: the luma the detector reads (in place for
+//! GRAY8/I420/NV12, converted once for RGB variants) and the drawing canvas.
+
+use rayon::prelude::*;
+
+use crate::detect::GrayImage;
+use crate::draw::PixelLayout;
+
+/// Formats the element accepts.
+pub const FORMATS: [gst_video::VideoFormat; 13] = [
+    gst_video::VideoFormat::Rgb,
+    gst_video::VideoFormat::Bgr,
+    gst_video::VideoFormat::Rgbx,
+    gst_video::VideoFormat::Bgrx,
+    gst_video::VideoFormat::Xrgb,
+    gst_video::VideoFormat::Xbgr,
+    gst_video::VideoFormat::Rgba,
+    gst_video::VideoFormat::Bgra,
+    gst_video::VideoFormat::Argb,
+    gst_video::VideoFormat::Abgr,
+    gst_video::VideoFormat::Gray8,
+    gst_video::VideoFormat::I420,
+    gst_video::VideoFormat::Nv12,
+];
+
+/// The pixel layout of `info`'s format, or `None` when it is not one of [`FORMATS`].
+pub fn layout_of(info: &gst_video::VideoInfo) -> Option<PixelLayout> {
+    use gst_video::VideoFormat as F;
+    let finfo = info.format_info();
+    match info.format() {
+        F::Gray8 => Some(PixelLayout::Gray),
+        F::I420 => Some(PixelLayout::I420),
+        F::Nv12 => Some(PixelLayout::Nv12),
+        f if FORMATS.contains(&f) => {
+            let offsets = finfo.poffset();
+            Some(PixelLayout::Packed {
+                r: offsets[0] as usize,
+                g: offsets[1] as usize,
+                b: offsets[2] as usize,
+                bytes_per_pixel: finfo.pixel_stride()[0] as usize,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The luma range of a frame: (black, white).
+pub fn luma_range(info: &gst_video::VideoInfo, layout: PixelLayout) -> (u8, u8) {
+    match layout {
+        PixelLayout::I420 | PixelLayout::Nv12
+            if info.colorimetry().range() != gst_video::VideoColorRange::Range0_255 =>
+        {
+            (16, 235)
+        }
+        _ => (0, 255),
+    }
+}
+
+/// The grayscale image of a frame's first plane: borrowed for luma/gray formats, converted into
+/// `scratch` (reused between frames) for packed RGB (BT.601 weights, as OpenCV's RGB2GRAY).
+pub fn luma<'a>(
+    plane0: &'a [u8],
+    stride: usize,
+    width: usize,
+    height: usize,
+    layout: PixelLayout,
+    scratch: &'a mut Vec<u8>,
+) -> GrayImage<'a> {
+    match layout {
+        PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => GrayImage {
+            data: plane0,
+            width,
+            height,
+            stride,
+        },
+        PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
+            scratch.resize(width * height, 0);
+            scratch
+                .par_chunks_mut(width.max(1))
+                .enumerate()
+                .for_each(|(y, row)| {
+                    let src = &plane0[y * stride..];
+                    for (x, out) in row.iter_mut().enumerate() {
+                        let p = &src[x * bytes_per_pixel..];
+                        let v = 19_595 * p[r] as u32 + 38_470 * p[g] as u32 + 7_471 * p[b] as u32;
+                        *out = ((v + 32_768) >> 16) as u8;
+                    }
+                });
+            GrayImage {
+                data: scratch,
+                width,
+                height,
+                stride: width,
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `moodmirror image`: the element's detect + classify core on still images, one JSON object per
+//! image, optionally writing annotated copies.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::analysis::{FaceAnalyzer, FaceResult};
+use crate::detect::{DetectParams, Detector, DetectorKind};
+use crate::draw::{Canvas, Painter, PixelLayout};
+use crate::emotion::{select_device, DeviceKind, EmotionClassifier, CLASS_NAMES};
+use crate::frame;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    /// Image files (JPEG or PNG).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write JSON lines here ('-' = standard output, the default).
+    #[arg(long, default_value = "-")]
+    pub jsonl: String,
+    #[arg(long, value_enum, default_value = "haar")]
+    pub detector: DetectorArg,
+    #[arg(long, default_value_t = 40)]
+    pub min_face_size: usize,
+    #[arg(long, default_value_t = 1.1)]
+    pub scale_factor: f64,
+    #[arg(long, default_value_t = 3)]
+    pub min_neighbors: usize,
+    #[arg(long, default_value_t = 16)]
+    pub max_faces: usize,
+    /// Emotion model weights; the embedded default when omitted.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Write annotated copies of the images (PNG) into this directory.
+    #[arg(long)]
+    pub annotate: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DetectorArg {
+    Haar,
+}
+
+impl From<DetectorArg> for DetectorKind {
+    fn from(d: DetectorArg) -> Self {
+        match d {
+            DetectorArg::Haar => DetectorKind::Haar,
+        }
+    }
+}
+
+/// The JSON object of one face (shared with other exporters).
+pub fn face_json(r: &FaceResult) -> serde_json::Value {
+    let probabilities: serde_json::Map<String, serde_json::Value> = CLASS_NAMES
+        .iter()
+        .zip(r.probabilities)
+        .map(|(c, p)| (c.to_string(), json!(round4(p))))
+        .collect();
+    json!({
+        "x": r.face.x, "y": r.face.y, "width": r.face.width, "height": r.face.height,
+        "score": r.face.score, "emotion": r.label(), "confidence": round4(r.confidence),
+        "probabilities": probabilities,
+    })
+}
+
+fn round4(v: f32) -> f64 {
+    (v as f64 * 1e4).round() / 1e4
+}
+
+pub fn run(args: &ImageArgs) -> Result<()> {
+    let (device, warning) = select_device(DeviceKind::Auto).map_err(anyhow::Error::msg)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    let classifier = match &args.model {
+        Some(p) => EmotionClassifier::from_file(p, &device)?,
+        None => EmotionClassifier::embedded(&device)?,
+    };
+    let detector = Detector::new(args.detector.into()).map_err(anyhow::Error::msg)?;
+    let mut analyzer = FaceAnalyzer::new(detector, classifier);
+    let mut painter = Painter::new().map_err(anyhow::Error::msg)?;
+    let params = DetectParams {
+        min_size: args.min_face_size,
+        max_size: None,
+        scale_factor: args.scale_factor.max(1.01),
+        min_neighbors: args.min_neighbors,
+        max_faces: args.max_faces.max(1),
+    };
+    let mut out: Box<dyn Write> = if args.jsonl == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&args.jsonl).with_context(|| format!("creating {}", args.jsonl))?,
+        ))
+    };
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
+    let mut gray = Vec::new();
+    let mut failures = 0;
+    for path in &args.files {
+        let mut rgb = match image::open(path) {
+            Ok(img) => img.into_rgb8(),
+            Err(e) => {
+                eprintln!("moodmirror image: skipping {}: {e}", path.display());
+                failures += 1;
+                continue;
+            }
+        };
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let image = frame::luma(rgb.as_raw(), w * 3, w, h, layout, &mut gray);
+        let results = analyzer.analyze(&image, &params, 0, 255)?.to_vec();
+        let record = json!({
+            "file": path.display().to_string(),
+            "width": w,
+            "height": h,
+            "faces": results.iter().map(face_json).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{record}")?;
+        if let Some(dir) = &args.annotate {
+            let mut canvas = Canvas {
+                planes: [&mut *rgb, &mut [], &mut []],
+                strides: [w * 3, 0, 0],
+                width: w,
+                height: h,
+                layout,
+                video_range: false,
+            };
+            painter.draw(&mut canvas, &results);
+            let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
+            let target = dir.join(format!("{name}.png"));
+            rgb.save(&target).with_context(|| format!("writing {}", target.display()))?;
+        }
+    }
+    out.flush()?;
+    if failures == args.files.len() {
+        anyhow::bail!("none of the {} images could be read", failures);
+    }
+    Ok(())
+}

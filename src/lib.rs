@@ -1,0 +1,43 @@
+//! moodmirror: real-time facial emotion estimation for GStreamer.
+//!
+//! The `moodmirror` element finds faces, classifies each into one of FER2013's seven emotions
+//! with a CNN run by candle, attaches the results as buffer metadata and optionally draws them.
+//! The `moodmirror` binary trains and evaluates the emotion model and runs the same analysis on
+//! still images.
+
+use gst::glib;
+
+pub mod analysis;
+pub mod bench;
+pub mod dataset;
+pub mod detect;
+pub mod draw;
+pub mod emotion;
+pub mod evaluate;
+pub mod frame;
+pub mod image_cmd;
+pub mod meta;
+mod moodmirror;
+pub mod ops;
+pub mod optim;
+pub mod plots;
+pub mod train;
+
+pub use moodmirror::MoodMirror;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
+    moodmirror::register(plugin)
+}
+
+gst::plugin_define!(
+    moodmirror,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -1,0 +1,186 @@
+//! The metadata moodmirror attaches to buffers, and a reader for it.
+//!
+//! Per face: one `GstVideoRegionOfInterestMeta` of type `face` with two params structures,
+//! `detection` (`confidence`) and `emotion` (`label`, `confidence`, `class-id`, one double per
+//! class), the convention of `facedetect` and DL Streamer. Per frame: one `GstCustomMeta` named
+//! `MoodMirrorMeta` whose structure holds `faces`, a list of `face` structures (`x`, `y`, `width`,
+//! `height`, `score`, `emotion`, `confidence`, `probabilities` as an array in class order, and one
+//! double per class), easy to read from Python and C.
+
+use crate::analysis::FaceResult;
+use crate::emotion::{CLASS_NAMES, NUM_CLASSES};
+
+pub const CUSTOM_META_NAME: &str = "MoodMirrorMeta";
+
+/// Registers `MoodMirrorMeta` (idempotent; called from `plugin_init`).
+pub fn register() {
+    if !gst::meta::CustomMeta::is_registered(CUSTOM_META_NAME) {
+        // No tags: transforms that keep untagged metas (videoconvert, queue, tee…) carry it on.
+        gst::meta::CustomMeta::register(CUSTOM_META_NAME, &[]);
+    }
+}
+
+/// One face as read back from a buffer's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceMeta {
+    pub x: i32,
+    pub y: i32,
+    pub width: i32,
+    pub height: i32,
+    pub score: f64,
+    pub emotion: String,
+    pub confidence: f64,
+    /// In [`CLASS_NAMES`] order.
+    pub probabilities: [f64; NUM_CLASSES],
+}
+
+fn emotion_fields(builder: gst::structure::Builder, r: &FaceResult) -> gst::structure::Builder {
+    let mut b = builder
+        .field("label", r.label())
+        .field("confidence", r.confidence as f64)
+        .field("class-id", r.emotion as i32);
+    for (name, p) in CLASS_NAMES.iter().zip(r.probabilities) {
+        b = b.field(*name, p as f64);
+    }
+    b
+}
+
+/// One `face` structure for the custom meta and bus messages.
+pub fn face_structure(r: &FaceResult) -> gst::Structure {
+    let f = r.face;
+    let probabilities = gst::Array::new(r.probabilities.iter().map(|&p| p as f64));
+    let b = gst::Structure::builder("face")
+        .field("x", f.x)
+        .field("y", f.y)
+        .field("width", f.width)
+        .field("height", f.height)
+        .field("score", f.score as f64)
+        .field("emotion", r.label())
+        .field("confidence", r.confidence as f64)
+        .field("probabilities", probabilities);
+    let mut b = b;
+    for (name, p) in CLASS_NAMES.iter().zip(r.probabilities) {
+        b = b.field(*name, p as f64);
+    }
+    b.build()
+}
+
+/// The `faces` list value shared by the custom meta and the element message.
+pub fn faces_list(results: &[FaceResult]) -> gst::List {
+    gst::List::new(results.iter().map(face_structure))
+}
+
+/// Attaches ROI metas and the `MoodMirrorMeta` custom meta for `results` to `buffer`.
+/// Boxes are clipped to the frame (`width` x `height`).
+pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, height: u32) {
+    for r in results {
+        let f = r.face;
+        let x = f.x.clamp(0, width as i32) as u32;
+        let y = f.y.clamp(0, height as i32) as u32;
+        let w = ((f.x + f.width).clamp(0, width as i32) as u32).saturating_sub(x);
+        let h = ((f.y + f.height).clamp(0, height as i32) as u32).saturating_sub(y);
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "face", (x, y, w, h));
+        roi.add_param(
+            gst::Structure::builder("detection")
+                .field("confidence", f.score as f64)
+                .field("label", "face")
+                .build(),
+        );
+        roi.add_param(emotion_fields(gst::Structure::builder("emotion"), r).build());
+    }
+    let mut meta = gst::meta::CustomMeta::add(buffer, CUSTOM_META_NAME).ok();
+    if let Some(meta) = meta.as_mut() {
+        let s = meta.mut_structure();
+        s.set("faces", faces_list(results));
+        s.set("frame-width", width as i32);
+        s.set("frame-height", height as i32);
+    }
+}
+
+fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
+    let mut probabilities = [0f64; NUM_CLASSES];
+    for (p, name) in probabilities.iter_mut().zip(CLASS_NAMES) {
+        *p = s.get::<f64>(name).ok()?;
+    }
+    Some(FaceMeta {
+        x: s.get("x").ok()?,
+        y: s.get("y").ok()?,
+        width: s.get("width").ok()?,
+        height: s.get("height").ok()?,
+        score: s.get("score").ok()?,
+        emotion: s.get("emotion").ok()?,
+        confidence: s.get("confidence").ok()?,
+        probabilities,
+    })
+}
+
+/// The faces of `buffer`'s `MoodMirrorMeta`; `None` when the buffer has no such meta.
+pub fn faces(buffer: &gst::BufferRef) -> Option<Vec<FaceMeta>> {
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, CUSTOM_META_NAME).ok()?;
+    let list = meta.structure().get::<gst::List>("faces").ok()?;
+    Some(
+        list.iter()
+            .filter_map(|v| v.get::<gst::Structure>().ok())
+            .filter_map(|s| face_from_structure(&s))
+            .collect(),
+    )
+}
+
+/// The faces of `buffer`'s `face` ROI metas (what any ROI-aware element sees).
+pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| m.roi_type() == "face")
+        .filter_map(|m| {
+            let (x, y, width, height) = m.rect();
+            let emotion = m.param("emotion")?;
+            let score = m.param("detection").and_then(|d| d.get::<f64>("confidence").ok()).unwrap_or(0.0);
+            let mut probabilities = [0f64; NUM_CLASSES];
+            for (p, name) in probabilities.iter_mut().zip(CLASS_NAMES) {
+                *p = emotion.get::<f64>(name).ok()?;
+            }
+            Some(FaceMeta {
+                x: x as i32,
+                y: y as i32,
+                width: width as i32,
+                height: height as i32,
+                score,
+                emotion: emotion.get("label").ok()?,
+                confidence: emotion.get("confidence").ok()?,
+                probabilities,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Face;
+
+    #[test]
+    fn metadata_round_trips_through_both_readers() {
+        gst::init().expect("gst init");
+        register();
+        let result = FaceResult {
+            face: Face { x: 10, y: 20, width: 30, height: 40, score: 7.0 },
+            probabilities: [0.05, 0.0, 0.05, 0.7, 0.1, 0.0, 0.1],
+            emotion: 3,
+            confidence: 0.7,
+        };
+        let mut buffer = gst::Buffer::new();
+        attach(buffer.get_mut().expect("writable"), &[result], 640, 480);
+        let from_custom = faces(&buffer).expect("custom meta");
+        let from_roi = roi_faces(&buffer);
+        assert_eq!(from_custom.len(), 1);
+        assert_eq!(from_roi.len(), 1);
+        for f in [&from_custom[0], &from_roi[0]] {
+            assert_eq!((f.x, f.y, f.width, f.height), (10, 20, 30, 40));
+            assert_eq!(f.emotion, "happy");
+            assert!((f.confidence - 0.7).abs() < 1e-6);
+            assert!((f.probabilities[3] - 0.7).abs() < 1e-6);
+            assert_eq!(f.score, 7.0);
+        }
+        assert!(faces(&gst::Buffer::new()).is_none());
+    }
+}

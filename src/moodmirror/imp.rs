@@ -1,0 +1,424 @@
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+
+use crate::analysis::{FaceAnalyzer, FaceResult};
+use crate::detect::{DetectParams, Detector, DetectorKind};
+use crate::draw::{Canvas, Painter, PixelLayout};
+use crate::emotion::{select_device, DeviceKind, EmotionClassifier};
+use crate::{frame, meta};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "moodmirror",
+        gst::DebugColorFlags::empty(),
+        Some("Facial emotion estimation"),
+    )
+});
+
+const DEFAULT_DRAW: bool = true;
+const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Haar;
+const DEFAULT_MIN_FACE_SIZE: u32 = 40;
+const DEFAULT_MAX_FACES: u32 = 16;
+const DEFAULT_SCALE_FACTOR: f64 = 1.1;
+const DEFAULT_MIN_NEIGHBORS: u32 = 3;
+const DEFAULT_MODEL_LOCATION: &str = "";
+const DEFAULT_DEVICE: DeviceKind = DeviceKind::Auto;
+const DEFAULT_POST_MESSAGES: bool = false;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    draw: bool,
+    detector: DetectorKind,
+    min_face_size: u32,
+    max_faces: u32,
+    scale_factor: f64,
+    min_neighbors: u32,
+    model_location: String,
+    device: DeviceKind,
+    post_messages: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            draw: DEFAULT_DRAW,
+            detector: DEFAULT_DETECTOR,
+            min_face_size: DEFAULT_MIN_FACE_SIZE,
+            max_faces: DEFAULT_MAX_FACES,
+            scale_factor: DEFAULT_SCALE_FACTOR,
+            min_neighbors: DEFAULT_MIN_NEIGHBORS,
+            model_location: DEFAULT_MODEL_LOCATION.into(),
+            device: DEFAULT_DEVICE,
+            post_messages: DEFAULT_POST_MESSAGES,
+        }
+    }
+}
+
+/// What one frame needs from the settings: copied once per frame, no allocation.
+#[derive(Debug, Clone, Copy)]
+struct FrameSettings {
+    draw: bool,
+    detector: DetectorKind,
+    params: DetectParams,
+    post_messages: bool,
+}
+
+impl Settings {
+    fn frame_settings(&self) -> FrameSettings {
+        FrameSettings {
+            draw: self.draw,
+            detector: self.detector,
+            params: DetectParams {
+                min_size: self.min_face_size as usize,
+                max_size: None,
+                scale_factor: self.scale_factor,
+                min_neighbors: self.min_neighbors as usize,
+                max_faces: self.max_faces as usize,
+            },
+            post_messages: self.post_messages,
+        }
+    }
+}
+
+/// Negotiated format.
+struct Format {
+    info: gst_video::VideoInfo,
+    layout: PixelLayout,
+    luma_range: (u8, u8),
+}
+
+/// Created in `start`, dropped in `stop`.
+struct State {
+    analyzer: FaceAnalyzer,
+    painter: Painter,
+    format: Option<Format>,
+    gray: Vec<u8>,
+    results: Vec<FaceResult>,
+}
+
+#[derive(Default)]
+pub struct MoodMirror {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the streaming thread down with a poisoned lock.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for MoodMirror {
+    const NAME: &'static str = "GstMoodMirror";
+    type Type = super::MoodMirror;
+    type ParentType = gst_video::VideoFilter;
+}
+
+impl ObjectImpl for MoodMirror {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecBoolean::builder("draw")
+                    .nick("Draw")
+                    .blurb("Draw a box and an emotion label on each face (false: metadata only, pixels untouched)")
+                    .default_value(DEFAULT_DRAW)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("detector", DEFAULT_DETECTOR)
+                    .nick("Detector")
+                    .blurb("Face detector")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-face-size")
+                    .nick("Minimum face size")
+                    .blurb("Smallest face side to look for, in pixels")
+                    .minimum(12)
+                    .maximum(4096)
+                    .default_value(DEFAULT_MIN_FACE_SIZE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-faces")
+                    .nick("Maximum faces")
+                    .blurb("At most this many faces per frame (the most confident ones)")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_MAX_FACES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("scale-factor")
+                    .nick("Scale factor")
+                    .blurb("Step between the detector's image-pyramid scales (smaller: slower, finds more sizes)")
+                    .minimum(1.01)
+                    .maximum(2.0)
+                    .default_value(DEFAULT_SCALE_FACTOR)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-neighbors")
+                    .nick("Minimum neighbours")
+                    .blurb("Haar: overlapping raw detections needed to keep a face (higher: fewer false faces)")
+                    .minimum(0)
+                    .maximum(100)
+                    .default_value(DEFAULT_MIN_NEIGHBORS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("model-location")
+                    .nick("Model location")
+                    .blurb("Emotion model weights (.safetensors from `moodmirror train`); empty: the embedded default")
+                    .default_value(Some(DEFAULT_MODEL_LOCATION))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("device", DEFAULT_DEVICE)
+                    .nick("Device")
+                    .blurb("Where the neural networks run")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("post-messages")
+                    .nick("Post messages")
+                    .blurb("Post a `moodmirror` element message with the faces of every frame on the bus")
+                    .default_value(DEFAULT_POST_MESSAGES)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = lock(&self.settings);
+        // Types are checked by GObject against the ParamSpecs above before we get here.
+        match pspec.name() {
+            "draw" => settings.draw = value.get().unwrap_or(DEFAULT_DRAW),
+            "detector" => settings.detector = value.get().unwrap_or(DEFAULT_DETECTOR),
+            "min-face-size" => settings.min_face_size = value.get().unwrap_or(DEFAULT_MIN_FACE_SIZE),
+            "max-faces" => settings.max_faces = value.get().unwrap_or(DEFAULT_MAX_FACES),
+            "scale-factor" => settings.scale_factor = value.get().unwrap_or(DEFAULT_SCALE_FACTOR),
+            "min-neighbors" => settings.min_neighbors = value.get().unwrap_or(DEFAULT_MIN_NEIGHBORS),
+            "model-location" => {
+                settings.model_location = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }
+            "device" => settings.device = value.get().unwrap_or(DEFAULT_DEVICE),
+            "post-messages" => settings.post_messages = value.get().unwrap_or(DEFAULT_POST_MESSAGES),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+        gst::debug!(CAT, imp = self, "set {} = {:?}", pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        match pspec.name() {
+            "draw" => settings.draw.to_value(),
+            "detector" => settings.detector.to_value(),
+            "min-face-size" => settings.min_face_size.to_value(),
+            "max-faces" => settings.max_faces.to_value(),
+            "scale-factor" => settings.scale_factor.to_value(),
+            "min-neighbors" => settings.min_neighbors.to_value(),
+            "model-location" => settings.model_location.to_value(),
+            "device" => settings.device.to_value(),
+            "post-messages" => settings.post_messages.to_value(),
+            _ => pspec.default_value().clone(),
+        }
+    }
+}
+
+impl GstObjectImpl for MoodMirror {}
+
+impl ElementImpl for MoodMirror {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Facial emotion estimation",
+                "Filter/Analyzer/Video",
+                "Finds faces, classifies each into one of seven emotions (FER2013) with a CNN, \
+                 attaches ROI and MoodMirrorMeta metadata and optionally draws them",
+                "The moodmirror developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(frame::FORMATS)
+                .build();
+            let src = gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps);
+            let sink = gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps);
+            match (src, sink) {
+                (Ok(src), Ok(sink)) => vec![src, sink],
+                _ => Vec::new(),
+            }
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for MoodMirror {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let (device, warning) = select_device(settings.device)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+        if let Some(warning) = warning {
+            gst::warning!(CAT, imp = self, "{warning}");
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ["{}", warning]);
+        }
+        let classifier = EmotionClassifier::load(&settings.model_location, &device).map_err(|e| {
+            gst::error_msg!(gst::LibraryError::Settings, ["model-location: {}", e])
+        })?;
+        let detector = Detector::new(settings.detector)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["face detector: {}", e]))?;
+        let painter = Painter::new().map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{}", e]))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "started: emotion model {} (arch {}), detector {:?}, device {:?}",
+            if settings.model_location.is_empty() { "<embedded>" } else { &settings.model_location },
+            classifier.arch.name(),
+            settings.detector,
+            device
+        );
+        *lock(&self.state) = Some(State {
+            analyzer: FaceAnalyzer::new(detector, classifier),
+            painter,
+            format: None,
+            gray: Vec::new(),
+            results: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        gst::info!(CAT, imp = self, "stopped");
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = lock(&self.settings).frame_settings();
+        let mut state_guard = lock(&self.state);
+        let Some(state) = state_guard.as_mut() else {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["moodmirror is not started"]);
+            return Err(gst::FlowError::Error);
+        };
+        let Some(format) = state.format.as_ref() else {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["no caps negotiated before the first buffer"]);
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if state.analyzer.detector.kind() != settings.detector {
+            match Detector::new(settings.detector) {
+                Ok(d) => state.analyzer.detector = d,
+                Err(e) => gst::warning!(CAT, imp = self, "cannot switch detector: {e}"),
+            }
+        }
+        let (width, height) = (format.info.width(), format.info.height());
+        {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &format.info).map_err(|_| {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the input buffer"]);
+                gst::FlowError::Error
+            })?;
+            let plane0 = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
+            let stride = frame.plane_stride()[0] as usize;
+            let gray = frame::luma(plane0, stride, width as usize, height as usize, format.layout, &mut state.gray);
+            let (black, white) = format.luma_range;
+            match state.analyzer.analyze(&gray, &settings.params, black, white) {
+                Ok(results) => {
+                    state.results.clear();
+                    state.results.extend_from_slice(results);
+                }
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::LibraryError::Failed, ["emotion model failed: {}", e]);
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
+        if settings.draw && !state.results.is_empty() {
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(&mut *buf, &format.info).map_err(|_| {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the buffer for drawing"]);
+                gst::FlowError::Error
+            })?;
+            let strides = frame.plane_stride();
+            let strides = [
+                strides[0] as usize,
+                strides.get(1).copied().unwrap_or(0) as usize,
+                strides.get(2).copied().unwrap_or(0) as usize,
+            ];
+            let [p0, p1, p2, _] = frame.planes_data_mut();
+            let mut canvas = Canvas {
+                planes: [p0, p1, p2],
+                strides,
+                width: width as usize,
+                height: height as usize,
+                layout: format.layout,
+                video_range: format.luma_range != (0, 255),
+            };
+            state.painter.draw(&mut canvas, &state.results);
+        }
+        meta::attach(buf, &state.results, width, height);
+        let results_for_message = settings.post_messages.then(|| meta::faces_list(&state.results));
+        drop(state_guard);
+        if let Some(faces) = results_for_message {
+            self.post_faces_message(buf, faces);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl MoodMirror {
+    /// A `moodmirror` element message like `facedetect`'s: times of the frame and its faces.
+    fn post_faces_message(&self, buf: &gst::BufferRef, faces: gst::List) {
+        let obj = self.obj();
+        let pts = buf.pts();
+        let segment = obj.segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let stream_time = segment.and_then(|s| s.to_stream_time(pts));
+        let running_time = segment.and_then(|s| s.to_running_time(pts));
+        let s = gst::Structure::builder("moodmirror")
+            .field("timestamp", pts.map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .field("stream-time", stream_time.map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .field("running-time", running_time.map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .field("duration", buf.duration().map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .field("faces", faces)
+            .build();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+}
+
+impl VideoFilterImpl for MoodMirror {
+    fn set_info(
+        &self,
+        incaps: &gst::Caps,
+        in_info: &gst_video::VideoInfo,
+        _outcaps: &gst::Caps,
+        _out_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::LoggableError> {
+        let Some(layout) = frame::layout_of(in_info) else {
+            return Err(gst::loggable_error!(CAT, "unsupported caps {}", incaps));
+        };
+        gst::debug!(CAT, imp = self, "caps {incaps}");
+        let format = Format {
+            info: in_info.clone(),
+            layout,
+            luma_range: frame::luma_range(in_info, layout),
+        };
+        match lock(&self.state).as_mut() {
+            Some(state) => {
+                state.format = Some(format);
+                Ok(())
+            }
+            None => Err(gst::loggable_error!(CAT, "caps set before start")),
+        }
+    }
+}

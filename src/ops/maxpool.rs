@@ -1,0 +1,143 @@
+//! Max-pooling over the two last dimensions with any kernel and stride (candle 0.11 has no
+//! backward when they differ, e.g. the 3x3/2 pooling of ResNet/Xception stems).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::contiguous_f32;
+
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    kernel: usize,
+    stride: usize,
+    /// Implicit -inf border, as PyTorch's `padding`.
+    padding: usize,
+}
+
+impl Pool {
+    fn out_len(&self, len: usize) -> usize {
+        (len + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Index in the input plane (h x w) of the maximum of window `(oy, ox)`.
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
+        let y0 = (oy * self.stride).saturating_sub(self.padding);
+        let y1 = (oy * self.stride + self.kernel - self.padding).min(h);
+        let x0 = (ox * self.stride).saturating_sub(self.padding);
+        let x1 = (ox * self.stride + self.kernel - self.padding).min(w);
+        let mut best = y0 * w + x0;
+        let mut best_value = plane[best];
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let v = plane[y * w + x];
+                // `>` keeps the first maximum, as candle and PyTorch do; NaN propagates.
+                if v > best_value || v.is_nan() {
+                    best_value = v;
+                    best = y * w + x;
+                }
+            }
+        }
+        best
+    }
+}
+
+fn plane_dims(shape: &Shape) -> Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    if dims.len() < 2 {
+        candle_core::bail!("max_pool2d: need at least 2 dims, got {shape:?}");
+    }
+    let (h, w) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    Ok((shape.elem_count() / (h * w).max(1), h, w))
+}
+
+impl CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        "moodmirror-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        let (planes, h, w) = plane_dims(layout.shape())?;
+        let (oh, ow) = (self.out_len(h), self.out_len(w));
+        let mut out = vec![0f32; planes * oh * ow];
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+            let plane = &x[p * h * w..][..h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    dst[oy * ow + ox] = plane[self.argmax(plane, h, w, oy, ox)];
+                }
+            }
+        });
+        let mut dims = layout.shape().dims().to_vec();
+        let n = dims.len();
+        dims[n - 2] = oh;
+        dims[n - 1] = ow;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &PoolBackward(*self))?;
+        Ok(Some(grad))
+    }
+}
+
+/// (input, grad of output) → grad of input: each output gradient goes to its window's argmax.
+struct PoolBackward(Pool);
+
+impl CustomOp2 for PoolBackward {
+    fn name(&self) -> &'static str {
+        "moodmirror-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let grad = contiguous_f32(s2, l2, self.name())?;
+        let (planes, h, w) = plane_dims(l1.shape())?;
+        let (oh, ow) = (self.0.out_len(h), self.0.out_len(w));
+        let mut out = vec![0f32; planes * h * w];
+        out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+            let plane = &x[p * h * w..][..h * w];
+            let g = &grad[p * oh * ow..][..oh * ow];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    dst[self.0.argmax(plane, h, w, oy, ox)] += g[oy * ow + ox];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Max-pooling of the two last dims (floor mode, `padding` < `kernel`), differentiable.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() < 2 || kernel == 0 || stride == 0 || padding >= kernel {
+        candle_core::bail!("max_pool2d: bad arguments for shape {:?}", x.shape());
+    }
+    if dims[dims.len() - 2] + 2 * padding < kernel || dims[dims.len() - 1] + 2 * padding < kernel {
+        candle_core::bail!("max_pool2d: input {:?} smaller than kernel {kernel}", x.shape());
+    }
+    if !super::fast_path(x) && padding == 0 {
+        // GPU: candle's pooling (its backward needs kernel == stride, fine for inference).
+        let shape = x.shape().clone();
+        let (planes, h, w) = plane_dims(&shape)?;
+        let pooled = x.reshape((planes, 1, h, w))?.max_pool2d_with_stride(kernel, stride)?;
+        let (_, _, oh, ow) = pooled.dims4()?;
+        let mut out_dims = shape.dims().to_vec();
+        let n = out_dims.len();
+        out_dims[n - 2] = oh;
+        out_dims[n - 1] = ow;
+        return pooled.reshape(out_dims);
+    }
+    x.contiguous()?.apply_op1(Pool {
+        kernel,
+        stride,
+        padding,
+    })
+}

@@ -1,0 +1,85 @@
+//! Fast CPU paths for training convolutional nets with candle.
+//!
+//! candle 0.11 computes the input gradient of `conv2d` through `conv_transpose2d`, which runs at
+//! 1–2 GFLOP/s on our CPUs, and runs grouped convolutions one group at a time. These custom ops
+//! turn every convolution into `im2col` + one large GEMM (candle's `matmul`, whose backward is
+//! GEMM as well), so forward and backward both run at GEMM speed.
+//!
+//! Activations use the channel-major layout `(C, B, H, W)` ("CBHW"). With it the GEMM output of a
+//! convolution, `(C_out, B·H·W)`, already is the next layer's input: no transposes anywhere in the
+//! network, and a grayscale batch `(B, 1, H, W)` is the same memory as `(1, B, H, W)`.
+
+mod depthwise;
+mod im2col;
+mod maxpool;
+
+pub use depthwise::depthwise_conv2d;
+pub use im2col::{col2im, im2col, Conv2dGeometry};
+pub use maxpool::max_pool2d;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{Result, Tensor};
+
+/// When set, convolutions and pooling run on candle's own CPU kernels instead of these ops:
+/// the baseline of `moodmirror bench` and the reference of the tests.
+static STOCK_CANDLE: AtomicBool = AtomicBool::new(false);
+
+pub fn use_stock_candle(stock: bool) {
+    STOCK_CANDLE.store(stock, Ordering::Relaxed);
+}
+
+/// The f32 data of a contiguous tensor's storage, or an error naming the op.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
+    use candle_core::backend::BackendStorage;
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        (candle_core::CpuStorage::F32(_), None) => candle_core::bail!("{op}: input must be contiguous"),
+        (other, _) => candle_core::bail!("{op}: only f32 is supported, got {:?}", other.dtype()),
+    }
+}
+
+pub(crate) fn fast_path(x: &Tensor) -> bool {
+    x.device().is_cpu() && !STOCK_CANDLE.load(Ordering::Relaxed)
+}
+
+/// 2-D convolution on a CBHW tensor. `weight` is `(C_out, C_in, k, k)`; returns
+/// `(C_out, B, H_out, W_out)`.
+pub fn conv2d_cbhw(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (c_out, c_in, kh, kw) = weight.dims4()?;
+    let (xc, b, h, w) = x.dims4()?;
+    if xc != c_in {
+        candle_core::bail!("conv2d: input has {xc} channels, weight expects {c_in}");
+    }
+    let geometry = Conv2dGeometry::new(c_in, b, h, w, kh, kw, stride, padding)?;
+    let out = if fast_path(x) {
+        let cols = im2col(x, geometry)?;
+        let w2 = weight.reshape((c_out, c_in * kh * kw))?;
+        w2.matmul(&cols)?
+            .reshape((c_out, b, geometry.out_h, geometry.out_w))?
+    } else {
+        // GPU (or stock baseline): candle's own kernels, with layout changes around them.
+        x.transpose(0, 1)?
+            .contiguous()?
+            .conv2d(weight, padding, stride, 1, 1)?
+            .transpose(0, 1)?
+            .contiguous()?
+    };
+    match bias {
+        Some(bias) => out.broadcast_add(&bias.reshape((c_out, 1, 1, 1))?),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! Each op against candle's reference implementation: values and gradients, random shapes,
+//! odd sizes, strides and paddings.
+
+use candle_core::{Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn random(shape: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) -> Result<()> {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+    assert!(diff <= tol * scale, "{what}: max abs diff {diff} (scale {scale})");
+    Ok(())
+}
+
+/// Candle's own NCHW conv2d as the reference, applied to the CBHW tensor.
+fn reference_conv(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: usize, groups: usize) -> Result<Tensor> {
+    let (c_out, ..) = w.dims4()?;
+    x.transpose(0, 1)?
+        .contiguous()?
+        .conv2d(w, padding, stride, 1, groups)?
+        .broadcast_add(&b.reshape((1, c_out, 1, 1))?)?
+        .transpose(0, 1)?
+        .contiguous()
+}
+
+#[test]
+fn conv2d_matches_candle_values_and_gradients() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for case in 0..12 {
+        let c_in = rng.random_range(1..6);
+        let c_out = rng.random_range(1..7);
+        let batch = rng.random_range(1..4);
+        let k = [1, 3, 5][case % 3];
+        let stride = 1 + case % 2;
+        let padding = rng.random_range(0..=k / 2);
+        let h = rng.random_range(k..k + 9);
+        let w = rng.random_range(k..k + 9);
+        let x = Var::from_tensor(&random(&[c_in, batch, h, w], &mut rng)?)?;
+        let weight = Var::from_tensor(&random(&[c_out, c_in, k, k], &mut rng)?)?;
+        let bias = Var::from_tensor(&random(&[c_out], &mut rng)?)?;
+        let ours = conv2d_cbhw(&x, &weight, Some(&bias), stride, padding)?;
+        let reference = reference_conv(&x, &weight, &bias, stride, padding, 1)?;
+        let what = format!("case {case}: c {c_in}->{c_out} b {batch} {h}x{w} k {k} s {stride} p {padding}");
+        assert_close(&ours, &reference, 1e-5, &what)?;
+        // Gradients of <conv(x), probe> against direct sums (candle's own conv backward
+        // fails on strided convolutions of odd sizes, so it cannot be the reference here).
+        let probe = random(ours.dims(), &mut rng)?;
+        let grads = (&ours * &probe)?.sum_all()?.backward()?;
+        let (gx, gw, gb) = naive_conv_grads(&x, &weight, &probe, stride, padding)?;
+        assert_close(grads.get(&x).expect("grad"), &gx, 1e-4, &format!("{what}: grad input"))?;
+        assert_close(grads.get(&weight).expect("grad"), &gw, 1e-4, &format!("{what}: grad weight"))?;
+        assert_close(grads.get(&bias).expect("grad"), &gb, 1e-4, &format!("{what}: grad bias"))?;
+    }
+    Ok(())
+}
+
+/// d<conv(x, w) + b, probe>/d(x, w, b) by direct summation over every tap.
+fn naive_conv_grads(x: &Tensor, w: &Tensor, probe: &Tensor, s: usize, p: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (c_in, batch, h, wd) = x.dims4()?;
+    let (c_out, _, k, _) = w.dims4()?;
+    let (_, _, oh, ow) = probe.dims4()?;
+    let xv = x.flatten_all()?.to_vec1::<f32>()?;
+    let wv = w.flatten_all()?.to_vec1::<f32>()?;
+    let pv = probe.flatten_all()?.to_vec1::<f32>()?;
+    let (mut gx, mut gw, mut gb) = (vec![0f32; xv.len()], vec![0f32; wv.len()], vec![0f32; c_out]);
+    for o in 0..c_out {
+        for b in 0..batch {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = pv[((o * batch + b) * oh + oy) * ow + ox];
+                    gb[o] += g;
+                    for c in 0..c_in {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let iy = (oy * s + ki) as isize - p as isize;
+                                let ix = (ox * s + kj) as isize - p as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                                    continue;
+                                }
+                                let xi = ((c * batch + b) * h + iy as usize) * wd + ix as usize;
+                                let wi = ((o * c_in + c) * k + ki) * k + kj;
+                                gx[xi] += g * wv[wi];
+                                gw[wi] += g * xv[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let dev = &Device::Cpu;
+    Ok((
+        Tensor::from_vec(gx, x.dims(), dev)?,
+        Tensor::from_vec(gw, w.dims(), dev)?,
+        Tensor::from_vec(gb, c_out, dev)?,
+    ))
+}
+
+#[test]
+fn im2col_and_col2im_are_adjoint() -> Result<()> {
+    // <im2col(x), y> == <x, col2im(y)> for every x, y: col2im is the exact transpose.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let g = Conv2dGeometry::new(3, 2, 7, 5, 3, 3, 2, 1)?;
+    let x = random(&[3, 2, 7, 5], &mut rng)?;
+    let cols = im2col(&x, g)?;
+    let y = random(cols.dims(), &mut rng)?;
+    let lhs = (&cols * &y)?.sum_all()?.to_scalar::<f32>()?;
+    let rhs = (&x * col2im(&y, g)?)?.sum_all()?.to_scalar::<f32>()?;
+    assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+    Ok(())
+}
+
+#[test]
+fn max_pool_matches_candle_when_kernel_equals_stride() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    // Sizes divisible by the kernel: candle's backward mishandles the leftover rows.
+    for (k, h, w) in [(2, 8, 6), (2, 12, 10), (3, 9, 12)] {
+        let x = Var::from_tensor(&random(&[3, 2, h, w], &mut rng)?)?;
+        let ours = max_pool2d(&x, k, k, 0)?;
+        let reference = x.max_pool2d(k)?;
+        assert_close(&ours, &reference, 0.0, "max_pool values")?;
+        let probe = random(ours.dims(), &mut rng)?;
+        let a = (&ours * &probe)?.sum_all()?.backward()?;
+        let b = (&reference * &probe)?.sum_all()?.backward()?;
+        // candle 0.11 multiplies the gradient by the window's mean of the max mask (1/k² for a
+        // unique maximum) where it means to divide by the count of maxima: its gradient is k²
+        // times too small. Ours (checked against direct sums below) is k² times candle's.
+        let candle_rescaled = (b.get(&x).expect("grad") * (k * k) as f64)?;
+        assert_close(a.get(&x).expect("grad"), &candle_rescaled, 1e-6, "max_pool grad")?;
+    }
+    Ok(())
+}
+
+/// Naive overlapping max-pool with -inf padding, and its gradient, for kernel != stride.
+fn naive_pool(x: &[f32], h: usize, w: usize, k: usize, s: usize, p: usize) -> (Vec<f32>, Vec<usize>) {
+    let oh = (h + 2 * p - k) / s + 1;
+    let ow = (w + 2 * p - k) / s + 1;
+    let mut out = Vec::new();
+    let mut arg = Vec::new();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut best = (f32::NEG_INFINITY, 0);
+            for ki in 0..k {
+                for kj in 0..k {
+                    let (y, xx) = ((oy * s + ki) as isize - p as isize, (ox * s + kj) as isize - p as isize);
+                    if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                        let i = y as usize * w + xx as usize;
+                        if x[i] > best.0 {
+                            best = (x[i], i);
+                        }
+                    }
+                }
+            }
+            out.push(best.0);
+            arg.push(best.1);
+        }
+    }
+    (out, arg)
+}
+
+#[test]
+fn overlapping_max_pool_matches_naive_values_and_gradients() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for (k, s, p, h, w) in [(3, 2, 0, 9, 9), (3, 2, 1, 8, 11), (3, 1, 1, 5, 4), (5, 3, 2, 13, 7), (2, 2, 0, 7, 9)] {
+        let x = Var::from_tensor(&random(&[2, 1, h, w], &mut rng)?)?;
+        let ours = max_pool2d(&x, k, s, p)?;
+        let probe = random(ours.dims(), &mut rng)?;
+        let grad = (&ours * &probe)?.sum_all()?.backward()?;
+        let grad = grad.get(&x).expect("grad").flatten_all()?.to_vec1::<f32>()?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let got = ours.flatten_all()?.to_vec1::<f32>()?;
+        let probe = probe.flatten_all()?.to_vec1::<f32>()?;
+        let mut expected_grad = vec![0f32; xs.len()];
+        let mut expected = Vec::new();
+        for plane in 0..2 {
+            let (o, arg) = naive_pool(&xs[plane * h * w..][..h * w], h, w, k, s, p);
+            let n = o.len();
+            for (j, &a) in arg.iter().enumerate() {
+                expected_grad[plane * h * w + a] += probe[plane * n + j];
+            }
+            expected.extend(o);
+        }
+        assert_eq!(got, expected, "values k{k} s{s} p{p}");
+        for (a, b) in grad.iter().zip(&expected_grad) {
+            assert!((a - b).abs() < 1e-6, "grad k{k} s{s} p{p}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn depthwise_matches_candle_grouped_conv() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for (c, b, h, w, k, s, p) in [(4, 2, 7, 9, 3, 1, 1), (3, 1, 8, 8, 3, 2, 1), (5, 3, 6, 5, 5, 1, 2), (2, 2, 5, 5, 3, 1, 0)] {
+        let x = Var::from_tensor(&random(&[c, b, h, w], &mut rng)?)?;
+        let weight = Var::from_tensor(&random(&[c, 1, k, k], &mut rng)?)?;
+        let ours = depthwise_conv2d(&x, &weight, s, p)?;
+        let zero = Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu)?;
+        let reference = reference_conv(&x, &weight, &zero, s, p, c)?;
+        assert_close(&ours, &reference, 1e-5, "depthwise values")?;
+        // candle has no grouped-conv backward: per-channel convolutions give the reference.
+        let probe = random(ours.dims(), &mut rng)?;
+        let g = (&ours * &probe)?.sum_all()?.backward()?;
+        let mut per_channel = Vec::new();
+        for ch in 0..c {
+            let xc = x.narrow(0, ch, 1)?;
+            let wc = weight.narrow(0, ch, 1)?;
+            per_channel.push(reference_conv(&xc, &wc, &zero.narrow(0, 0, 1)?, s, p, 1)?);
+        }
+        let reference = Tensor::cat(&per_channel, 0)?;
+        let g_ref = (&reference * &probe)?.sum_all()?.backward()?;
+        assert_close(g.get(&x).expect("grad"), g_ref.get(&x).expect("grad"), 1e-4, "depthwise grad input")?;
+        assert_close(g.get(&weight).expect("grad"), g_ref.get(&weight).expect("grad"), 1e-4, "depthwise grad weight")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! `moodmirror train`: trains an emotion CNN on FER2013 with augmentation, class-balanced
+//! label-smoothed cross-entropy, AdamW/SGD/RMSProp, warm-up + cosine schedule, per-epoch
+//! checkpoints that `--resume` continues from, best-accuracy and best-loss weights, early stopping.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarMap;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use crate::dataset::{Augment, Dataset};
+use crate::emotion::layers::{seed_dropout, SeededInit};
+use crate::emotion::{Arch, EmotionNet, InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::evaluate::{predict, Report};
+use crate::optim::{CosineSchedule, Optimizer, OptimizerKind};
+use crate::plots::{self, EpochRecord};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Training data: a directory with one folder per class, or fer2013.csv:Training.
+    #[arg(long)]
+    pub train: String,
+    /// Validation data (model selection, early stopping): directory or fer2013.csv:PublicTest.
+    #[arg(long)]
+    pub val: String,
+    /// Where to write the best-val-accuracy weights (.safetensors). Also written beside it:
+    /// `<stem>.best-loss.safetensors` and the resumable checkpoint `<stem>.ckpt.safetensors`.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "vgg")]
+    pub arch: Arch,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Peak learning rate (after warm-up).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: OptimizerKind,
+    /// Weight decay of conv/dense kernels [default: 0.05 for AdamW (decoupled), 5e-4 otherwise].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long, default_value_t = 0.1)]
+    pub label_smoothing: f64,
+    /// Class weights ∝ (1 / frequency)^power; 0 disables, 1 fully balances.
+    #[arg(long, default_value_t = 0.5)]
+    pub class_weight_power: f64,
+    #[arg(long, default_value_t = 2)]
+    pub warmup_epochs: usize,
+    /// Stop when val accuracy has not improved for this many epochs.
+    #[arg(long, default_value_t = 15)]
+    pub patience: usize,
+    /// Continue from a checkpoint written by an earlier run (`<stem>.ckpt.safetensors`).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Directory for history.json/.csv and curves.png.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Use only the first N training images per epoch (quick experiments and tests).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Hide the progress bar (logs one line per epoch instead).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Checkpoint metadata that `--resume` reads back.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct TrainState {
+    epoch: usize,
+    step: usize,
+    best_accuracy: f64,
+    best_loss: f64,
+    epochs_since_best: usize,
+    history: Vec<EpochRecord>,
+}
+
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    out.with_file_name(format!("{stem}.{suffix}.safetensors"))
+}
+
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    sibling(out, "ckpt")
+}
+
+/// Per-class loss weights, normalised so the average sample weight is 1.
+pub fn class_weights(counts: &[usize; NUM_CLASSES], power: f64) -> [f32; NUM_CLASSES] {
+    let total: usize = counts.iter().sum();
+    let mut w = [1f32; NUM_CLASSES];
+    for (wi, &c) in w.iter_mut().zip(counts) {
+        *wi = ((total as f64 / (NUM_CLASSES as f64 * c.max(1) as f64)).powf(power)) as f32;
+    }
+    let mean: f32 = counts.iter().zip(&w).map(|(&c, &wi)| c as f32 * wi).sum::<f32>() / total.max(1) as f32;
+    w.map(|wi| wi / mean)
+}
+
+/// Weighted cross-entropy with label smoothing: mean over the batch of
+/// `w[y] * -(Σ_c q_c log p_c)`, q = (1-ε)·onehot(y) + ε/K.
+pub fn smoothed_weighted_ce(logits: &Tensor, labels: &[u8], weights: &[f32; NUM_CLASSES], eps: f64) -> candle_core::Result<Tensor> {
+    let b = labels.len();
+    let k = NUM_CLASSES;
+    let mut target = vec![(eps / k as f64) as f32; b * k];
+    let mut sample_w = vec![0f32; b];
+    for (i, &y) in labels.iter().enumerate() {
+        target[i * k + y as usize] += (1.0 - eps) as f32;
+        sample_w[i] = weights[y as usize];
+    }
+    let dev = logits.device();
+    let target = Tensor::from_vec(target, (b, k), dev)?;
+    let sample_w = Tensor::from_vec(sample_w, b, dev)?;
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let per_sample = (target * log_p)?.sum(D::Minus1)?.neg()?;
+    (per_sample * &sample_w)?.sum_all()? / sample_w.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+pub fn metadata(arch: Arch, command: &str, val_accuracy: f64, epoch: usize) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("arch".into(), arch.name().into());
+    m.insert("input_contract".into(), InputContract::describe());
+    m.insert("input_size".into(), InputContract::SIZE.to_string());
+    m.insert("input_mean".into(), InputContract::MEAN.to_string());
+    m.insert("input_std".into(), InputContract::STD.to_string());
+    m.insert("class_names".into(), CLASS_NAMES.join(","));
+    m.insert("training_command".into(), command.into());
+    m.insert("date".into(), today());
+    m.insert("val_accuracy".into(), format!("{val_accuracy:.4}"));
+    m.insert("epoch".into(), epoch.to_string());
+    m.insert("format".into(), "pt".into());
+    m
+}
+
+fn today() -> String {
+    // Days since the epoch → civil date (Howard Hinnant's algorithm); no date crate needed.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let z = secs / 86_400 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Writes tensors with string metadata to a safetensors file (atomically: temp file + rename).
+pub fn save_safetensors(tensors: &HashMap<String, Tensor>, meta: &HashMap<String, String>, path: &Path) -> Result<()> {
+    let mut owned: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = tensors[name].to_dtype(DType::F32)?.flatten_all()?;
+        let bytes: Vec<u8> = t.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+        owned.push((name.clone(), bytes, tensors[name].dims().to_vec()));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, b, s)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?)))
+        .collect::<std::result::Result<_, safetensors::SafeTensorError>>()?;
+    let bytes = safetensors::serialize(views, Some(meta.clone()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+}
+
+pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
+    let device = Device::Cpu;
+    let train = Dataset::load(&args.train).context("loading --train")?;
+    let val = Dataset::load(&args.val).context("loading --val")?;
+    if args.batch < 2 {
+        bail!("--batch must be at least 2 (batch norm)");
+    }
+    let counts = train.class_counts();
+    let weights = class_weights(&counts, args.class_weight_power);
+    eprintln!(
+        "train: {} images {:?}; val: {} images; class weights {:?}",
+        train.len(),
+        counts,
+        val.len(),
+        weights.map(|w| (w * 100.0).round() / 100.0)
+    );
+
+    let varmap = VarMap::new();
+    // Initial weights and dropout masks depend only on the seed.
+    let vb = SeededInit::varbuilder(&varmap, args.seed, &device);
+    let net = EmotionNet::load(vb, args.arch)?;
+    let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let weight_decay = args.weight_decay.unwrap_or(match args.optimizer {
+        OptimizerKind::Adamw => 0.05,
+        OptimizerKind::Sgd | OptimizerKind::Rmsprop => 5e-4,
+    });
+    let mut optimizer = Optimizer::new(args.optimizer, &vars, weight_decay)?;
+    let n_params: usize = vars.values().map(|v| v.elem_count()).sum();
+    eprintln!("arch {} with {n_params} parameters, optimizer {}", args.arch.name(), args.optimizer.name());
+
+    let mut state = TrainState {
+        epoch: 0,
+        step: 0,
+        best_accuracy: 0.0,
+        best_loss: f64::INFINITY,
+        epochs_since_best: 0,
+        history: Vec::new(),
+    };
+    if let Some(resume) = &args.resume {
+        let bytes = std::fs::read(resume).with_context(|| format!("reading {}", resume.display()))?;
+        let meta = crate::emotion::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", resume.display()))?;
+        let saved: TrainState = serde_json::from_str(meta.get("train_state").map(String::as_str).unwrap_or(""))
+            .with_context(|| format!("{} is not a training checkpoint", resume.display()))?;
+        if meta.get("arch").map(String::as_str) != Some(args.arch.name()) {
+            bail!("{} holds arch {:?}, not {}", resume.display(), meta.get("arch"), args.arch.name());
+        }
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &device)?;
+        for (name, var) in &vars {
+            let t = tensors.get(name).with_context(|| format!("checkpoint lacks {name}"))?;
+            var.set(t).with_context(|| format!("checkpoint tensor {name}"))?;
+        }
+        optimizer.load_state(&tensors, saved.step)?;
+        eprintln!("resumed from {} after epoch {}", resume.display(), saved.epoch);
+        state = saved;
+    }
+
+    let n_train = args.limit.unwrap_or(train.len()).min(train.len());
+    let steps_per_epoch = n_train / args.batch;
+    let schedule = CosineSchedule {
+        peak: args.lr,
+        warmup: args.warmup_epochs * steps_per_epoch,
+        total: args.epochs * steps_per_epoch,
+        final_fraction: 0.01,
+    };
+    let augment = Augment::default();
+    let px = InputContract::PIXELS;
+    let s = InputContract::SIZE;
+    let mut input = vec![0f32; args.batch * px];
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir)?;
+    }
+
+    for epoch in state.epoch + 1..=args.epochs {
+        let started = Instant::now();
+        seed_dropout(args.seed ^ (epoch as u64) << 32);
+        // The epoch's order and augmentations depend only on (seed, epoch): resumable runs
+        // see the same data as uninterrupted ones.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003) + epoch as u64);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        order.truncate(n_train);
+        let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(steps_per_epoch as u64) };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", args.epochs));
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr = args.lr;
+        for (batch_idx, chunk) in order.chunks_exact(args.batch).enumerate() {
+            let base_seed = args.seed ^ ((epoch as u64) << 40) ^ ((batch_idx as u64) << 16);
+            input
+                .par_chunks_mut(px)
+                .zip(chunk.par_iter())
+                .enumerate()
+                .for_each(|(j, (dst, &idx))| {
+                    let mut r = rand::rngs::StdRng::seed_from_u64(base_seed.wrapping_add(j as u64));
+                    augment.apply(train.image(idx), dst, &mut r);
+                });
+            let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
+            let x = Tensor::from_slice(&input, (args.batch, 1, s, s), &device)?;
+            let logits = net.forward_t(&x, true)?;
+            let loss = smoothed_weighted_ce(&logits, &labels, &weights, args.label_smoothing)?;
+            lr = schedule.lr(state.step);
+            let grads = loss.backward()?;
+            optimizer.apply(&grads, lr)?;
+            state.step += 1;
+            let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            correct += preds.iter().zip(&labels).filter(|(p, y)| **p == **y as u32).count();
+            seen += labels.len();
+            loss_sum += loss.to_scalar::<f32>()? as f64 * labels.len() as f64;
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4} acc {:.3} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
+        }
+        bar.finish_and_clear();
+        let probs = predict(&net, &val, &device, 256, false)?;
+        let report = Report::compute(&probs, &val.labels);
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_loss: report.loss,
+            val_accuracy: report.accuracy,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} macro-F1 {:.4} | {:.0}s ({:.0} img/s)",
+            args.epochs,
+            record.train_loss,
+            record.train_accuracy,
+            record.val_loss,
+            record.val_accuracy,
+            report.macro_f1,
+            record.seconds,
+            seen as f64 / record.seconds
+        );
+        state.history.push(record);
+        state.epoch = epoch;
+
+        let tensors = model_tensors(&varmap);
+        if report.accuracy > state.best_accuracy {
+            state.best_accuracy = report.accuracy;
+            state.epochs_since_best = 0;
+            save_safetensors(&tensors, &metadata(args.arch, command_line, report.accuracy, epoch), &args.out)?;
+            eprintln!("  best val accuracy so far → {}", args.out.display());
+        } else {
+            state.epochs_since_best += 1;
+        }
+        if report.loss < state.best_loss {
+            state.best_loss = report.loss;
+            let path = sibling(&args.out, "best-loss");
+            save_safetensors(&tensors, &metadata(args.arch, command_line, report.accuracy, epoch), &path)?;
+        }
+        let mut ckpt = tensors;
+        ckpt.extend(optimizer.state());
+        let mut meta = metadata(args.arch, command_line, report.accuracy, epoch);
+        meta.insert("train_state".into(), serde_json::to_string(&state)?);
+        meta.insert("optimizer".into(), optimizer.kind().name().into());
+        save_safetensors(&ckpt, &meta, &checkpoint_path(&args.out))?;
+        if let Some(dir) = &args.report {
+            write_history(&state.history, dir)?;
+        }
+        if state.epochs_since_best >= args.patience {
+            eprintln!("early stop: no val accuracy gain for {} epochs", args.patience);
+            break;
+        }
+    }
+    eprintln!("best val accuracy {:.4}; weights in {}", state.best_accuracy, args.out.display());
+    Ok(())
+}
+
+fn write_history(history: &[EpochRecord], dir: &Path) -> Result<()> {
+    std::fs::write(dir.join("history.json"), serde_json::to_string_pretty(history)?)?;
+    let mut csv = String::from("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n");
+    for r in history {
+        csv += &format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6e},{:.1}\n",
+            r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.lr, r.seconds
+        );
+    }
+    std::fs::write(dir.join("history.csv"), csv)?;
+    plots::training_curves(history, &dir.join("curves.png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_average_to_one_and_favour_rare_classes() {
+        let counts = [3995, 436, 4097, 7215, 4830, 3171, 4965];
+        let w = class_weights(&counts, 0.5);
+        let total: usize = counts.iter().sum();
+        let mean: f32 = counts.iter().zip(&w).map(|(&c, &x)| c as f32 * x).sum::<f32>() / total as f32;
+        assert!((mean - 1.0).abs() < 1e-5);
+        assert!(w[1] > w[0] && w[0] > w[3]);
+        assert_eq!(class_weights(&counts, 0.0), [1.0; NUM_CLASSES]);
+    }
+
+    #[test]
+    fn smoothed_ce_matches_hand_computation() -> candle_core::Result<()> {
+        let logits = Tensor::new(&[[2f32, 0., 0., 0., 0., 0., 0.], [0., 0., 0., 1., 0., 0., 0.]], &Device::Cpu)?;
+        let w = [1f32; NUM_CLASSES];
+        let got = smoothed_weighted_ce(&logits, &[0, 3], &w, 0.0)?.to_scalar::<f32>()?;
+        let l0 = -(2f64.exp() / (2f64.exp() + 6.0)).ln();
+        let l1 = -(1f64.exp() / (1f64.exp() + 6.0)).ln();
+        assert!((got as f64 - (l0 + l1) / 2.0).abs() < 1e-5);
+        Ok(())
+    }
+}
