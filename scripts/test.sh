@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (apt packages) and runs every moodmirror test:
+# unit tests, GStreamer harness/pipeline tests, the CLI, gst-inspect and the Python GI reader.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+# One release build serves the plugin, the binary and the tests (candle is unusable unoptimised).
+cargo build --release --locked
+cargo test --release --locked
+
+echo "== gst-inspect-1.0 moodmirror"
+GST_PLUGIN_PATH="$PWD/target/release" gst-inspect-1.0 moodmirror | grep -E "^  (draw|detector|min-face-size|max-faces|scale-factor|min-neighbors|model-location|device|post-messages) "
+
+echo "== Python (GObject introspection) reads MoodMirrorMeta"
+GST_PLUGIN_PATH="$PWD/target/release" /usr/bin/python3 tests/python/test_read_meta.py

@@ -1,0 +1,293 @@
+//! The moodmirror element in harnesses and real pipelines, on a real public-domain face photo
+//! (tests/fixtures/astronaut.png: one face, at about x 177, y 66, 95x95).
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use gst::prelude::*;
+use gstmoodmirror::meta::{self, FaceMeta};
+
+const FACE: (i32, i32, i32, i32) = (177, 66, 95, 95);
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("gst init");
+        gstmoodmirror::plugin_register_static().expect("register moodmirror");
+    });
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn astronaut_rgb() -> (Vec<u8>, u32, u32) {
+    let img = image::open(fixture("astronaut.png")).expect("fixture").into_rgb8();
+    let (w, h) = img.dimensions();
+    (img.into_raw(), w, h)
+}
+
+fn rgb_caps(w: u32, h: u32) -> String {
+    format!("video/x-raw,format=RGB,width={w},height={h},framerate=30/1")
+}
+
+fn iou(a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)) -> f64 {
+    let ix = ((a.0 + a.2).min(b.0 + b.2) - a.0.max(b.0)).max(0);
+    let iy = ((a.1 + a.3).min(b.1 + b.3) - a.1.max(b.1)).max(0);
+    let inter = (ix * iy) as f64;
+    inter / ((a.2 * a.3 + b.2 * b.3) as f64 - inter)
+}
+
+fn assert_one_face_at_the_face(faces: &[FaceMeta], what: &str) {
+    assert_eq!(faces.len(), 1, "{what}: faces {faces:?}");
+    let f = &faces[0];
+    let overlap = iou((f.x, f.y, f.width, f.height), FACE);
+    assert!(overlap > 0.7, "{what}: box {f:?} IoU {overlap:.2} with the face");
+    let sum: f64 = f.probabilities.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-3, "{what}: probabilities sum {sum}");
+    assert!(gstmoodmirror::emotion::CLASS_NAMES.contains(&f.emotion.as_str()));
+}
+
+/// Pushes one RGB frame through `videoconvert ! <format> ! moodmirror` and returns the output.
+fn run_in_format(format: &str, props: &str) -> gst::Buffer {
+    let (rgb, w, h) = astronaut_rgb();
+    let mut h_ = gst_check::Harness::new_parse(&format!(
+        "videoconvert ! video/x-raw,format={format} ! moodmirror {props}"
+    ));
+    h_.set_src_caps_str(&rgb_caps(w, h));
+    let mut buffer = gst::Buffer::from_slice(rgb);
+    buffer.get_mut().expect("writable").set_pts(gst::ClockTime::ZERO);
+    assert_eq!(h_.push(buffer), Ok(gst::FlowSuccess::Ok));
+    h_.pull().expect("output buffer")
+}
+
+#[test]
+fn finds_the_face_in_every_format() {
+    init();
+    for format in [
+        "RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB", "ABGR", "GRAY8", "I420", "NV12",
+    ] {
+        let out = run_in_format(format, "");
+        let faces = meta::faces(&out).unwrap_or_else(|| panic!("{format}: no MoodMirrorMeta"));
+        assert_one_face_at_the_face(&faces, format);
+        assert_one_face_at_the_face(&meta::roi_faces(&out), &format!("{format} ROI"));
+    }
+}
+
+/// Bytes of the frame in a format, without moodmirror: the reference for bit-exactness.
+fn reference_in_format(format: &str) -> Vec<u8> {
+    let out = run_in_format(format, "draw=false");
+    let bytes = out.map_readable().expect("map").to_vec();
+    bytes
+}
+
+#[test]
+fn draws_on_the_face_and_only_there() {
+    init();
+    for format in ["RGB", "BGRx", "GRAY8", "I420", "NV12"] {
+        let plain = reference_in_format(format);
+        let drawn = run_in_format(format, "draw=true");
+        let drawn = drawn.map_readable().expect("map");
+        assert_eq!(plain.len(), drawn.len());
+        let changed = plain.iter().zip(drawn.iter()).filter(|(a, b)| a != b).count();
+        assert!(changed > 500, "{format}: only {changed} bytes drawn");
+        assert!(changed < plain.len() / 4, "{format}: {changed} bytes changed, more than box and label");
+    }
+}
+
+#[test]
+fn draw_false_and_faceless_frames_are_bit_exact() {
+    init();
+    let (rgb, w, h) = astronaut_rgb();
+    // A face frame with draw=false, and a faceless frame (the top-left corner, sky and flag)
+    // with draw=true: both leave every byte as it was.
+    let corner: Vec<u8> = (0..120)
+        .flat_map(|y| rgb[y * w as usize * 3..][..160 * 3].to_vec())
+        .collect();
+    for (data, fw, fh, draw) in [(rgb.clone(), w, h, false), (corner, 160, 120, true)] {
+        let mut harness = gst_check::Harness::new("moodmirror");
+        harness.element().expect("element").set_property("draw", draw);
+        harness.set_src_caps_str(&rgb_caps(fw, fh));
+        assert_eq!(harness.push(gst::Buffer::from_slice(data.clone())), Ok(gst::FlowSuccess::Ok));
+        let out = harness.pull().expect("output");
+        assert_eq!(out.map_readable().expect("map").as_slice(), data.as_slice(), "{fw}x{fh} draw={draw}");
+        let faces = meta::faces(&out).expect("meta on every frame");
+        assert_eq!(faces.len(), if draw { 0 } else { 1 });
+    }
+}
+
+#[test]
+fn follows_a_resolution_change_mid_stream() {
+    init();
+    let (rgb, w, h) = astronaut_rgb();
+    let mut harness = gst_check::Harness::new_parse("videoscale ! capsfilter name=size ! moodmirror");
+    // (the harness bin holds the three elements; the capsfilter is found by name)
+    harness.set_src_caps_str(&rgb_caps(w, h));
+    let capsfilter = harness.element().expect("bin").downcast::<gst::Bin>().expect("bin").by_name("size").expect("capsfilter");
+    for (ow, oh) in [(512, 512), (320, 320), (1024, 1024), (512, 512)] {
+        capsfilter.set_property("caps", gst::Caps::builder("video/x-raw").field("width", ow).field("height", oh).build());
+        assert_eq!(harness.push(gst::Buffer::from_slice(rgb.clone())), Ok(gst::FlowSuccess::Ok));
+        let out = harness.pull().expect("output");
+        let faces = meta::faces(&out).expect("meta");
+        let s = ow as f64 / 512.0;
+        let expected = ((FACE.0 as f64 * s) as i32, (FACE.1 as f64 * s) as i32, (FACE.2 as f64 * s) as i32, (FACE.3 as f64 * s) as i32);
+        // The face is found at every size (the 2x upscale also shows one Haar false positive).
+        assert!(
+            faces.iter().any(|f| iou((f.x, f.y, f.width, f.height), expected) > 0.6),
+            "{ow}x{oh}: {faces:?}"
+        );
+    }
+}
+
+#[test]
+fn tiny_odd_and_strided_frames_do_not_fail() {
+    init();
+    for (w, h, format) in [(1, 1, "RGB"), (7, 5, "I420"), (33, 17, "NV12"), (31, 13, "GRAY8"), (15, 9, "BGR")] {
+        let mut harness = gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror"));
+        harness.set_src_caps_str(&rgb_caps(w, h));
+        // RGB rows are padded to 4 bytes: size the buffer from the video info.
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h).build().expect("info");
+        let data = vec![128u8; info.size()];
+        assert_eq!(harness.push(gst::Buffer::from_slice(data)), Ok(gst::FlowSuccess::Ok), "{w}x{h} {format}");
+        let out = harness.pull().expect("output");
+        assert_eq!(meta::faces(&out).map(|f| f.len()), Some(0));
+    }
+}
+
+fn run_pipeline(description: &str) -> (Vec<gst::Message>, Vec<gst::Buffer>) {
+    let pipeline = gst::parse::launch(description).expect("pipeline").downcast::<gst::Pipeline>().expect("pipeline");
+    let sink = pipeline.by_name("sink").and_then(|s| s.downcast::<gst_app::AppSink>().ok());
+    let bus = pipeline.bus().expect("bus");
+    let _ = pipeline.set_state(gst::State::Playing);
+    let mut messages = Vec::new();
+    let mut buffers = Vec::new();
+    loop {
+        if let Some(sink) = &sink {
+            while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+                buffers.extend(sample.buffer_owned());
+            }
+        }
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else { continue };
+        let done = matches!(msg.view(), gst::MessageView::Eos(_) | gst::MessageView::Error(_));
+        messages.push(msg);
+        if done {
+            break;
+        }
+    }
+    if let Some(sink) = &sink {
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+            buffers.extend(sample.buffer_owned());
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    (messages, buffers)
+}
+
+#[test]
+fn pipeline_delivers_roi_meta_custom_meta_and_bus_messages() {
+    init();
+    let jpeg = fixture("astronaut.jpg");
+    let (messages, buffers) = run_pipeline(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=10 ! moodmirror post-messages=true ! appsink name=sink sync=false",
+        jpeg.display()
+    ));
+    assert!(messages.iter().any(|m| matches!(m.view(), gst::MessageView::Eos(_))), "no EOS: {messages:?}");
+    assert_eq!(buffers.len(), 10);
+    for b in &buffers {
+        assert_one_face_at_the_face(&meta::faces(b).expect("custom meta"), "custom meta");
+        assert_one_face_at_the_face(&meta::roi_faces(b), "ROI meta");
+    }
+    let faces_messages: Vec<&gst::StructureRef> = messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().filter(|s| s.name() == "moodmirror"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(faces_messages.len(), 10);
+    for (i, s) in faces_messages.iter().enumerate() {
+        assert_eq!(s.get::<u64>("timestamp").expect("timestamp"), buffers[i].pts().expect("pts").nseconds());
+        assert!(s.get::<u64>("running-time").is_ok() && s.get::<u64>("stream-time").is_ok() && s.get::<u64>("duration").is_ok());
+        let faces = s.get::<gst::List>("faces").expect("faces");
+        assert_eq!(faces.len(), 1);
+        let face = faces.iter().next().and_then(|v| v.get::<gst::Structure>().ok()).expect("face structure");
+        assert!(face.get::<String>("emotion").is_ok() && face.get::<f64>("confidence").is_ok());
+    }
+}
+
+fn error_text(model_location: &str) -> String {
+    let (messages, _) = run_pipeline(&format!(
+        "videotestsrc num-buffers=3 ! moodmirror model-location=\"{model_location}\" ! fakesink"
+    ));
+    messages
+        .iter()
+        .find_map(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
+            _ => None,
+        })
+        .expect("an error on the bus")
+}
+
+#[test]
+fn bad_model_location_gives_a_bus_error_naming_the_file() {
+    init();
+    let text = error_text("/nonexistent/model.safetensors");
+    assert!(text.contains("/nonexistent/model.safetensors"), "{text}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not safetensors").expect("write");
+    let text = error_text(&garbage.display().to_string());
+    assert!(text.contains("garbage.safetensors") && text.contains("not a valid safetensors"), "{text}");
+
+    // Right format, wrong shapes: the error names the tensor.
+    let wrong = dir.path().join("wrong.safetensors");
+    let t = candle_core::Tensor::zeros((3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).expect("tensor");
+    let tensors = std::collections::HashMap::from([("stage0.0.conv.weight".to_string(), t)]);
+    let meta = std::collections::HashMap::from([("arch".to_string(), "vgg".to_string())]);
+    gstmoodmirror::train::save_safetensors(&tensors, &meta, &wrong).expect("save");
+    let text = error_text(&wrong.display().to_string());
+    assert!(text.contains("stage0.0.conv.weight"), "{text}");
+}
+
+#[test]
+fn restarts_cleanly_through_null_and_playing() {
+    init();
+    let pipeline = gst::parse::launch("videotestsrc is-live=false num-buffers=1000 ! moodmirror ! fakesink")
+        .expect("pipeline");
+    for _ in 0..3 {
+        pipeline.set_state(gst::State::Playing).expect("playing");
+        let _ = pipeline.state(gst::ClockTime::from_seconds(5));
+        pipeline.set_state(gst::State::Null).expect("null");
+    }
+}
+
+#[test]
+fn image_command_writes_json_for_the_fixture() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["image", "--jsonl", "-"])
+        .arg(fixture("astronaut.png"))
+        .output()
+        .expect("run moodmirror image");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).expect("utf8");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    assert_eq!(v["width"], 512);
+    assert_eq!(v["height"], 512);
+    let faces = v["faces"].as_array().expect("faces");
+    assert_eq!(faces.len(), 1);
+    let f = &faces[0];
+    let b = |k: &str| f[k].as_i64().expect("int") as i32;
+    assert!(iou((b("x"), b("y"), b("width"), b("height")), FACE) > 0.7);
+    let p = f["probabilities"].as_object().expect("probabilities");
+    assert_eq!(p.len(), 7);
+    let sum: f64 = p.values().map(|v| v.as_f64().expect("number")).sum();
+    assert!((sum - 1.0).abs() < 1e-3);
+    assert_eq!(f["emotion"].as_str().is_some(), true);
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["image", "/nonexistent.png"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+}
