@@ -1,0 +1,180 @@
+//! Training and evaluation end to end on small data made here: both dataset formats, bad input,
+//! a short training run whose loss must fall, resume, `evaluate` and its report.
+
+use std::path::Path;
+
+use gstmoodmirror::dataset::Dataset;
+use gstmoodmirror::emotion::{EmotionClassifier, CLASS_NAMES};
+use gstmoodmirror::train::{self, TrainArgs};
+
+/// A 48x48 image whose pattern depends on the class: horizontal stripes of class-dependent
+/// period, with noise. Easy to learn, impossible without looking at the pixels.
+fn pattern(class: usize, seed: usize) -> Vec<u8> {
+    let mut state = (seed as u32).wrapping_mul(2_654_435_761).wrapping_add(class as u32);
+    (0..48 * 48)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let y = i / 48;
+            let stripe = if (y / (class + 2)) % 2 == 0 { 200 } else { 50 };
+            (stripe + (state % 40) as i32 - 20).clamp(0, 255) as u8
+        })
+        .collect()
+}
+
+fn write_folders(root: &Path, per_class: usize, upper_case: bool) {
+    for (c, name) in CLASS_NAMES.iter().enumerate() {
+        let dir = root.join(if upper_case { name.to_uppercase() } else { name.to_string() });
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..per_class {
+            let img = image::GrayImage::from_raw(48, 48, pattern(c, i)).expect("image");
+            img.save(dir.join(format!("{i}.png"))).expect("save");
+        }
+    }
+}
+
+#[test]
+fn loads_class_folders_any_case_and_reports_bad_images() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_folders(dir.path(), 3, true);
+    // One unreadable file, one image of the wrong size.
+    std::fs::write(dir.path().join("HAPPY/broken.png"), b"not a png").expect("write");
+    image::GrayImage::from_pixel(96, 64, image::Luma([7])).save(dir.path().join("SAD/big.png")).expect("save");
+    let data = Dataset::load(dir.path().to_str().expect("path")).expect("load");
+    assert_eq!(data.len(), 7 * 3 + 1);
+    assert_eq!(data.skipped, 1);
+    assert_eq!(data.resized, 1);
+    let counts = data.class_counts();
+    assert_eq!(counts[4], 4, "sad has the resized extra image");
+    // Labels follow FER2013 order whatever the folder case.
+    let first_angry = (0..data.len()).find(|&i| data.labels[i] == 0).expect("angry");
+    assert_eq!(data.image(first_angry), pattern(0, 0).as_slice());
+}
+
+#[test]
+fn missing_class_folders_are_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_folders(dir.path(), 1, false);
+    std::fs::remove_dir_all(dir.path().join("disgust")).expect("rm");
+    std::fs::create_dir_all(dir.path().join("contempt")).expect("mkdir");
+    let err = Dataset::load(dir.path().to_str().expect("path")).expect_err("must fail").to_string();
+    assert!(err.contains("disgust") && err.contains("contempt") && err.contains("angry, disgust, fear"), "{err}");
+}
+
+#[test]
+fn loads_kaggle_csv_by_usage_and_skips_bad_rows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = dir.path().join("fer2013.csv");
+    let pixels = |c: usize, i: usize| pattern(c, i).iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ");
+    let mut text = String::from("emotion,pixels,Usage\n");
+    text += &format!("3,{},Training\n", pixels(3, 0));
+    text += &format!("6,{},PublicTest\n", pixels(6, 1));
+    text += &format!("0,{},PublicTest\n", pixels(0, 2));
+    text += "4,1 2 3,PublicTest\n"; // wrong pixel count
+    text += &format!("9,{},PublicTest\n", pixels(1, 3)); // no such class
+    std::fs::write(&csv, text).expect("write");
+    let spec = format!("{}:PublicTest", csv.display());
+    let data = Dataset::load(&spec).expect("load");
+    assert_eq!(data.labels, vec![6, 0]);
+    assert_eq!(data.skipped, 2);
+    assert_eq!(data.image(0), pattern(6, 1).as_slice());
+    let all = Dataset::load(csv.to_str().expect("path")).expect("load all");
+    assert_eq!(all.len(), 3);
+}
+
+fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
+    TrainArgs {
+        train: train_dir.display().to_string(),
+        val: train_dir.display().to_string(),
+        out: out.to_path_buf(),
+        arch: gstmoodmirror::emotion::Arch::Vgg,
+        epochs,
+        batch: 14,
+        lr: 3e-3,
+        optimizer: gstmoodmirror::optim::OptimizerKind::Adamw,
+        weight_decay: None,
+        label_smoothing: 0.0,
+        class_weight_power: 0.5,
+        warmup_epochs: 1,
+        patience: 100,
+        resume: None,
+        seed: 7,
+        report: Some(out.parent().expect("dir").join("report")),
+        limit: None,
+        quiet: true,
+    }
+}
+
+fn history(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("report/history.json")).expect("history");
+    serde_json::from_str(&text).expect("json")
+}
+
+#[test]
+fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().join("data");
+    write_folders(&data_dir, 8, false);
+    let out = dir.path().join("model.safetensors");
+    train::run(&args(&data_dir, &out, 4), "test").expect("train 4 epochs");
+    let h = history(dir.path());
+    assert_eq!(h.len(), 4);
+    let first = h[0]["train_loss"].as_f64().expect("loss");
+    let last = h[3]["train_loss"].as_f64().expect("loss");
+    assert!(last < first * 0.8, "train loss {first} -> {last} did not fall");
+    for file in ["report/curves.png", "report/history.csv", "model.ckpt.safetensors", "model.best-loss.safetensors"] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+
+    // Resume for two more epochs from the checkpoint: history continues at epoch 5.
+    let mut resume = args(&data_dir, &out, 6);
+    resume.resume = Some(train::checkpoint_path(&out));
+    train::run(&resume, "test").expect("resume");
+    let h = history(dir.path());
+    assert_eq!(h.len(), 6);
+    assert_eq!(h[4]["epoch"], 5);
+
+    // The weights load as a classifier, with their metadata.
+    let classifier = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load");
+    assert_eq!(classifier.metadata.get("arch").map(String::as_str), Some("vgg"));
+    assert!(classifier.metadata.contains_key("input_contract"));
+
+    // evaluate writes a report whose numbers agree with its own confusion matrix.
+    let report_dir = dir.path().join("eval");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["evaluate", "--tta", "--data"])
+        .arg(&data_dir)
+        .arg("--model")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report_dir)
+        .output()
+        .expect("run evaluate");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("confusion matrix") && stdout.contains("macro avg"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report")).expect("json");
+    for key in ["accuracy", "loss", "macro_f1", "balanced_accuracy", "roc_auc_micro", "per_class", "confusion", "class_names", "n"] {
+        assert!(report.get(key).is_some(), "report.json lacks {key}");
+    }
+    assert_eq!(report["n"], 56);
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(report["confusion"].clone()).expect("confusion");
+    let diagonal: u64 = (0..7).map(|i| confusion[i][i]).sum();
+    let accuracy = report["accuracy"].as_f64().expect("accuracy");
+    assert!((accuracy - diagonal as f64 / 56.0).abs() < 1e-9);
+    assert!(report_dir.join("confusion_matrix.png").exists() && report_dir.join("roc_curves.png").exists());
+}
+
+#[test]
+fn weights_of_another_architecture_name_the_tensor_and_shapes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("w.safetensors");
+    let t = candle_core::Tensor::zeros((64, 1, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).expect("t");
+    let tensors = std::collections::HashMap::from([("stage0.0.conv.weight".to_string(), t)]);
+    let meta = std::collections::HashMap::from([("arch".to_string(), "vgg".to_string())]);
+    train::save_safetensors(&tensors, &meta, &path).expect("save");
+    let err = EmotionClassifier::from_file(&path, &candle_core::Device::Cpu).err().expect("must fail").to_string();
+    assert!(err.contains("stage0.0.conv.weight") && err.contains("64") && err.contains("32"), "{err}");
+}
