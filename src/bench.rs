@@ -9,7 +9,6 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::emotion::layers::SeededInit;
 use crate::emotion::{Arch, EmotionNet, InputContract, NUM_CLASSES};
-use crate::ops;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::train::{class_weights, smoothed_weighted_ce};
 
@@ -19,11 +18,11 @@ pub struct BenchArgs {
     pub arch: Arch,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Timed training steps per variant (after one warm-up step).
-    #[arg(long, default_value_t = 5)]
+    /// Timed training steps (median reported, after one warm-up step).
+    #[arg(long, default_value_t = 7)]
     pub steps: usize,
     /// Timed steps for stock candle (slow).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub stock_steps: usize,
     /// Inference batch (faces per call).
     #[arg(long, default_value_t = 32)]
@@ -31,15 +30,88 @@ pub struct BenchArgs {
     /// Skip the stock-candle baseline.
     #[arg(long)]
     pub no_stock: bool,
+    /// Internal: time only stock candle and print a machine-readable line.
+    #[arg(long, hide = true)]
+    pub stock_only: bool,
 }
 
 const TRAIN_IMAGES: f64 = 28_709.0;
 
+/// The default `vgg` architecture written the way a candle user would: NCHW, `candle_nn`'s
+/// conv2d, BatchNorm, max-pool and dropout. The baseline of the training-speed comparison.
+struct StockVgg {
+    stages: Vec<Vec<(candle_nn::Conv2d, candle_nn::BatchNorm)>>,
+    fc1: candle_nn::Linear,
+    fc2: candle_nn::Linear,
+}
+
+impl StockVgg {
+    fn load(vb: VarBuilder) -> candle_core::Result<Self> {
+        let conv_cfg = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
+        let mut stages = Vec::new();
+        let mut c_in = 1;
+        for (i, &(c, convs)) in crate::emotion::model::VggNet::STAGES.iter().enumerate() {
+            let vb = vb.pp(format!("stage{i}"));
+            let mut stage = Vec::new();
+            for j in 0..convs {
+                let conv = candle_nn::conv2d_no_bias(c_in, c, 3, conv_cfg, vb.pp(format!("{j}.conv")))?;
+                let bn = candle_nn::batch_norm(c, 1e-5, vb.pp(format!("{j}.bn")))?;
+                stage.push((conv, bn));
+                c_in = c;
+            }
+            stages.push(stage);
+        }
+        Ok(Self {
+            stages,
+            fc1: candle_nn::linear(c_in * 9, 256, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(256, NUM_CLASSES, vb.pp("fc2"))?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        use candle_nn::{Module, ModuleT};
+        let mut x = x.clone();
+        for (i, stage) in self.stages.iter().enumerate() {
+            for (conv, bn) in stage {
+                x = bn.forward_t(&conv.forward(&x)?, train)?.relu()?;
+            }
+            x = x.max_pool2d(2)?;
+            if i >= 1 && train {
+                x = candle_nn::ops::dropout(&x, 0.1 * i as f32)?;
+            }
+        }
+        let x = x.flatten_from(1)?;
+        let x = self.fc1.forward(&x)?.relu()?;
+        let x = if train { candle_nn::ops::dropout(&x, 0.5)? } else { x };
+        self.fc2.forward(&x)
+    }
+}
+
+/// Which implementation a timing runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Ours,
+    Stock,
+}
+
 /// Seconds per training step (forward, backward, AdamW) on random data.
-fn time_train_steps(arch: Arch, batch: usize, steps: usize) -> Result<f64> {
+fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize) -> Result<f64> {
     let device = Device::Cpu;
     let varmap = VarMap::new();
-    let net = EmotionNet::load(SeededInit::varbuilder(&varmap, 1, &device), arch)?;
+    let vb = SeededInit::varbuilder(&varmap, 1, &device);
+    let net: Box<dyn Fn(&Tensor, bool) -> candle_core::Result<Tensor>> = match variant {
+        Variant::Ours => {
+            let net = EmotionNet::load(vb, arch)?;
+            Box::new(move |x, train| net.forward_t(x, train))
+        }
+        Variant::Stock => {
+            if arch != Arch::Vgg {
+                anyhow::bail!("the stock-candle baseline is written for --arch vgg");
+            }
+            let net = StockVgg::load(vb)?;
+            Box::new(move |x, train| net.forward_t(x, train))
+        }
+    };
     let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut opt = Optimizer::new(OptimizerKind::Adamw, &vars, 1e-4)?;
     let s = InputContract::SIZE;
@@ -47,89 +119,125 @@ fn time_train_steps(arch: Arch, batch: usize, steps: usize) -> Result<f64> {
     let labels: Vec<u8> = (0..batch).map(|i| (i % NUM_CLASSES) as u8).collect();
     let weights = class_weights(&[1; NUM_CLASSES], 0.0);
     let mut step = || -> Result<()> {
-        let logits = net.forward_t(&x, true)?;
+        let logits = net(&x, true)?;
         let loss = smoothed_weighted_ce(&logits, &labels, &weights, 0.1)?;
         let grads = loss.backward()?;
         opt.apply(&grads, 1e-3)?;
         Ok(())
     };
     step()?;
-    let t = Instant::now();
-    for _ in 0..steps.max(1) {
-        step()?;
+    median_seconds(steps, step)
+}
+
+/// Median wall time of `runs` calls: robust to the noisy neighbours of a shared VM.
+fn median_seconds(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut times = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
     }
-    Ok(t.elapsed().as_secs_f64() / steps.max(1) as f64)
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Seconds per inference call on `batch` faces.
-fn time_inference(arch: Arch, batch: usize, calls: usize) -> Result<f64> {
+fn time_inference(arch: Arch, variant: Variant, batch: usize, calls: usize) -> Result<f64> {
     let device = Device::Cpu;
     let varmap = VarMap::new();
-    let net = EmotionNet::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), arch)?;
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let net: Box<dyn Fn(&Tensor, bool) -> candle_core::Result<Tensor>> = match variant {
+        Variant::Ours => {
+            let net = EmotionNet::load(vb, arch)?;
+            Box::new(move |x, train| net.forward_t(x, train))
+        }
+        Variant::Stock => {
+            let net = StockVgg::load(vb)?;
+            Box::new(move |x, train| net.forward_t(x, train))
+        }
+    };
     let s = InputContract::SIZE;
     let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), &device)?.detach();
     let run = || -> Result<()> {
-        let p = candle_nn::ops::softmax_last_dim(&net.forward_t(&x, false)?.detach())?;
+        let p = candle_nn::ops::softmax_last_dim(&net(&x, false)?.detach())?;
         let _ = p.to_vec2::<f32>()?;
         Ok(())
     };
     run()?;
-    let t = Instant::now();
-    for _ in 0..calls {
-        run()?;
-    }
-    Ok(t.elapsed().as_secs_f64() / calls as f64)
+    median_seconds(calls, run)
+}
+
+fn epoch_minutes(batch: usize, step_seconds: f64) -> f64 {
+    TRAIN_IMAGES / (batch as f64 / step_seconds) / 60.0
+}
+
+fn print_row(name: &str, batch: usize, train: f64, infer_batch: usize, infer: f64) {
+    println!(
+        "{name:<44} train {:7.3} s/step {:7.1} img/s ({:5.1} min/epoch) | inference {:7.0} faces/s",
+        train,
+        batch as f64 / train,
+        epoch_minutes(batch, train),
+        infer_batch as f64 / infer
+    );
+}
+
+/// Times one variant; `(train seconds per step, inference seconds per call)`.
+fn time_variant(args: &BenchArgs, variant: Variant) -> Result<(f64, f64)> {
+    let steps = if variant == Variant::Ours { args.steps } else { args.stock_steps };
+    let train = time_train_steps(args.arch, variant, args.batch, steps)?;
+    let infer = time_inference(args.arch, variant, args.infer_batch, if variant == Variant::Ours { 20 } else { 10 })?;
+    Ok((train, infer))
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.stock_only {
+        // Child process of a full run: machine-readable result only.
+        let (train, infer) = time_variant(args, Variant::Stock)?;
+        println!("STOCK {train} {infer}");
+        return Ok(());
+    }
     println!(
-        "arch {}, batch {}, {} threads",
+        "arch {}, batch {}, inference batch {}, {} threads",
         args.arch.name(),
         args.batch,
+        args.infer_batch,
         candle_core::utils::get_num_threads()
     );
-    ops::use_stock_candle(false);
-    let ours = time_train_steps(args.arch, args.batch, args.steps)?;
-    let ours_rate = args.batch as f64 / ours;
-    println!(
-        "train step  moodmirror ops: {:8.3} s/step {:8.1} img/s  epoch of 28,709 images: {:6.1} min",
-        ours,
-        ours_rate,
-        TRAIN_IMAGES / ours_rate / 60.0
-    );
-    let infer = time_inference(args.arch, args.infer_batch, 20)?;
-    println!(
-        "inference   moodmirror ops: {:8.2} ms per batch of {} = {:8.0} faces/s",
-        infer * 1e3,
-        args.infer_batch,
-        args.infer_batch as f64 / infer
-    );
-    if !args.no_stock {
-        ops::use_stock_candle(true);
-        let stock = time_train_steps(args.arch, args.batch, args.stock_steps);
-        let stock_infer = time_inference(args.arch, args.infer_batch, 10);
-        ops::use_stock_candle(false);
-        match stock {
-            Ok(stock) => {
-                let rate = args.batch as f64 / stock;
-                println!(
-                    "train step  stock candle:    {:8.3} s/step {:8.1} img/s  epoch of 28,709 images: {:6.1} min",
-                    stock,
-                    rate,
-                    TRAIN_IMAGES / rate / 60.0
-                );
-                println!("speedup (training step): {:.2}x", stock / ours);
-            }
-            Err(e) => println!("train step  stock candle: not possible ({e})"),
-        }
-        if let Ok(stock_infer) = stock_infer {
-            println!(
-                "inference   stock candle:    {:8.2} ms per batch = {:8.0} faces/s (speedup {:.2}x)",
-                stock_infer * 1e3,
-                args.infer_batch as f64 / stock_infer,
-                stock_infer / infer
-            );
-        }
+    let (ours, ours_infer) = time_variant(args, Variant::Ours)?;
+    print_row("moodmirror ops (mimalloc)", args.batch, ours, args.infer_batch, ours_infer);
+    if args.no_stock {
+        return Ok(());
     }
+    // Same process, same allocator: what the ops alone buy.
+    let (same_alloc, same_alloc_infer) = time_variant(args, Variant::Stock)?;
+    print_row("stock candle (mimalloc)", args.batch, same_alloc, args.infer_batch, same_alloc_infer);
+    // Stock candle as users run it: candle_nn layers, system allocator (a child process,
+    // since the allocator is chosen at start-up).
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .args(["bench", "--stock-only", "--arch", args.arch.name()])
+        .args(["--batch", &args.batch.to_string(), "--stock-steps", &args.stock_steps.to_string()])
+        .args(["--infer-batch", &args.infer_batch.to_string()])
+        .env("MOODMIRROR_ALLOCATOR", "system")
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let stock = text
+        .lines()
+        .find_map(|l| l.strip_prefix("STOCK "))
+        .and_then(|l| {
+            let v: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 2).then(|| (v[0], v[1]))
+        });
+    let Some((stock, stock_infer)) = stock else {
+        anyhow::bail!("stock baseline failed: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    print_row("stock candle (system allocator)", args.batch, stock, args.infer_batch, stock_infer);
+    println!(
+        "speedup of a training step: {:.2}x over stock candle ({:.2}x with the same allocator); inference {:.2}x ({:.2}x)",
+        stock / ours,
+        same_alloc / ours,
+        stock_infer / ours_infer,
+        same_alloc_infer / ours_infer
+    );
     Ok(())
 }

@@ -108,6 +108,24 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// Training-mode `relu(bn(x))` with the fused CPU op; updates the running statistics.
+    pub fn forward_relu_train(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, mean, var) = crate::ops::batch_norm_relu_train(x, &self.weight, &self.bias, self.eps)?;
+        let n = x.elem_count() / mean.len().max(1);
+        let unbiased = n as f32 / (n.max(2) - 1) as f32;
+        let m = self.momentum;
+        let dev = x.device();
+        let mean = Tensor::from_vec(mean, self.weight.shape(), dev)?;
+        let var = (Tensor::from_vec(var, self.weight.shape(), dev)? * unbiased as f64)?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * m)?)?)?;
+        Ok(y)
+    }
+}
+
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let shape = x.shape().clone();
@@ -165,7 +183,12 @@ impl ConvBnRelu {
 
 impl ModuleT for ConvBnRelu {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+        let y = self.conv.forward(x)?;
+        if train && crate::ops::fast_path(&y) {
+            self.bn.forward_relu_train(&y)
+        } else {
+            self.bn.forward_t(&y, train)?.relu()
+        }
     }
 }
 

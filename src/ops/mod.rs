@@ -9,25 +9,17 @@
 //! convolution, `(C_out, B·H·W)`, already is the next layer's input: no transposes anywhere in the
 //! network, and a grayscale batch `(B, 1, H, W)` is the same memory as `(1, B, H, W)`.
 
+mod batchnorm;
 mod depthwise;
 mod im2col;
 mod maxpool;
 
+pub use batchnorm::batch_norm_relu_train;
 pub use depthwise::depthwise_conv2d;
 pub use im2col::{col2im, im2col, Conv2dGeometry};
 pub use maxpool::max_pool2d;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use candle_core::{Result, Tensor};
-
-/// When set, convolutions and pooling run on candle's own CPU kernels instead of these ops:
-/// the baseline of `moodmirror bench` and the reference of the tests.
-static STOCK_CANDLE: AtomicBool = AtomicBool::new(false);
-
-pub fn use_stock_candle(stock: bool) {
-    STOCK_CANDLE.store(stock, Ordering::Relaxed);
-}
 
 /// The f32 data of a contiguous tensor's storage, or an error naming the op.
 pub(crate) fn contiguous_f32<'a>(
@@ -43,8 +35,9 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// These ops are written for the CPU; on a GPU candle's own kernels run instead.
 pub(crate) fn fast_path(x: &Tensor) -> bool {
-    x.device().is_cpu() && !STOCK_CANDLE.load(Ordering::Relaxed)
+    x.device().is_cpu()
 }
 
 /// 2-D convolution on a CBHW tensor. `weight` is `(C_out, C_in, k, k)`; returns
@@ -68,7 +61,7 @@ pub fn conv2d_cbhw(
         w2.matmul(&cols)?
             .reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else {
-        // GPU (or stock baseline): candle's own kernels, with layout changes around them.
+        // GPU: candle's own kernels, with layout changes around them.
         x.transpose(0, 1)?
             .contiguous()?
             .conv2d(weight, padding, stride, 1, 1)?

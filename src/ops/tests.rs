@@ -222,3 +222,35 @@ fn depthwise_matches_candle_grouped_conv() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn fused_batch_norm_relu_matches_candle_ops() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    for (c, b, h, w) in [(3, 2, 5, 7), (1, 4, 3, 3), (6, 1, 9, 2)] {
+        let x = Var::from_tensor(&(random(&[c, b, h, w], &mut rng)? * 3.0)?)?;
+        let gamma = Var::from_tensor(&random(&[c], &mut rng)?)?;
+        let beta = Var::from_tensor(&random(&[c], &mut rng)?)?;
+        let (ours, mean, var) = batch_norm_relu_train(&x, &gamma, &beta, 1e-5)?;
+        // Reference: the same formula as separate candle ops.
+        let flat = x.reshape((c, ()))?;
+        let mu = flat.mean_keepdim(1)?;
+        let centered = flat.broadcast_sub(&mu)?;
+        let v = centered.sqr()?.mean_keepdim(1)?;
+        let reference = centered
+            .broadcast_div(&(v.clone() + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&gamma.reshape((c, 1))?)?
+            .broadcast_add(&beta.reshape((c, 1))?)?
+            .relu()?
+            .reshape((c, b, h, w))?;
+        assert_close(&ours, &reference, 1e-5, "bn-relu values")?;
+        assert_close(&Tensor::new(mean.as_slice(), &Device::Cpu)?, &mu.flatten_all()?, 1e-5, "mean")?;
+        assert_close(&Tensor::new(var.as_slice(), &Device::Cpu)?, &v.flatten_all()?, 1e-5, "var")?;
+        let probe = random(ours.dims(), &mut rng)?;
+        let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
+        let g_ref = (&reference * &probe)?.sum_all()?.backward()?;
+        for (name, t) in [("x", &x), ("gamma", &gamma), ("beta", &beta)] {
+            assert_close(g_ours.get(t).expect("grad"), g_ref.get(t).expect("grad"), 1e-4, &format!("bn-relu grad {name}"))?;
+        }
+    }
+    Ok(())
+}
