@@ -8,26 +8,31 @@
 use gst::glib;
 
 pub mod analysis;
+pub mod annotate;
 pub mod bench;
 pub mod dataset;
 pub mod detect;
 pub mod draw;
 pub mod emotion;
 pub mod evaluate;
+pub mod export;
 pub mod frame;
 pub mod image_cmd;
 pub mod meta;
 mod moodmirror;
+mod moodmirrorjson;
 pub mod ops;
 pub mod optim;
 pub mod plots;
 pub mod train;
 
 pub use moodmirror::MoodMirror;
+pub use moodmirrorjson::MoodMirrorJson;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
-    moodmirror::register(plugin)
+    moodmirror::register(plugin)?;
+    moodmirrorjson::register(plugin)
 }
 
 gst::plugin_define!(

@@ -85,7 +85,7 @@ fn keep_freed_memory() {
     }
 }
 
-use gstmoodmirror::{bench, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
+use gstmoodmirror::{annotate, bench, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
 
 #[derive(Parser)]
 #[command(name = "moodmirror", version, about = "Facial emotion estimation: train, evaluate, benchmark, annotate images")]
@@ -104,6 +104,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Detect faces and classify their emotions in image files; one JSON object per image.
     Image(image_cmd::ImageArgs),
+    /// Annotate a video file: H.264/MP4 with boxes and labels, and JSON lines per frame.
+    Annotate(annotate::AnnotateArgs),
 }
 
 #[derive(clap::Args)]
@@ -163,6 +165,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate(args),
         Command::Bench(args) => bench::run(args),
         Command::Image(args) => image_cmd::run(args),
+        Command::Annotate(args) => annotate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,210 @@
+//! `moodmirror annotate`: decode any file GStreamer reads, run moodmirror on its video, encode
+//! H.264 in MP4 with the audio carried over, and write the results as JSON lines. Outputs are
+//! written to `*.partial` files and renamed only when the whole input went through.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use gst::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::image_cmd::DetectorArg;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnnotateArgs {
+    /// Any file GStreamer can decode (MP4, MKV, WebM, AVI, MOV…).
+    pub input: PathBuf,
+    /// Annotated video (H.264 in MP4) [default: INPUT's name with `.moodmirror.mp4`].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Also write one JSON object per frame here (see the README for the schema).
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Do not draw: the video is re-encoded unchanged, results go to --jsonl only.
+    #[arg(long)]
+    pub no_draw: bool,
+    #[arg(long, value_enum, default_value = "haar")]
+    pub detector: DetectorArg,
+    #[arg(long, default_value_t = 40)]
+    pub min_face_size: u32,
+    /// Emotion model weights; the embedded default when omitted.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().with_context(|| {
+        format!("GStreamer element '{factory}' is missing: install it (scripts/setup.sh installs the Debian packages)")
+    })
+}
+
+fn quote(path: &Path) -> String {
+    path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Links a new decodebin pad: video into the analysis branch, audio into an AAC encoder.
+fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::Pad, mux: &gst::Element) -> Result<()> {
+    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None))).context("pad without caps")?;
+    let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+    if name.starts_with("video/") {
+        if !video_sink.is_linked() {
+            pad.link(video_sink).context("linking the decoded video")?;
+        }
+    } else if name.starts_with("audio/") {
+        let chain = ["queue", "audioconvert", "audioresample", "avenc_aac", "queue"]
+            .iter()
+            .map(|f| make(f))
+            .collect::<Result<Vec<_>>>()?;
+        pipeline.add_many(&chain)?;
+        gst::Element::link_many(&chain)?;
+        let last = chain.last().context("empty chain")?;
+        let mux_pad = mux.request_pad_simple("audio_%u").context("mp4mux has no audio pad")?;
+        last.static_pad("src").context("queue src")?.link(&mux_pad)?;
+        for e in &chain {
+            e.sync_state_with_parent()?;
+        }
+        pad.link(&chain[0].static_pad("sink").context("queue sink")?)?;
+    }
+    Ok(())
+}
+
+pub fn run(args: &AnnotateArgs) -> Result<()> {
+    if !args.input.is_file() {
+        bail!("cannot read '{}': no such file", args.input.display());
+    }
+    std::fs::File::open(&args.input).with_context(|| format!("cannot read '{}'", args.input.display()))?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        let stem = args.input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        args.input.with_file_name(format!("{stem}.moodmirror.mp4"))
+    });
+    gst::init()?;
+    crate::plugin_register_static()?;
+    for needed in ["decodebin", "x264enc", "mp4mux", "videoconvert"] {
+        make(needed)?;
+    }
+    let (video_tmp, jsonl_tmp) = (partial(&output), args.jsonl.as_deref().map(partial));
+    let json_stage = match &jsonl_tmp {
+        Some(p) => format!("! moodmirrorjson location=\"{}\" ", quote(p)),
+        None => String::new(),
+    };
+    let model = args.model.as_deref().map(|m| format!("model-location=\"{}\"", quote(m))).unwrap_or_default();
+    let detector: crate::detect::DetectorKind = args.detector.into();
+    let description = format!(
+        "filesrc location=\"{input}\" ! decodebin name=dec \
+         queue name=vin ! videoconvert ! moodmirror name=mm draw={draw} detector={det} min-face-size={min} {model} \
+         {json_stage}! videoconvert ! x264enc speed-preset=veryfast ! queue ! mp4mux name=mux ! filesink location=\"{out}\"",
+        input = quote(&args.input),
+        draw = !args.no_draw,
+        det = match detector {
+            crate::detect::DetectorKind::Haar => "haar",
+        },
+        min = args.min_face_size,
+        out = quote(&video_tmp),
+    );
+    let pipeline = gst::parse::launch(&description)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let by_name = |n: &str| pipeline.by_name(n).with_context(|| format!("pipeline lacks {n}"));
+    let (dec, vin, mux, mm) = (by_name("dec")?, by_name("vin")?, by_name("mux")?, by_name("mm")?);
+    let video_sink = vin.static_pad("sink").context("queue sink")?;
+    let weak = pipeline.downgrade();
+    let mux_for_pads = mux.clone();
+    dec.connect_pad_added(move |_, pad| {
+        if let Some(pipeline) = weak.upgrade() {
+            if let Err(e) = link_decoded_pad(&pipeline, pad, &video_sink, &mux_for_pads) {
+                let _ = pipeline.post_message(gst::message::Application::new(
+                    gst::Structure::builder("moodmirror-annotate-error").field("reason", e.to_string()).build(),
+                ));
+            }
+        }
+    });
+    let frames = Arc::new(AtomicU64::new(0));
+    let counter = frames.clone();
+    mm.static_pad("src").context("moodmirror src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+
+    let cleanup = || {
+        let _ = std::fs::remove_file(&video_tmp);
+        if let Some(p) = &jsonl_tmp {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(1000) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // The bus has the reason.
+    }
+    let bus = pipeline.bus().context("pipeline bus")?;
+    let result: Result<()> = loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            let position = pipeline.query_position::<gst::ClockTime>();
+            let duration = pipeline.query_duration::<gst::ClockTime>();
+            if let (Some(p), Some(d)) = (position, duration) {
+                if d.nseconds() > 0 {
+                    bar.set_position(p.nseconds() * 1000 / d.nseconds());
+                }
+            }
+            let n = frames.load(Ordering::Relaxed);
+            bar.set_message(format!("{n} frames, {:.1} frames/s", n as f64 / started.elapsed().as_secs_f64()));
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => {
+                break Err(anyhow::anyhow!(
+                    "{}{}",
+                    e.error(),
+                    e.debug().map(|d| format!(" ({d})")).unwrap_or_default()
+                ))
+            }
+            gst::MessageView::Application(a) => {
+                if let Some(s) = a.structure().filter(|s| s.name() == "moodmirror-annotate-error") {
+                    break Err(anyhow::anyhow!("{}", s.get::<String>("reason").unwrap_or_default()));
+                }
+            }
+            _ => {}
+        }
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    bar.finish_and_clear();
+    let n = frames.load(Ordering::Relaxed);
+    if let Err(e) = result {
+        cleanup();
+        return Err(e.context(format!("annotating '{}' failed; no output written", args.input.display())));
+    }
+    if n == 0 {
+        cleanup();
+        bail!("'{}' has no video frames; no output written", args.input.display());
+    }
+    std::fs::rename(&video_tmp, &output).with_context(|| format!("writing {}", output.display()))?;
+    if let (Some(tmp), Some(jsonl)) = (&jsonl_tmp, &args.jsonl) {
+        std::fs::rename(tmp, jsonl).with_context(|| format!("writing {}", jsonl.display()))?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "annotated {n} frames in {secs:.1} s ({:.1} frames/s) → {}{}",
+        n as f64 / secs,
+        output.display(),
+        args.jsonl.as_ref().map(|j| format!(", {}", j.display())).unwrap_or_default()
+    );
+    Ok(())
+}

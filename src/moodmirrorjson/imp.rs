@@ -1,0 +1,174 @@
+use std::io::Write;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use crate::{export, meta};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("moodmirrorjson", gst::DebugColorFlags::empty(), Some("moodmirror JSON-lines export"))
+});
+
+const DEFAULT_LOCATION: &str = "-";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    location: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { location: DEFAULT_LOCATION.into() }
+    }
+}
+
+struct State {
+    out: Box<dyn Write + Send>,
+    width: u32,
+    height: u32,
+    line: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct MoodMirrorJson {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for MoodMirrorJson {
+    const NAME: &'static str = "GstMoodMirrorJson";
+    type Type = super::MoodMirrorJson;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for MoodMirrorJson {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![glib::ParamSpecString::builder("location")
+                .nick("Location")
+                .blurb("File to write JSON lines to ('-' = standard output); replaced when the element starts")
+                .default_value(Some(DEFAULT_LOCATION))
+                .mutable_ready()
+                .build()]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if pspec.name() == "location" {
+            lock(&self.settings).location = value
+                .get::<Option<String>>()
+                .ok()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_LOCATION.into());
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "location" => lock(&self.settings).location.to_value(),
+            _ => pspec.default_value().clone(),
+        }
+    }
+}
+
+impl GstObjectImpl for MoodMirrorJson {}
+
+impl ElementImpl for MoodMirrorJson {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "moodmirror JSON-lines export",
+                "Filter/Analyzer/Video",
+                "Passes video through and writes the faces and emotions moodmirror attached to each \
+                 frame as one JSON object per line (timestamp, resolution, objects)",
+                "The moodmirror developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder("video/x-raw").build();
+            [gst::PadDirection::Src, gst::PadDirection::Sink]
+                .into_iter()
+                .filter_map(|dir| {
+                    let name = if dir == gst::PadDirection::Src { "src" } else { "sink" };
+                    gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
+                })
+                .collect()
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for MoodMirrorJson {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = true;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let location = lock(&self.settings).location.clone();
+        let out: Box<dyn Write + Send> = if location == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            let file = std::fs::File::create(&location).map_err(|e| {
+                gst::error_msg!(gst::ResourceError::OpenWrite, ["cannot write JSON lines to '{}': {}", location, e])
+            })?;
+            Box::new(std::io::BufWriter::new(file))
+        };
+        *lock(&self.state) = Some(State { out, width: 0, height: 0, line: Vec::new() });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(mut state) = lock(&self.state).take() {
+            state.out.flush().map_err(|e| gst::error_msg!(gst::ResourceError::Write, ["flushing JSON lines: {}", e]))?;
+        }
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let s = incaps.structure(0).ok_or_else(|| gst::loggable_error!(CAT, "empty caps"))?;
+        let width = s.get::<i32>("width").unwrap_or(0).max(0) as u32;
+        let height = s.get::<i32>("height").unwrap_or(0).max(0) as u32;
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.width = width;
+            state.height = height;
+        }
+        Ok(())
+    }
+
+    fn transform_ip_passthrough(&self, buf: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let faces = meta::faces(buf).unwrap_or_default();
+        let mut guard = lock(&self.state);
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let frame = export::frame_json(buf.pts(), state.width, state.height, &faces);
+        state.line.clear();
+        let written = serde_json::to_writer(&mut state.line, &frame)
+            .map_err(std::io::Error::other)
+            .and_then(|_| {
+                state.line.push(b'\n');
+                state.out.write_all(&state.line)?;
+                // One complete line per frame, visible to `tail -f` and pipes right away.
+                state.out.flush()
+            });
+        if let Err(e) = written {
+            gst::element_imp_error!(self, gst::ResourceError::Write, ["writing JSON lines: {}", e]);
+            return Err(gst::FlowError::Error);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
