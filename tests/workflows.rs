@@ -1,0 +1,224 @@
+//! Users' workflows end to end: `moodmirror annotate` on a generated clip, the JSON-lines schema,
+//! bad input, and an RTSP server and client on loopback with moodmirror on both ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+
+use gst::prelude::*;
+use gst_rtsp_server::prelude::*;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("gst init");
+        gstmoodmirror::plugin_register_static().expect("register");
+    });
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Runs a pipeline to EOS (panics on error) and returns its buffers from `appsink name=sink`.
+fn run_to_eos(description: &str) -> Vec<gst::Buffer> {
+    let pipeline = gst::parse::launch(description).expect("pipeline").downcast::<gst::Pipeline>().expect("pipeline");
+    let sink = pipeline.by_name("sink").and_then(|s| s.downcast::<gst_app::AppSink>().ok());
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let bus = pipeline.bus().expect("bus");
+    let mut buffers = Vec::new();
+    loop {
+        if let Some(sink) = &sink {
+            while let Some(s) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+                buffers.extend(s.buffer_owned());
+            }
+        }
+        match bus.timed_pop(gst::ClockTime::from_mseconds(20)).map(|m| m.view().clone_message_view()) {
+            Some(MessageKind::Eos) => break,
+            Some(MessageKind::Error(e)) => panic!("pipeline error: {e}"),
+            _ => {}
+        }
+    }
+    if let Some(sink) = &sink {
+        while let Some(s) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+            buffers.extend(s.buffer_owned());
+        }
+    }
+    pipeline.set_state(gst::State::Null).expect("null");
+    buffers
+}
+
+enum MessageKind {
+    Eos,
+    Error(String),
+    Other,
+}
+
+trait CloneView {
+    fn clone_message_view(&self) -> MessageKind;
+}
+
+impl CloneView for gst::MessageView<'_> {
+    fn clone_message_view(&self) -> MessageKind {
+        match self {
+            gst::MessageView::Eos(_) => MessageKind::Eos,
+            gst::MessageView::Error(e) => MessageKind::Error(format!("{} {:?}", e.error(), e.debug())),
+            _ => MessageKind::Other,
+        }
+    }
+}
+
+/// A 40-frame H.264 MP4 of the fixture with an AAC audio track.
+fn make_clip(path: &Path) {
+    run_to_eos(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=40 ! video/x-raw,framerate=20/1 \
+         ! videoconvert ! x264enc ! mux. audiotestsrc num-buffers=90 ! audioconvert ! avenc_aac ! mux. \
+         mp4mux name=mux ! filesink location={}",
+        fixture("astronaut.jpg").display(),
+        path.display()
+    ));
+}
+
+#[test]
+fn annotate_writes_every_frame_and_a_valid_json_line_per_frame() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let clip = dir.path().join("clip.mp4");
+    make_clip(&clip);
+    let out = dir.path().join("out.mp4");
+    let jsonl = dir.path().join("out.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["annotate", "--quiet"])
+        .arg(&clip)
+        .arg("-o")
+        .arg(&out)
+        .arg("--jsonl")
+        .arg(&jsonl)
+        .output()
+        .expect("run annotate");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    // Frames out == frames in.
+    let frames = run_to_eos(&format!(
+        "filesrc location={} ! qtdemux name=d d.video_0 ! queue ! h264parse ! avdec_h264 ! appsink name=sink sync=false \
+         d.audio_0 ! queue ! fakesink",
+        out.display()
+    ));
+    assert_eq!(frames.len(), 40);
+    // The audio track was carried over.
+    let audio = run_to_eos(&format!(
+        "filesrc location={} ! qtdemux name=d d.audio_0 ! queue ! appsink name=sink sync=false",
+        out.display()
+    ));
+    assert!(!audio.is_empty(), "no audio in the annotated file");
+    let text = std::fs::read_to_string(&jsonl).expect("jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 40);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        gstmoodmirror::export::validate_frame(&v).expect("schema");
+        assert_eq!(v["objects"].as_array().map(Vec::len), Some(1), "one face per frame");
+    }
+    assert!(!dir.path().join("out.mp4.partial").exists());
+}
+
+#[test]
+fn annotate_fails_cleanly_on_unreadable_input() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.mp4");
+    std::fs::write(&bad, b"this is not a video").expect("write");
+    for input in [bad.clone(), dir.path().join("missing.mp4")] {
+        let out = dir.path().join("out.mp4");
+        let result = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+            .args(["annotate", "--quiet"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("run");
+        assert!(!result.status.success());
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.contains(&input.display().to_string()), "{stderr}");
+        assert!(!out.exists() && !dir.path().join("out.mp4.partial").exists(), "no output left behind");
+    }
+}
+
+#[test]
+fn moodmirrorjson_passes_video_through_unchanged() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let jsonl = dir.path().join("frames.jsonl");
+    let buffers = run_to_eos(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=5 ! moodmirror draw=false \
+         ! moodmirrorjson location={} ! appsink name=sink sync=false",
+        fixture("astronaut.jpg").display(),
+        jsonl.display()
+    ));
+    assert_eq!(buffers.len(), 5);
+    let text = std::fs::read_to_string(&jsonl).expect("jsonl");
+    assert_eq!(text.lines().count(), 5);
+    for (line, buffer) in text.lines().zip(&buffers) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        gstmoodmirror::export::validate_frame(&v).expect("schema");
+        assert_eq!(v["timestamp"].as_u64(), buffer.pts().map(|t| t.nseconds()));
+        assert_eq!(v["resolution"]["width"], 512);
+    }
+}
+
+#[test]
+fn rtsp_server_and_client_on_loopback_carry_faces() {
+    init();
+    // Server: the fixture annotated by moodmirror, H.264 over RTSP on 127.0.0.1.
+    let main_loop = glib::MainLoop::new(None, false);
+    let server = gst_rtsp_server::RTSPServer::new();
+    server.set_address("127.0.0.1");
+    server.set_service("0");
+    let factory = gst_rtsp_server::RTSPMediaFactory::new();
+    factory.set_launch(&format!(
+        "( filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=300 ! video/x-raw,framerate=15/1 \
+           ! moodmirror ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
+           ! rtph264pay name=pay0 pt=96 )",
+        fixture("astronaut.jpg").display()
+    ));
+    factory.set_shared(true);
+    server.mount_points().expect("mounts").add_factory("/moodmirror", factory);
+    let source_id = server.attach(None).expect("attach");
+    let port = server.bound_port();
+    assert!(port > 0);
+    let loop_thread = {
+        let l = main_loop.clone();
+        std::thread::spawn(move || l.run())
+    };
+
+    // Client: receive, decode, analyse again, read the metadata of 10 frames.
+    let client = gst::parse::launch(&format!(
+        "rtspsrc location=rtsp://127.0.0.1:{port}/moodmirror protocols=tcp latency=0 ! rtph264depay ! h264parse \
+         ! avdec_h264 ! videoconvert ! moodmirror draw=false ! appsink name=sink sync=false"
+    ))
+    .expect("client")
+    .downcast::<gst::Pipeline>()
+    .expect("pipeline");
+    let sink = client.by_name("sink").and_then(|s| s.downcast::<gst_app::AppSink>().ok()).expect("appsink");
+    client.set_state(gst::State::Playing).expect("client playing");
+    let mut with_face = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut received = 0;
+    while received < 10 && std::time::Instant::now() < deadline {
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(500)) {
+            received += 1;
+            let buffer = sample.buffer().expect("buffer");
+            let faces = gstmoodmirror::meta::faces(buffer).expect("MoodMirrorMeta on received frames");
+            // The server drew a box and label on the face; the client still finds it.
+            if faces.len() == 1 {
+                with_face += 1;
+            }
+        }
+    }
+    client.set_state(gst::State::Null).expect("null");
+    main_loop.quit();
+    let _ = loop_thread.join();
+    source_id.remove();
+    assert_eq!(received, 10, "frames over RTSP");
+    assert!(with_face >= 8, "faces found in {with_face} of 10 received frames");
+}
+
+use gst::glib;
