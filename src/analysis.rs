@@ -1,8 +1,26 @@
 //! The per-frame core shared by the element and `moodmirror image`: detect faces on a grayscale
 //! image, cut each into the emotion model's 48x48 input, classify all of them in one batch.
+//! For video, faces are tracked: the full detector runs every `detect_interval` frames (on a
+//! downscaled copy of large frames) and each track is re-found in between by searching a small
+//! region around it; each track is reclassified every `classify_interval` frames and its
+//! probabilities smoothed.
 
-use crate::detect::{DetectParams, Detector, Face, GrayImage};
+use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage};
 use crate::emotion::{argmax, EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::tracking::{Tracker, TrackerParams};
+
+/// Full detection runs on frames at most this wide; larger frames are downscaled first.
+pub const DETECT_MAX_WIDTH: usize = 640;
+/// Tracks missed by the detector are still reported for this long (ns), so boxes do not blink.
+const REPORT_GRACE_NS: u64 = 200_000_000;
+
+/// Video settings of the analysis (element properties).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoParams {
+    pub detect_interval: u32,
+    pub classify_interval: u32,
+    pub tracker: TrackerParams,
+}
 
 /// One analysed face.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -12,6 +30,8 @@ pub struct FaceResult {
     /// Index into [`CLASS_NAMES`] of the most likely emotion.
     pub emotion: usize,
     pub confidence: f32,
+    /// Stable id of the face across frames (video only).
+    pub track_id: Option<u64>,
 }
 
 impl FaceResult {
@@ -78,6 +98,11 @@ pub struct FaceAnalyzer {
     crops: Vec<u8>,
     probabilities: Vec<[f32; NUM_CLASSES]>,
     results: Vec<FaceResult>,
+    pub tracker: Tracker,
+    /// Downscaled luma for full detection on large frames, reused.
+    small: Vec<u8>,
+    local: Vec<Face>,
+    due: Vec<usize>,
 }
 
 impl FaceAnalyzer {
@@ -90,6 +115,10 @@ impl FaceAnalyzer {
             crops: Vec::new(),
             probabilities: Vec::new(),
             results: Vec::new(),
+            tracker: Tracker::default(),
+            small: Vec::new(),
+            local: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -121,7 +150,128 @@ impl FaceAnalyzer {
                 probabilities: *p,
                 emotion,
                 confidence,
+                track_id: None,
             });
+        }
+        Ok(&self.results)
+    }
+
+    /// Full detection, on a downscaled copy when the frame is wider than [`DETECT_MAX_WIDTH`].
+    fn detect_full(&mut self, image: &GrayImage, params: &DetectParams) {
+        if image.width <= DETECT_MAX_WIDTH {
+            self.detector.detect(image, params, &mut self.faces);
+            return;
+        }
+        let scale = image.width as f32 / DETECT_MAX_WIDTH as f32;
+        let (w, h) = (DETECT_MAX_WIDTH, ((image.height as f32 / scale).round() as usize).max(1));
+        self.small.resize(w * h, 0);
+        resize_bilinear(image, &mut self.small, w, h);
+        let small = GrayImage { data: &self.small, width: w, height: h, stride: w };
+        let scaled = DetectParams {
+            min_size: ((params.min_size as f32 / scale).round() as usize).max(24),
+            max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
+            ..*params
+        };
+        self.detector.detect(&small, &scaled, &mut self.faces);
+        for f in &mut self.faces {
+            f.x = (f.x as f32 * scale).round() as i32;
+            f.y = (f.y as f32 * scale).round() as i32;
+            f.width = (f.width as f32 * scale).round() as i32;
+            f.height = (f.height as f32 * scale).round() as i32;
+        }
+    }
+
+    /// Re-finds each track in a region 1.6x its box, at sizes near its own.
+    fn redetect_tracks(&mut self, image: &GrayImage, params: &DetectParams) {
+        self.faces.clear();
+        for ti in 0..self.tracker.tracks.len() {
+            let t = self.tracker.tracks[ti].face;
+            let side = t.width.max(t.height) as f32;
+            let margin = (side * 0.3) as i32;
+            let x0 = (t.x - margin).clamp(0, image.width as i32) as usize;
+            let y0 = (t.y - margin).clamp(0, image.height as i32) as usize;
+            let x1 = (t.x + t.width + margin).clamp(0, image.width as i32) as usize;
+            let y1 = (t.y + t.height + margin).clamp(0, image.height as i32) as usize;
+            if x1 <= x0 + 24 || y1 <= y0 + 24 {
+                continue;
+            }
+            let region = GrayImage {
+                data: &image.data[y0 * image.stride + x0..],
+                width: x1 - x0,
+                height: y1 - y0,
+                stride: image.stride,
+            };
+            let local_params = DetectParams {
+                min_size: ((side * 0.75) as usize).max(24),
+                max_size: Some((side * 1.35) as usize),
+                min_neighbors: params.min_neighbors.min(2),
+                max_faces: 1,
+                ..*params
+            };
+            self.detector.detect(&region, &local_params, &mut self.local);
+            if let Some(best) = self.local.first() {
+                self.faces.push(Face {
+                    x: best.x + x0 as i32,
+                    y: best.y + y0 as i32,
+                    ..*best
+                });
+            }
+        }
+    }
+
+    /// Analyses one video frame with tracking. `full_detection` says whether the full detector
+    /// runs (the caller applies `detect-interval` and QoS); `now_ns` is the frame's running time.
+    pub fn analyze_frame(
+        &mut self,
+        image: &GrayImage,
+        params: &DetectParams,
+        video: &VideoParams,
+        frame: u64,
+        now_ns: u64,
+        full_detection: bool,
+        luma_range: (u8, u8),
+    ) -> candle_core::Result<&[FaceResult]> {
+        self.results.clear();
+        if image.width == 0 || image.height == 0 {
+            return Ok(&self.results);
+        }
+        if full_detection {
+            self.detect_full(image, params);
+            self.faces.truncate(params.max_faces);
+            self.tracker.update(&self.faces, now_ns, &video.tracker, true);
+        } else if !self.tracker.tracks.is_empty() {
+            self.redetect_tracks(image, params);
+            self.tracker.update(&self.faces, now_ns, &video.tracker, false);
+        }
+        // Classify the faces seen now whose last classification is old enough, in one batch.
+        self.due.clear();
+        for (i, t) in self.tracker.tracks.iter().enumerate() {
+            let stale = frame.saturating_sub(t.last_classified) >= video.classify_interval.max(1) as u64;
+            if t.seen_now && (!t.classified || stale) {
+                self.due.push(i);
+            }
+        }
+        let px = InputContract::PIXELS;
+        self.crops.resize(self.due.len() * px, 0);
+        for (&i, out) in self.due.iter().zip(self.crops.chunks_exact_mut(px)) {
+            crop_face(image, &self.tracker.tracks[i].face, self.crop, luma_range.0, luma_range.1, out);
+        }
+        self.classifier.classify(&self.crops, &mut self.probabilities)?;
+        for (&i, p) in self.due.iter().zip(&self.probabilities) {
+            Tracker::observe(&mut self.tracker.tracks[i], p, frame, video.tracker.smoothing);
+        }
+        for t in &self.tracker.tracks {
+            let recent = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS;
+            if t.classified && recent && self.results.len() < params.max_faces {
+                let (emotion, confidence) = t.emotion();
+                self.results.push(FaceResult {
+                    face: t.face,
+                    probabilities: t.probabilities,
+                    emotion,
+                    confidence,
+                    track_id: Some(t.id),
+                });
+            }
         }
         Ok(&self.results)
     }

@@ -218,6 +218,7 @@ mod tests {
             probabilities: [0.0, 0.0, 0.0, 0.87, 0.0, 0.0, 0.13],
             emotion: 3,
             confidence: 0.87,
+            track_id: None,
         }
     }
 

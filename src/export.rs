@@ -2,13 +2,13 @@
 //!
 //! ```json
 //! {"timestamp": 33333333, "resolution": {"width": 1280, "height": 720},
-//!  "objects": [{"x": 177, "y": 66, "w": 94, "h": 94, "id": null,
+//!  "objects": [{"x": 177, "y": 66, "w": 94, "h": 94, "id": 0,
 //!               "detection": {"confidence": 41.0},
 //!               "emotion": {"label": "happy", "confidence": 0.87,
 //!                           "probabilities": {"angry": 0.01, ..., "neutral": 0.05}}}]}
 //! ```
 //! `timestamp` is the buffer PTS in nanoseconds (null when the buffer has none); `id` is the
-//! face's track id once tracking provides one, null until then.
+//! face's track id (stable while the face stays in view; null for still images).
 
 use serde_json::{json, Map, Value};
 
@@ -31,7 +31,7 @@ pub fn object_json(face: &FaceMeta) -> Value {
         .collect();
     json!({
         "x": face.x, "y": face.y, "w": face.width, "h": face.height,
-        "id": Value::Null,
+        "id": face.track_id,
         "detection": {"confidence": face.score},
         "emotion": {"label": face.emotion, "confidence": round4(face.confidence), "probabilities": probabilities},
     })
@@ -64,6 +64,9 @@ pub fn validate_frame(v: &Value) -> Result<(), String> {
             if o.get(k).is_none() {
                 return Err(format!("object lacks '{k}'"));
             }
+        }
+        if !(o["id"].is_u64() || o["id"].is_null()) {
+            return Err("object 'id' is not an integer or null".into());
         }
         for k in ["x", "y", "w", "h"] {
             if !o[k].is_i64() {
@@ -100,11 +103,13 @@ mod tests {
             emotion: "sad".into(),
             confidence: 0.5,
             probabilities: [0.1, 0.0, 0.1, 0.1, 0.5, 0.1, 0.1],
+            track_id: Some(3),
         };
         let v = frame_json(Some(gst::ClockTime::from_mseconds(40)), 640, 480, &[face]);
         validate_frame(&v).expect("valid");
         assert_eq!(v["timestamp"], 40_000_000);
         assert_eq!(v["objects"][0]["w"], 3);
+        assert_eq!(v["objects"][0]["id"], 3);
         let mut bad = v.clone();
         bad["objects"][0]["emotion"]["label"] = json!("bored");
         assert!(validate_frame(&bad).is_err());

@@ -24,6 +24,7 @@ mod moodmirrorjson;
 pub mod ops;
 pub mod optim;
 pub mod plots;
+pub mod tracking;
 pub mod train;
 
 pub use moodmirror::MoodMirror;

@@ -32,6 +32,8 @@ pub struct FaceMeta {
     pub confidence: f64,
     /// In [`CLASS_NAMES`] order.
     pub probabilities: [f64; NUM_CLASSES],
+    /// Stable id across frames when the element tracks faces.
+    pub track_id: Option<u64>,
 }
 
 fn emotion_fields(builder: gst::structure::Builder, r: &FaceResult) -> gst::structure::Builder {
@@ -57,7 +59,8 @@ pub fn face_structure(r: &FaceResult) -> gst::Structure {
         .field("score", f.score as f64)
         .field("emotion", r.label())
         .field("confidence", r.confidence as f64)
-        .field("probabilities", probabilities);
+        .field("probabilities", probabilities)
+        .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1));
     let mut b = b;
     for (name, p) in CLASS_NAMES.iter().zip(r.probabilities) {
         b = b.field(*name, p as f64);
@@ -80,10 +83,14 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
         let w = ((f.x + f.width).clamp(0, width as i32) as u32).saturating_sub(x);
         let h = ((f.y + f.height).clamp(0, height as i32) as u32).saturating_sub(y);
         let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "face", (x, y, w, h));
+        if let Some(id) = r.track_id {
+            roi.set_id(i32::try_from(id).unwrap_or(i32::MAX));
+        }
         roi.add_param(
             gst::Structure::builder("detection")
                 .field("confidence", f.score as f64)
                 .field("label", "face")
+                .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1))
                 .build(),
         );
         roi.add_param(emotion_fields(gst::Structure::builder("emotion"), r).build());
@@ -111,6 +118,7 @@ fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
         emotion: s.get("emotion").ok()?,
         confidence: s.get("confidence").ok()?,
         probabilities,
+        track_id: s.get::<i64>("track-id").ok().and_then(|id| u64::try_from(id).ok()),
     })
 }
 
@@ -134,7 +142,9 @@ pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
         .filter_map(|m| {
             let (x, y, width, height) = m.rect();
             let emotion = m.param("emotion")?;
-            let score = m.param("detection").and_then(|d| d.get::<f64>("confidence").ok()).unwrap_or(0.0);
+            let detection = m.param("detection");
+            let score = detection.and_then(|d| d.get::<f64>("confidence").ok()).unwrap_or(0.0);
+            let track_id = detection.and_then(|d| d.get::<i64>("track-id").ok()).and_then(|id| u64::try_from(id).ok());
             let mut probabilities = [0f64; NUM_CLASSES];
             for (p, name) in probabilities.iter_mut().zip(CLASS_NAMES) {
                 *p = emotion.get::<f64>(name).ok()?;
@@ -148,6 +158,7 @@ pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
                 emotion: emotion.get("label").ok()?,
                 confidence: emotion.get("confidence").ok()?,
                 probabilities,
+                track_id,
             })
         })
         .collect()
@@ -167,6 +178,7 @@ mod tests {
             probabilities: [0.05, 0.0, 0.05, 0.7, 0.1, 0.0, 0.1],
             emotion: 3,
             confidence: 0.7,
+            track_id: Some(12),
         };
         let mut buffer = gst::Buffer::new();
         attach(buffer.get_mut().expect("writable"), &[result], 640, 480);
@@ -180,6 +192,7 @@ mod tests {
             assert!((f.confidence - 0.7).abs() < 1e-6);
             assert!((f.probabilities[3] - 0.7).abs() < 1e-6);
             assert_eq!(f.score, 7.0);
+            assert_eq!(f.track_id, Some(12));
         }
         assert!(faces(&gst::Buffer::new()).is_none());
     }

@@ -291,3 +291,41 @@ fn image_command_writes_json_for_the_fixture() {
         .expect("run");
     assert!(!bad.status.success());
 }
+
+#[test]
+fn tracks_a_moving_face_with_one_id_between_detections() {
+    init();
+    let (rgb, w, h) = astronaut_rgb();
+    // A 640x512 canvas with the photo moving right 6 px per frame.
+    let (cw, ch) = (640u32, 512u32);
+    let mut harness = gst_check::Harness::new("moodmirror");
+    let mm = harness.element().expect("element");
+    mm.set_property("detect-interval", 5u32);
+    mm.set_property("draw", false);
+    harness.set_src_caps_str(&rgb_caps(cw, ch));
+    let mut xs = Vec::new();
+    let mut ids = Vec::new();
+    for frame in 0..15u64 {
+        let shift = (frame * 6) as usize;
+        let mut canvas = vec![90u8; (cw * ch * 3) as usize];
+        for y in 0..h as usize {
+            let src = &rgb[y * w as usize * 3..][..w as usize * 3];
+            canvas[(y * cw as usize + shift) * 3..][..w as usize * 3].copy_from_slice(src);
+        }
+        let mut buffer = gst::Buffer::from_slice(canvas);
+        buffer.get_mut().expect("writable").set_pts(gst::ClockTime::from_mseconds(frame * 33));
+        assert_eq!(harness.push(buffer), Ok(gst::FlowSuccess::Ok));
+        let out = harness.pull().expect("output");
+        let faces = meta::faces(&out).expect("meta");
+        let shifted = (FACE.0 + (frame * 6) as i32, FACE.1, FACE.2, FACE.3);
+        let face = faces
+            .iter()
+            .find(|f| iou((f.x, f.y, f.width, f.height), shifted) > 0.5)
+            .unwrap_or_else(|| panic!("frame {frame}: face not reported: {faces:?}"));
+        xs.push(face.x - (frame * 6) as i32);
+        ids.push(face.track_id);
+    }
+    assert!(ids.iter().all(|id| id.is_some() && *id == ids[0]), "one track id: {ids:?}");
+    // The box follows the face on the frames between full detections too.
+    assert!(xs.iter().all(|dx| (dx - FACE.0).abs() <= 12), "box offsets from the moving face: {xs:?}");
+}

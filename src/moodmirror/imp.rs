@@ -7,7 +7,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use crate::analysis::{FaceAnalyzer, FaceResult};
+use crate::analysis::{FaceAnalyzer, FaceResult, VideoParams};
 use crate::detect::{DetectParams, Detector, DetectorKind};
 use crate::draw::{Canvas, Painter, PixelLayout};
 use crate::emotion::{select_device, DeviceKind, EmotionClassifier};
@@ -30,6 +30,10 @@ const DEFAULT_MIN_NEIGHBORS: u32 = 3;
 const DEFAULT_MODEL_LOCATION: &str = "";
 const DEFAULT_DEVICE: DeviceKind = DeviceKind::Auto;
 const DEFAULT_POST_MESSAGES: bool = false;
+const DEFAULT_DETECT_INTERVAL: u32 = 5;
+const DEFAULT_CLASSIFY_INTERVAL: u32 = 3;
+const DEFAULT_SMOOTHING: f64 = 0.6;
+const DEFAULT_TRACK_TIMEOUT_MS: u32 = 500;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -42,6 +46,10 @@ struct Settings {
     model_location: String,
     device: DeviceKind,
     post_messages: bool,
+    detect_interval: u32,
+    classify_interval: u32,
+    smoothing: f64,
+    track_timeout_ms: u32,
 }
 
 impl Default for Settings {
@@ -56,6 +64,10 @@ impl Default for Settings {
             model_location: DEFAULT_MODEL_LOCATION.into(),
             device: DEFAULT_DEVICE,
             post_messages: DEFAULT_POST_MESSAGES,
+            detect_interval: DEFAULT_DETECT_INTERVAL,
+            classify_interval: DEFAULT_CLASSIFY_INTERVAL,
+            smoothing: DEFAULT_SMOOTHING,
+            track_timeout_ms: DEFAULT_TRACK_TIMEOUT_MS,
         }
     }
 }
@@ -66,6 +78,7 @@ struct FrameSettings {
     draw: bool,
     detector: DetectorKind,
     params: DetectParams,
+    video: VideoParams,
     post_messages: bool,
 }
 
@@ -80,6 +93,15 @@ impl Settings {
                 scale_factor: self.scale_factor,
                 min_neighbors: self.min_neighbors as usize,
                 max_faces: self.max_faces as usize,
+            },
+            video: VideoParams {
+                detect_interval: self.detect_interval,
+                classify_interval: self.classify_interval,
+                tracker: crate::tracking::TrackerParams {
+                    smoothing: self.smoothing as f32,
+                    max_age_ns: self.track_timeout_ms as u64 * 1_000_000,
+                    ..Default::default()
+                },
             },
             post_messages: self.post_messages,
         }
@@ -100,6 +122,12 @@ struct State {
     format: Option<Format>,
     gray: Vec<u8>,
     results: Vec<FaceResult>,
+    /// Frames seen since start (the detect/classify intervals count them).
+    frame: u64,
+    /// Set by a QoS event saying we are late: the next frame skips full detection.
+    late: bool,
+    /// Run the full detector on the next frame whatever the interval (after a resolution change).
+    detect_next: bool,
 }
 
 #[derive(Default)]
@@ -178,6 +206,38 @@ impl ObjectImpl for MoodMirror {
                     .blurb("Where the neural networks run")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("detect-interval")
+                    .nick("Detection interval")
+                    .blurb("Run the full face detector every N frames; in between, faces are followed by searching near their last position")
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(DEFAULT_DETECT_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("classify-interval")
+                    .nick("Classification interval")
+                    .blurb("Reclassify each tracked face every N frames; reuse its last result in between")
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(DEFAULT_CLASSIFY_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("smoothing")
+                    .nick("Smoothing")
+                    .blurb("Weight of the past in each face's running average of emotion probabilities (0 = off)")
+                    .minimum(0.0)
+                    .maximum(0.99)
+                    .default_value(DEFAULT_SMOOTHING)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("track-timeout")
+                    .nick("Track timeout")
+                    .blurb("Forget a face (and its track id) after it has not been seen for this many milliseconds")
+                    .minimum(0)
+                    .maximum(600_000)
+                    .default_value(DEFAULT_TRACK_TIMEOUT_MS)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoolean::builder("post-messages")
                     .nick("Post messages")
                     .blurb("Post a `moodmirror` element message with the faces of every frame on the bus")
@@ -208,6 +268,10 @@ impl ObjectImpl for MoodMirror {
             }
             "device" => settings.device = value.get().unwrap_or(DEFAULT_DEVICE),
             "post-messages" => settings.post_messages = value.get().unwrap_or(DEFAULT_POST_MESSAGES),
+            "detect-interval" => settings.detect_interval = value.get().unwrap_or(DEFAULT_DETECT_INTERVAL),
+            "classify-interval" => settings.classify_interval = value.get().unwrap_or(DEFAULT_CLASSIFY_INTERVAL),
+            "smoothing" => settings.smoothing = value.get().unwrap_or(DEFAULT_SMOOTHING),
+            "track-timeout" => settings.track_timeout_ms = value.get().unwrap_or(DEFAULT_TRACK_TIMEOUT_MS),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "set {} = {:?}", pspec.name(), value);
@@ -225,6 +289,10 @@ impl ObjectImpl for MoodMirror {
             "model-location" => settings.model_location.to_value(),
             "device" => settings.device.to_value(),
             "post-messages" => settings.post_messages.to_value(),
+            "detect-interval" => settings.detect_interval.to_value(),
+            "classify-interval" => settings.classify_interval.to_value(),
+            "smoothing" => settings.smoothing.to_value(),
+            "track-timeout" => settings.track_timeout_ms.to_value(),
             _ => pspec.default_value().clone(),
         }
     }
@@ -296,8 +364,25 @@ impl BaseTransformImpl for MoodMirror {
             format: None,
             gray: Vec::new(),
             results: Vec::new(),
+            frame: 0,
+            late: false,
+            detect_next: true,
         });
         Ok(())
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        // Behind a live source that falls behind, skip the next full detection (tracks are
+        // still followed locally) rather than add latency.
+        if let gst::EventView::Qos(qos) = event.view() {
+            let (_, _, diff, _) = qos.get();
+            if diff > 0 {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.late = true;
+                }
+            }
+        }
+        self.parent_src_event(event)
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
@@ -332,8 +417,23 @@ impl BaseTransformImpl for MoodMirror {
             let plane0 = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
             let stride = frame.plane_stride()[0] as usize;
             let gray = frame::luma(plane0, stride, width as usize, height as usize, format.layout, &mut state.gray);
-            let (black, white) = format.luma_range;
-            match state.analyzer.analyze(&gray, &settings.params, black, white) {
+            // Full detection every `detect-interval` frames, unless QoS says we are late.
+            let interval = settings.video.detect_interval.max(1) as u64;
+            let forced = std::mem::take(&mut state.detect_next);
+            let due = forced || state.frame % interval == 0;
+            let full = due && !std::mem::take(&mut state.late);
+            let now = self.running_time_ns(buf);
+            let frame_index = state.frame;
+            state.frame += 1;
+            match state.analyzer.analyze_frame(
+                &gray,
+                &settings.params,
+                &settings.video,
+                frame_index,
+                now,
+                full,
+                format.luma_range,
+            ) {
                 Ok(results) => {
                     state.results.clear();
                     state.results.extend_from_slice(results);
@@ -377,6 +477,18 @@ impl BaseTransformImpl for MoodMirror {
 }
 
 impl MoodMirror {
+    /// The buffer's running time (ns) for track ages; its PTS, or 0, when there is none.
+    fn running_time_ns(&self, buf: &gst::BufferRef) -> u64 {
+        let pts = buf.pts();
+        let segment = self.obj().segment();
+        segment
+            .downcast_ref::<gst::ClockTime>()
+            .and_then(|s| s.to_running_time(pts))
+            .or(pts)
+            .map(|t| t.nseconds())
+            .unwrap_or(0)
+    }
+
     /// A `moodmirror` element message like `facedetect`'s: times of the frame and its faces.
     fn post_faces_message(&self, buf: &gst::BufferRef, faces: gst::List) {
         let obj = self.obj();
@@ -415,6 +527,11 @@ impl VideoFilterImpl for MoodMirror {
         };
         match lock(&self.state).as_mut() {
             Some(state) => {
+                // Boxes of the old resolution mean nothing in the new one.
+                if state.format.as_ref().is_some_and(|f| f.info.width() != format.info.width() || f.info.height() != format.info.height()) {
+                    state.analyzer.tracker.reset();
+                    state.detect_next = true;
+                }
                 state.format = Some(format);
                 Ok(())
             }

@@ -1,0 +1,203 @@
+//! Face tracking across frames: greedy IoU matching of detections to tracks, stable track ids,
+//! expiry of lost tracks, and per-track exponential smoothing of the emotion probabilities.
+
+use crate::detect::Face;
+use crate::emotion::{argmax, NUM_CLASSES};
+
+/// One followed face.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Track {
+    pub id: u64,
+    pub face: Face,
+    /// Smoothed probabilities (what is reported).
+    pub probabilities: [f32; NUM_CLASSES],
+    pub classified: bool,
+    /// Frame index of the last classification, to honour `classify-interval`.
+    pub last_classified: u64,
+    /// Time (ns) the face was last seen by a detector.
+    pub last_seen_ns: u64,
+    /// Whether a detector saw it in the current frame.
+    pub seen_now: bool,
+}
+
+impl Track {
+    pub fn emotion(&self) -> (usize, f32) {
+        argmax(&self.probabilities)
+    }
+}
+
+/// Intersection over union of two boxes.
+pub fn iou(a: &Face, b: &Face) -> f32 {
+    let ix = ((a.x + a.width).min(b.x + b.width) - a.x.max(b.x)).max(0) as f32;
+    let iy = ((a.y + a.height).min(b.y + b.height) - a.y.max(b.y)).max(0) as f32;
+    let inter = ix * iy;
+    let union = (a.width * a.height + b.width * b.height) as f32 - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackerParams {
+    /// Minimum IoU for a detection to continue a track.
+    pub min_iou: f32,
+    /// Drop a track not seen for this long (ns).
+    pub max_age_ns: u64,
+    /// Weight of the past in the probability average, per classification (0 = no smoothing).
+    pub smoothing: f32,
+}
+
+impl Default for TrackerParams {
+    fn default() -> Self {
+        Self {
+            min_iou: 0.3,
+            max_age_ns: 1_000_000_000,
+            smoothing: 0.6,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub tracks: Vec<Track>,
+    next_id: u64,
+    /// Scratch for matching: (iou, track index, detection index). Reused: no per-frame allocation.
+    pairs: Vec<(f32, usize, usize)>,
+    matched_detection: Vec<bool>,
+}
+
+impl Tracker {
+    pub fn reset(&mut self) {
+        self.tracks.clear();
+        self.next_id = 0;
+    }
+
+    /// Matches `detections` (the full set found in this frame, or the local re-detections of
+    /// existing tracks) to tracks; unmatched detections start new tracks when `may_create`.
+    /// Afterwards each track's `seen_now` says whether it was matched.
+    pub fn update(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, may_create: bool) {
+        for t in &mut self.tracks {
+            t.seen_now = false;
+        }
+        self.pairs.clear();
+        for (ti, t) in self.tracks.iter().enumerate() {
+            for (di, d) in detections.iter().enumerate() {
+                let overlap = iou(&t.face, d);
+                if overlap >= params.min_iou {
+                    self.pairs.push((overlap, ti, di));
+                }
+            }
+        }
+        // Greedy: best overlaps first (ties: older tracks first).
+        self.pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.matched_detection.clear();
+        self.matched_detection.resize(detections.len(), false);
+        for &(_, ti, di) in &self.pairs {
+            if self.tracks[ti].seen_now || self.matched_detection[di] {
+                continue;
+            }
+            let t = &mut self.tracks[ti];
+            t.face = detections[di];
+            t.seen_now = true;
+            t.last_seen_ns = now_ns;
+            self.matched_detection[di] = true;
+        }
+        if may_create {
+            for (di, d) in detections.iter().enumerate() {
+                if !self.matched_detection[di] {
+                    self.tracks.push(Track {
+                        id: self.next_id,
+                        face: *d,
+                        probabilities: [0.0; NUM_CLASSES],
+                        classified: false,
+                        last_classified: 0,
+                        last_seen_ns: now_ns,
+                        seen_now: true,
+                    });
+                    self.next_id += 1;
+                }
+            }
+        }
+        self.tracks
+            .retain(|t| t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= params.max_age_ns);
+    }
+
+    /// Folds a new classification into a track's smoothed probabilities.
+    pub fn observe(track: &mut Track, probabilities: &[f32; NUM_CLASSES], frame: u64, smoothing: f32) {
+        let keep = if track.classified { smoothing.clamp(0.0, 0.99) } else { 0.0 };
+        for (s, &p) in track.probabilities.iter_mut().zip(probabilities) {
+            *s = keep * *s + (1.0 - keep) * p;
+        }
+        track.classified = true;
+        track.last_classified = frame;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(x: i32, y: i32) -> Face {
+        Face { x, y, width: 100, height: 100, score: 5.0 }
+    }
+
+    fn one_hot(c: usize, p: f32) -> [f32; NUM_CLASSES] {
+        let mut a = [(1.0 - p) / 6.0; NUM_CLASSES];
+        a[c] = p;
+        a
+    }
+
+    #[test]
+    fn ids_stay_with_moving_faces_and_expire() {
+        let params = TrackerParams::default();
+        let mut t = Tracker::default();
+        t.update(&[face(0, 0), face(300, 0)], 0, &params, true);
+        assert_eq!(t.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![0, 1]);
+        // Both move 10 px, listed in the other order: ids follow the faces.
+        t.update(&[face(310, 5), face(10, 5)], 33_000_000, &params, true);
+        let id_at = |t: &Tracker, x: i32| t.tracks.iter().find(|tr| tr.face.x == x).map(|tr| tr.id);
+        assert_eq!(id_at(&t, 10), Some(0));
+        assert_eq!(id_at(&t, 310), Some(1));
+        // Face 1 leaves; kept while young, dropped after max age; a new face gets a new id.
+        t.update(&[face(20, 5)], 500_000_000, &params, true);
+        assert_eq!(t.tracks.len(), 2);
+        assert!(!t.tracks[1].seen_now);
+        t.update(&[face(30, 5), face(600, 0)], 1_600_000_000, &params, true);
+        assert_eq!(t.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![0, 2]);
+    }
+
+    #[test]
+    fn smoothing_removes_flicker_and_follows_a_real_change() {
+        // 30 fps: 2 s of a sad face whose raw classification flickers to neutral on every third
+        // frame, then a real change to neutral.
+        let (sad, neutral) = (4, 6);
+        let mut raw = Vec::new();
+        for i in 0..60 {
+            raw.push(if i % 3 == 2 { one_hot(neutral, 0.55) } else { one_hot(sad, 0.6) });
+        }
+        raw.extend((0..30).map(|_| one_hot(neutral, 0.7)));
+        let label_changes = |smoothing: f32| {
+            let mut track = Tracker::default();
+            track.update(&[face(0, 0)], 0, &TrackerParams::default(), true);
+            let tr = &mut track.tracks[0];
+            let mut labels = Vec::new();
+            for (i, p) in raw.iter().enumerate() {
+                Tracker::observe(tr, p, i as u64, smoothing);
+                labels.push(tr.emotion().0);
+            }
+            labels
+        };
+        let unsmoothed = label_changes(0.0);
+        let flips = |l: &[usize]| l.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(flips(&unsmoothed[..60]) >= 30, "raw labels flicker");
+        let smoothed = label_changes(0.6);
+        assert_eq!(flips(&smoothed[..60]), 0, "smoothed labels hold steady: {:?}", &smoothed[..60]);
+        assert!(smoothed[..60].iter().all(|&l| l == sad));
+        // The real change shows within 5 frames (1/6 s at 30 fps).
+        let first_neutral = smoothed[60..].iter().position(|&l| l == neutral).expect("follows the change");
+        assert!(first_neutral <= 5, "took {first_neutral} frames");
+        assert!(smoothed[66..].iter().all(|&l| l == neutral));
+    }
+}
