@@ -181,7 +181,7 @@ impl FaceAnalyzer {
         }
     }
 
-    /// Re-finds each track in a region 1.6x its box, at sizes near its own.
+    /// Re-finds each track in a region 1.6x its box, at 0.8x to 1.25x its size.
     fn redetect_tracks(&mut self, image: &GrayImage, params: &DetectParams) {
         self.faces.clear();
         for ti in 0..self.tracker.tracks.len() {
@@ -202,8 +202,8 @@ impl FaceAnalyzer {
                 stride: image.stride,
             };
             let local_params = DetectParams {
-                min_size: ((side * 0.75) as usize).max(24),
-                max_size: Some((side * 1.35) as usize),
+                min_size: ((side * 0.8) as usize).max(24),
+                max_size: Some((side * 1.25) as usize),
                 min_neighbors: params.min_neighbors.min(2),
                 max_faces: 1,
                 ..*params

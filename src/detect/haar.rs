@@ -159,15 +159,27 @@ impl HaarCascade {
     }
 }
 
+/// A stump with its feature laid out for one integral-image stride: the cascade is walked in
+/// order, so keeping everything a stump needs together keeps the walk in cache.
+#[derive(Debug, Clone, Copy, Default)]
+struct FlatStump {
+    /// Integral-image offsets of the corners (top-left, top-right, bottom-left, bottom-right)
+    /// of up to three rectangles, relative to the window's top-left corner.
+    corners: [[u32; 4]; 3],
+    weights: [f32; 3],
+    threshold: f32,
+    leaves: [f32; 2],
+}
+
 /// Per-scale working memory, kept between frames.
 #[derive(Default)]
 struct ScaleBuffers {
     scaled: Vec<u8>,
     sum: Vec<i32>,
     sqsum: Vec<f64>,
-    /// Integral-image offsets of each feature's rectangles' corners for the current stride.
-    offsets: Vec<[[usize; 4]; 3]>,
-    offsets_stride: usize,
+    /// The cascade's stumps for the current stride, in evaluation order.
+    stumps: Vec<FlatStump>,
+    stumps_stride: usize,
     candidates: Vec<(i32, i32, i32, i32)>,
 }
 
@@ -175,27 +187,15 @@ struct ScaleBuffers {
 pub struct HaarDetector {
     cascade: HaarCascade,
     buffers: Vec<ScaleBuffers>,
-    /// Non-zero weights per feature (2 or 3 rectangles), kept beside the offsets.
-    weights: Vec<[f32; 3]>,
+    candidates: Vec<(i32, i32, i32, i32)>,
 }
 
 impl HaarDetector {
     pub fn new(cascade: HaarCascade) -> Self {
-        let weights = cascade
-            .features
-            .iter()
-            .map(|rects| {
-                let mut w = [0f32; 3];
-                for (i, r) in rects.iter().take(3).enumerate() {
-                    w[i] = r.weight;
-                }
-                w
-            })
-            .collect();
         Self {
             cascade,
             buffers: Vec::new(),
-            weights,
+            candidates: Vec::new(),
         }
     }
 
@@ -231,17 +231,16 @@ impl HaarDetector {
             self.buffers.resize_with(scales.len(), Default::default);
         }
         let cascade = &self.cascade;
-        let weights = &self.weights;
         // Scales are independent: one task each (the largest images first keeps cores busy).
         self.buffers[..scales.len()]
             .par_iter_mut()
             .zip(scales.par_iter())
-            .for_each(|(buf, &factor)| detect_at_scale(cascade, weights, image, factor, buf));
-        let mut candidates: Vec<(i32, i32, i32, i32)> = Vec::new();
+            .for_each(|(buf, &factor)| detect_at_scale(cascade, image, factor, buf));
+        self.candidates.clear();
         for buf in &self.buffers[..scales.len()] {
-            candidates.extend_from_slice(&buf.candidates);
+            self.candidates.extend_from_slice(&buf.candidates);
         }
-        group_rectangles(&candidates, params.min_neighbors, 0.2, faces);
+        group_rectangles(&self.candidates, params.min_neighbors, 0.2, faces);
         faces.sort_by(|a, b| b.score.total_cmp(&a.score).then((b.width * b.height).cmp(&(a.width * a.height))));
         faces.truncate(params.max_faces);
     }
@@ -270,7 +269,7 @@ pub fn resize_bilinear(src: &GrayImage, dst: &mut [u8], dw: usize, dh: usize) {
     }
 }
 
-fn detect_at_scale(cascade: &HaarCascade, weights: &[[f32; 3]], image: &GrayImage, factor: f64, buf: &mut ScaleBuffers) {
+fn detect_at_scale(cascade: &HaarCascade, image: &GrayImage, factor: f64, buf: &mut ScaleBuffers) {
     buf.candidates.clear();
     let w = ((image.width as f64 / factor).round() as usize).max(1);
     let h = ((image.height as f64 / factor).round() as usize).max(1);
@@ -301,17 +300,23 @@ fn detect_at_scale(cascade: &HaarCascade, weights: &[[f32; 3]], image: &GrayImag
             buf.sqsum[i] = buf.sqsum[i - stride] + row_sq;
         }
     }
-    if buf.offsets_stride != stride || buf.offsets.len() != cascade.features.len() {
-        buf.offsets.clear();
-        for rects in &cascade.features {
-            let mut o = [[0usize; 4]; 3];
-            for (k, r) in rects.iter().take(3).enumerate() {
+    if buf.stumps_stride != stride || buf.stumps.is_empty() {
+        buf.stumps.clear();
+        for stump in cascade.stages.iter().flat_map(|s| &s.stumps) {
+            let mut flat = FlatStump {
+                threshold: stump.threshold,
+                leaves: stump.leaves,
+                ..Default::default()
+            };
+            for (k, r) in cascade.features[stump.feature].iter().take(3).enumerate() {
                 let (x, y, rw, rh) = (r.x as usize, r.y as usize, r.w as usize, r.h as usize);
-                o[k] = [y * stride + x, y * stride + x + rw, (y + rh) * stride + x, (y + rh) * stride + x + rw];
+                flat.corners[k] = [y * stride + x, y * stride + x + rw, (y + rh) * stride + x, (y + rh) * stride + x + rw]
+                    .map(|o| o as u32);
+                flat.weights[k] = r.weight;
             }
-            buf.offsets.push(o);
+            buf.stumps.push(flat);
         }
-        buf.offsets_stride = stride;
+        buf.stumps_stride = stride;
     }
     let (ww, wh) = (cascade.window_w, cascade.window_h);
     if w < ww || h < wh {
@@ -328,7 +333,7 @@ fn detect_at_scale(cascade: &HaarCascade, weights: &[[f32; 3]], image: &GrayImag
     let n3 = (wh - 1) * stride + 1 + ww - 2;
     let sum = &buf.sum;
     let sqsum = &buf.sqsum;
-    let offsets = &buf.offsets;
+    let stumps = &buf.stumps;
     for y in (0..=h - wh).step_by(step) {
         let mut x = 0;
         while x <= w - ww {
@@ -341,22 +346,23 @@ fn detect_at_scale(cascade: &HaarCascade, weights: &[[f32; 3]], image: &GrayImag
                 x += 2 * step;
                 continue;
             }
-            let inv_norm = (1.0 / nf.sqrt()) as f32;
+            // value / norm < threshold  ⇔  value < threshold * norm (norm > 0).
+            let norm = nf.sqrt() as f32;
+            let window = &sum[base..];
+            let rect = |c: &[u32; 4]| {
+                (window[c[0] as usize] - window[c[1] as usize] - window[c[2] as usize] + window[c[3] as usize]) as f32
+            };
+            let mut next = 0;
             let passed = cascade.stages.iter().all(|stage| {
                 let mut total = 0f32;
-                for stump in &stage.stumps {
-                    let o = &offsets[stump.feature];
-                    let wts = &weights[stump.feature];
-                    let rect = |k: usize| {
-                        let c = &o[k];
-                        (sum[base + c[0]] - sum[base + c[1]] - sum[base + c[2]] + sum[base + c[3]]) as f32
-                    };
-                    let mut value = wts[0] * rect(0) + wts[1] * rect(1);
-                    if wts[2] != 0.0 {
-                        value += wts[2] * rect(2);
+                for s in &stumps[next..next + stage.stumps.len()] {
+                    let mut value = s.weights[0] * rect(&s.corners[0]) + s.weights[1] * rect(&s.corners[1]);
+                    if s.weights[2] != 0.0 {
+                        value += s.weights[2] * rect(&s.corners[2]);
                     }
-                    total += stump.leaves[(value * inv_norm >= stump.threshold) as usize];
+                    total += s.leaves[(value >= s.threshold * norm) as usize];
                 }
+                next += stage.stumps.len();
                 total >= stage.threshold
             });
             if passed {
