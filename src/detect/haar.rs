@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{group_rectangles, DetectParams, Face, GrayImage};
+use super::{DetectParams, Face, GrayImage, RectGrouper};
 
 /// One rectangle of a Haar feature, in window coordinates, with its weight.
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +188,8 @@ pub struct HaarDetector {
     cascade: HaarCascade,
     buffers: Vec<ScaleBuffers>,
     candidates: Vec<(i32, i32, i32, i32)>,
+    scales: Vec<f64>,
+    grouper: RectGrouper,
 }
 
 impl HaarDetector {
@@ -196,13 +198,15 @@ impl HaarDetector {
             cascade,
             buffers: Vec::new(),
             candidates: Vec::new(),
+            scales: Vec::new(),
+            grouper: RectGrouper::default(),
         }
     }
 
     /// Scale factors OpenCV would visit for this image and parameters.
-    fn scales(&self, width: usize, height: usize, params: &DetectParams) -> Vec<f64> {
-        let (ww, wh) = (self.cascade.window_w as f64, self.cascade.window_h as f64);
-        let mut scales = Vec::new();
+    fn scales(cascade: &HaarCascade, width: usize, height: usize, params: &DetectParams, scales: &mut Vec<f64>) {
+        let (ww, wh) = (cascade.window_w as f64, cascade.window_h as f64);
+        scales.clear();
         let mut factor = 1.0f64;
         let step = params.scale_factor.max(1.0001);
         loop {
@@ -220,13 +224,13 @@ impl HaarDetector {
             }
             factor *= step;
         }
-        scales
     }
 
     /// Finds faces in a grayscale image; boxes in image pixels, `score` = neighbour count.
     pub fn detect(&mut self, image: &GrayImage, params: &DetectParams, faces: &mut Vec<Face>) {
         faces.clear();
-        let scales = self.scales(image.width, image.height, params);
+        Self::scales(&self.cascade, image.width, image.height, params, &mut self.scales);
+        let scales = &self.scales;
         if self.buffers.len() < scales.len() {
             self.buffers.resize_with(scales.len(), Default::default);
         }
@@ -240,7 +244,7 @@ impl HaarDetector {
         for buf in &self.buffers[..scales.len()] {
             self.candidates.extend_from_slice(&buf.candidates);
         }
-        group_rectangles(&self.candidates, params.min_neighbors, 0.2, faces);
+        self.grouper.group(&self.candidates, params.min_neighbors, 0.2, faces);
         faces.sort_by(|a, b| b.score.total_cmp(&a.score).then((b.width * b.height).cmp(&(a.width * a.height))));
         faces.truncate(params.max_faces);
     }

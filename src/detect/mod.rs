@@ -91,80 +91,96 @@ impl Detector {
 
 /// OpenCV's `groupRectangles`: clusters similar boxes (edges within `eps` of the smaller size),
 /// keeps clusters with more than `min_neighbors` members as their average, then drops boxes that
-/// sit inside a stronger one. `min_neighbors == 0` keeps every raw box.
-pub fn group_rectangles(rects: &[(i32, i32, i32, i32)], min_neighbors: usize, eps: f64, out: &mut Vec<Face>) {
-    out.clear();
-    if min_neighbors == 0 {
-        out.extend(rects.iter().map(|&(x, y, width, height)| Face { x, y, width, height, score: 1.0 }));
-        return;
+/// sit inside a stronger one. `min_neighbors == 0` keeps every raw box. Holds its scratch
+/// memory so that grouping every frame allocates nothing once warmed up.
+#[derive(Debug, Default)]
+pub struct RectGrouper {
+    parent: Vec<usize>,
+    /// Per root: coordinate sums and member count.
+    sums: Vec<([i64; 4], usize)>,
+    clusters: Vec<((i32, i32, i32, i32), usize)>,
+}
+
+fn find_root(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
     }
-    let similar = |a: &(i32, i32, i32, i32), b: &(i32, i32, i32, i32)| {
-        let delta = eps * (a.2.min(b.2) + a.3.min(b.3)) as f64 * 0.5;
-        ((a.0 - b.0).abs() as f64) <= delta
-            && ((a.1 - b.1).abs() as f64) <= delta
-            && ((a.0 + a.2 - b.0 - b.2).abs() as f64) <= delta
-            && ((a.1 + a.3 - b.1 - b.3).abs() as f64) <= delta
-    };
-    // Union-find partition (the equivalence closure, as cv::partition).
-    let n = rects.len();
-    let mut parent: Vec<usize> = (0..n).collect();
-    fn find(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
+    i
+}
+
+impl RectGrouper {
+    pub fn group(&mut self, rects: &[(i32, i32, i32, i32)], min_neighbors: usize, eps: f64, out: &mut Vec<Face>) {
+        out.clear();
+        if min_neighbors == 0 {
+            out.extend(rects.iter().map(|&(x, y, width, height)| Face { x, y, width, height, score: 1.0 }));
+            return;
         }
-        i
-    }
-    for i in 0..n {
-        for j in i + 1..n {
-            if similar(&rects[i], &rects[j]) {
-                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
-                if a != b {
-                    parent[a] = b;
+        let similar = |a: &(i32, i32, i32, i32), b: &(i32, i32, i32, i32)| {
+            let delta = eps * (a.2.min(b.2) + a.3.min(b.3)) as f64 * 0.5;
+            ((a.0 - b.0).abs() as f64) <= delta
+                && ((a.1 - b.1).abs() as f64) <= delta
+                && ((a.0 + a.2 - b.0 - b.2).abs() as f64) <= delta
+                && ((a.1 + a.3 - b.1 - b.3).abs() as f64) <= delta
+        };
+        // Union-find partition (the equivalence closure, as cv::partition).
+        let n = rects.len();
+        self.parent.clear();
+        self.parent.extend(0..n);
+        for i in 0..n {
+            for j in i + 1..n {
+                if similar(&rects[i], &rects[j]) {
+                    let (a, b) = (find_root(&mut self.parent, i), find_root(&mut self.parent, j));
+                    if a != b {
+                        self.parent[a] = b;
+                    }
                 }
             }
         }
-    }
-    let mut sums: std::collections::BTreeMap<usize, ([i64; 4], usize)> = Default::default();
-    for (i, r) in rects.iter().enumerate() {
-        let root = find(&mut parent, i);
-        let e = sums.entry(root).or_insert(([0; 4], 0));
-        e.0[0] += r.0 as i64;
-        e.0[1] += r.1 as i64;
-        e.0[2] += r.2 as i64;
-        e.0[3] += r.3 as i64;
-        e.1 += 1;
-    }
-    let clusters: Vec<((i32, i32, i32, i32), usize)> = sums
-        .values()
-        .filter(|(_, count)| *count > min_neighbors)
-        .map(|(s, count)| {
+        self.sums.clear();
+        self.sums.resize(n, ([0; 4], 0));
+        for (i, r) in rects.iter().enumerate() {
+            let root = find_root(&mut self.parent, i);
+            let e = &mut self.sums[root];
+            e.0[0] += r.0 as i64;
+            e.0[1] += r.1 as i64;
+            e.0[2] += r.2 as i64;
+            e.0[3] += r.3 as i64;
+            e.1 += 1;
+        }
+        self.clusters.clear();
+        for (s, count) in self.sums.iter().filter(|(_, count)| *count > min_neighbors) {
             let c = *count as f64;
             let avg = |v: i64| (v as f64 / c).round() as i32;
-            ((avg(s[0]), avg(s[1]), avg(s[2]), avg(s[3])), *count)
-        })
-        .collect();
-    for (i, &(r1, n1)) in clusters.iter().enumerate() {
-        let inside_stronger = clusters.iter().enumerate().any(|(j, &(r2, n2))| {
-            let dx = (r2.2 as f64 * eps).round() as i32;
-            let dy = (r2.3 as f64 * eps).round() as i32;
-            i != j
-                && r1.0 >= r2.0 - dx
-                && r1.1 >= r2.1 - dy
-                && r1.0 + r1.2 <= r2.0 + r2.2 + dx
-                && r1.1 + r1.3 <= r2.1 + r2.3 + dy
-                && (n2 > n1.max(3) || n1 < 3)
-        });
-        if !inside_stronger {
-            out.push(Face {
-                x: r1.0,
-                y: r1.1,
-                width: r1.2,
-                height: r1.3,
-                score: n1 as f32,
+            self.clusters.push(((avg(s[0]), avg(s[1]), avg(s[2]), avg(s[3])), *count));
+        }
+        for (i, &(r1, n1)) in self.clusters.iter().enumerate() {
+            let inside_stronger = self.clusters.iter().enumerate().any(|(j, &(r2, n2))| {
+                let dx = (r2.2 as f64 * eps).round() as i32;
+                let dy = (r2.3 as f64 * eps).round() as i32;
+                i != j
+                    && r1.0 >= r2.0 - dx
+                    && r1.1 >= r2.1 - dy
+                    && r1.0 + r1.2 <= r2.0 + r2.2 + dx
+                    && r1.1 + r1.3 <= r2.1 + r2.3 + dy
+                    && (n2 > n1.max(3) || n1 < 3)
             });
+            if !inside_stronger {
+                out.push(Face {
+                    x: r1.0,
+                    y: r1.1,
+                    width: r1.2,
+                    height: r1.3,
+                    score: n1 as f32,
+                });
+            }
         }
     }
+}
+
+/// One-off grouping (see [`RectGrouper`]).
+pub fn group_rectangles(rects: &[(i32, i32, i32, i32)], min_neighbors: usize, eps: f64, out: &mut Vec<Face>) {
+    RectGrouper::default().group(rects, min_neighbors, eps, out);
 }
 
 #[cfg(test)]
