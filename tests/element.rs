@@ -1,25 +1,14 @@
 //! The moodmirror element in harnesses and real pipelines, on a real public-domain face photo
 //! (tests/fixtures/astronaut.png: one face, at about x 177, y 66, 95x95).
 
-use std::path::{Path, PathBuf};
-use std::sync::Once;
 
+mod common;
+
+use common::{fixture, init};
 use gst::prelude::*;
 use gstmoodmirror::meta::{self, FaceMeta};
 
 const FACE: (i32, i32, i32, i32) = (177, 66, 95, 95);
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("gst init");
-        gstmoodmirror::plugin_register_static().expect("register moodmirror");
-    });
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 fn astronaut_rgb() -> (Vec<u8>, u32, u32) {
     let img = image::open(fixture("astronaut.png")).expect("fixture").into_rgb8();

@@ -1,24 +1,14 @@
 //! Users' workflows end to end: `moodmirror annotate` on a generated clip, the JSON-lines schema,
 //! bad input, and an RTSP server and client on loopback with moodmirror on both ends.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Once;
 
+mod common;
+
+use common::{fixture, init};
 use gst::prelude::*;
 use gst_rtsp_server::prelude::*;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("gst init");
-        gstmoodmirror::plugin_register_static().expect("register");
-    });
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// Runs a pipeline to EOS (panics on error) and returns its buffers from `appsink name=sink`.
 fn run_to_eos(description: &str) -> Vec<gst::Buffer> {
