@@ -5,7 +5,9 @@
 //! region around it; each track is reclassified every `classify_interval` frames and its
 //! probabilities smoothed.
 
-use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage};
+use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage, RgbImage};
+use crate::draw::PixelLayout;
+use crate::frame::FramePlanes;
 use crate::emotion::{argmax, EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
 use crate::tracking::{Tracker, TrackerParams};
 
@@ -101,8 +103,32 @@ pub struct FaceAnalyzer {
     pub tracker: Tracker,
     /// Downscaled luma for full detection on large frames, reused.
     small: Vec<u8>,
+    /// Colour image at detection resolution (MTCNN), reused.
+    rgb: Vec<u8>,
     local: Vec<Face>,
     due: Vec<usize>,
+}
+
+fn scale_face(f: &mut Face, scale: f32) {
+    f.x = (f.x as f32 * scale).round() as i32;
+    f.y = (f.y as f32 * scale).round() as i32;
+    f.width = (f.width as f32 * scale).round() as i32;
+    f.height = (f.height as f32 * scale).round() as i32;
+    if let Some(points) = f.landmarks.as_mut() {
+        for p in points.iter_mut() {
+            p[0] *= scale;
+            p[1] *= scale;
+        }
+    }
+}
+
+/// The size full detection runs at: the frame, or its downscale to `DETECT_MAX_WIDTH` wide.
+fn detection_size(width: usize, height: usize) -> (usize, usize, f32) {
+    if width <= DETECT_MAX_WIDTH {
+        return (width, height, 1.0);
+    }
+    let scale = width as f32 / DETECT_MAX_WIDTH as f32;
+    (DETECT_MAX_WIDTH, ((height as f32 / scale).round() as usize).max(1), scale)
 }
 
 impl FaceAnalyzer {
@@ -117,6 +143,7 @@ impl FaceAnalyzer {
             results: Vec::new(),
             tracker: Tracker::default(),
             small: Vec::new(),
+            rgb: Vec::new(),
             local: Vec::new(),
             due: Vec::new(),
         }
@@ -127,6 +154,7 @@ impl FaceAnalyzer {
     pub fn analyze(
         &mut self,
         image: &GrayImage,
+        frame: Option<&FramePlanes>,
         params: &DetectParams,
         black: u8,
         white: u8,
@@ -135,7 +163,7 @@ impl FaceAnalyzer {
         if image.width == 0 || image.height == 0 {
             return Ok(&self.results);
         }
-        self.detector.detect(image, params, &mut self.faces);
+        self.detect_full(image, frame, params)?;
         self.faces.truncate(params.max_faces);
         let px = InputContract::PIXELS;
         self.crops.resize(self.faces.len() * px, 0);
@@ -156,34 +184,72 @@ impl FaceAnalyzer {
         Ok(&self.results)
     }
 
-    /// Full detection, on a downscaled copy when the frame is wider than [`DETECT_MAX_WIDTH`].
-    fn detect_full(&mut self, image: &GrayImage, params: &DetectParams) {
-        if image.width <= DETECT_MAX_WIDTH {
-            self.detector.detect(image, params, &mut self.faces);
-            return;
+    /// The colour picture at detection resolution, for detectors that need it.
+    fn prepare_rgb(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, w: usize, h: usize) -> bool {
+        if !self.detector.needs_color() {
+            return false;
         }
-        let scale = image.width as f32 / DETECT_MAX_WIDTH as f32;
-        let (w, h) = (DETECT_MAX_WIDTH, ((image.height as f32 / scale).round() as usize).max(1));
-        self.small.resize(w * h, 0);
-        resize_bilinear(image, &mut self.small, w, h);
-        let small = GrayImage { data: &self.small, width: w, height: h, stride: w };
+        let gray_frame = FramePlanes {
+            planes: [image.data, &[], &[]],
+            strides: [image.stride, 0, 0],
+            width: image.width,
+            height: image.height,
+            layout: PixelLayout::Gray,
+            video_range: false,
+        };
+        frame.unwrap_or(&gray_frame).rgb_resized(w, h, &mut self.rgb);
+        true
+    }
+
+    /// Full detection, on a downscaled copy when the frame is wider than [`DETECT_MAX_WIDTH`].
+    fn detect_full(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
+        let (w, h, scale) = detection_size(image.width, image.height);
+        let color = self.prepare_rgb(image, frame, w, h);
+        let rgb = color.then_some(RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 });
         let scaled = DetectParams {
-            min_size: ((params.min_size as f32 / scale).round() as usize).max(24),
+            min_size: ((params.min_size as f32 / scale).round() as usize).max(if color { 12 } else { 24 }),
             max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
             ..*params
         };
-        self.detector.detect(&small, &scaled, &mut self.faces);
-        for f in &mut self.faces {
-            f.x = (f.x as f32 * scale).round() as i32;
-            f.y = (f.y as f32 * scale).round() as i32;
-            f.width = (f.width as f32 * scale).round() as i32;
-            f.height = (f.height as f32 * scale).round() as i32;
+        let result = if scale == 1.0 {
+            self.detector.detect(image, rgb.as_ref(), &scaled, &mut self.faces)
+        } else {
+            self.small.resize(w * h, 0);
+            resize_bilinear(image, &mut self.small, w, h);
+            let small = GrayImage { data: &self.small, width: w, height: h, stride: w };
+            self.detector.detect(&small, rgb.as_ref(), &scaled, &mut self.faces)
+        };
+        result.map_err(candle_core::Error::Msg)?;
+        if scale != 1.0 {
+            for f in &mut self.faces {
+                scale_face(f, scale);
+            }
         }
+        Ok(())
     }
 
-    /// Re-finds each track in a region 1.6x its box, at 0.8x to 1.25x its size.
-    fn redetect_tracks(&mut self, image: &GrayImage, params: &DetectParams) {
+    /// Re-finds each track: MTCNN runs O-Net on the track's box; Haar searches a region 1.6x
+    /// its box at 0.8x to 1.25x its size.
+    fn redetect_tracks(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
         self.faces.clear();
+        if let Detector::Mtcnn(_) = self.detector {
+            let (w, h, scale) = detection_size(image.width, image.height);
+            self.prepare_rgb(image, frame, w, h);
+            self.local.clear();
+            for t in &self.tracker.tracks {
+                let mut f = t.face;
+                scale_face(&mut f, 1.0 / scale);
+                self.local.push(f);
+            }
+            let rgb = RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 };
+            if let Detector::Mtcnn(m) = &mut self.detector {
+                m.track(&rgb, &self.local, &mut self.faces)?;
+            }
+            for f in &mut self.faces {
+                scale_face(f, scale);
+            }
+            return Ok(());
+        }
         for ti in 0..self.tracker.tracks.len() {
             let t = self.tracker.tracks[ti].face;
             let side = t.width.max(t.height) as f32;
@@ -208,7 +274,9 @@ impl FaceAnalyzer {
                 max_faces: 1,
                 ..*params
             };
-            self.detector.detect(&region, &local_params, &mut self.local);
+            self.detector
+                .detect(&region, None, &local_params, &mut self.local)
+                .map_err(candle_core::Error::Msg)?;
             if let Some(best) = self.local.first() {
                 self.faces.push(Face {
                     x: best.x + x0 as i32,
@@ -217,16 +285,19 @@ impl FaceAnalyzer {
                 });
             }
         }
+        Ok(())
     }
 
     /// Analyses one video frame with tracking. `full_detection` says whether the full detector
     /// runs (the caller applies `detect-interval` and QoS); `now_ns` is the frame's running time.
+    #[allow(clippy::too_many_arguments)]
     pub fn analyze_frame(
         &mut self,
         image: &GrayImage,
+        frame: Option<&FramePlanes>,
         params: &DetectParams,
         video: &VideoParams,
-        frame: u64,
+        frame_index: u64,
         now_ns: u64,
         full_detection: bool,
         luma_range: (u8, u8),
@@ -236,17 +307,17 @@ impl FaceAnalyzer {
             return Ok(&self.results);
         }
         if full_detection {
-            self.detect_full(image, params);
+            self.detect_full(image, frame, params)?;
             self.faces.truncate(params.max_faces);
             self.tracker.update(&self.faces, now_ns, &video.tracker, true);
         } else if !self.tracker.tracks.is_empty() {
-            self.redetect_tracks(image, params);
+            self.redetect_tracks(image, frame, params)?;
             self.tracker.update(&self.faces, now_ns, &video.tracker, false);
         }
         // Classify the faces seen now whose last classification is old enough, in one batch.
         self.due.clear();
         for (i, t) in self.tracker.tracks.iter().enumerate() {
-            let stale = frame.saturating_sub(t.last_classified) >= video.classify_interval.max(1) as u64;
+            let stale = frame_index.saturating_sub(t.last_classified) >= video.classify_interval.max(1) as u64;
             if t.seen_now && (!t.classified || stale) {
                 self.due.push(i);
             }
@@ -258,7 +329,7 @@ impl FaceAnalyzer {
         }
         self.classifier.classify(&self.crops, &mut self.probabilities)?;
         for (&i, p) in self.due.iter().zip(&self.probabilities) {
-            Tracker::observe(&mut self.tracker.tracks[i], p, frame, video.tracker.smoothing);
+            Tracker::observe(&mut self.tracker.tracks[i], p, frame_index, video.tracker.smoothing);
         }
         for t in &self.tracker.tracks {
             let recent = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS;
@@ -291,7 +362,7 @@ mod tests {
         // A 96x96 horizontal ramp cut with a box covering it: the crop is the ramp at half size.
         let data: Vec<u8> = (0..96 * 96).map(|i| ((i % 96) * 2) as u8).collect();
         let image = GrayImage { data: &data, width: 96, height: 96, stride: 96 };
-        let face = Face { x: 0, y: 0, width: 96, height: 96, score: 1.0 };
+        let face = Face::new(0, 0, 96, 96, 1.0);
         let mut out = vec![0u8; InputContract::PIXELS];
         crop_face(&image, &face, CropGeometry::default(), 0, 255, &mut out);
         for x in 0..48 {
@@ -305,7 +376,7 @@ mod tests {
         let data = vec![16u8; 64 * 64];
         let mut white = data.clone();
         white.fill(235);
-        let face = Face { x: 8, y: 8, width: 48, height: 48, score: 1.0 };
+        let face = Face::new(8, 8, 48, 48, 1.0);
         let mut out = vec![0u8; InputContract::PIXELS];
         crop_face(&GrayImage { data: &data, width: 64, height: 64, stride: 64 }, &face, CropGeometry::default(), 16, 235, &mut out);
         assert!(out.iter().all(|&p| p == 0));

@@ -107,9 +107,7 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
          {json_stage}! videoconvert ! x264enc speed-preset=veryfast ! queue ! mp4mux name=mux ! filesink location=\"{out}\"",
         input = quote(&args.input),
         draw = !args.no_draw,
-        det = match detector {
-            crate::detect::DetectorKind::Haar => "haar",
-        },
+        det = detector.nick(),
         min = args.min_face_size,
         out = quote(&video_tmp),
     );

@@ -214,7 +214,7 @@ mod tests {
 
     fn result(x: i32, y: i32, w: i32, h: i32) -> FaceResult {
         FaceResult {
-            face: Face { x, y, width: w, height: h, score: 5.0 },
+            face: Face::new(x, y, w, h, 5.0),
             probabilities: [0.0, 0.0, 0.0, 0.87, 0.0, 0.0, 0.13],
             emotion: 3,
             confidence: 0.87,

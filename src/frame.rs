@@ -95,3 +95,79 @@ pub fn luma<'a>(
         }
     }
 }
+
+/// Read-only view of a frame's planes, enough to sample colour from any supported layout.
+#[derive(Debug, Clone, Copy)]
+pub struct FramePlanes<'a> {
+    pub planes: [&'a [u8]; 3],
+    pub strides: [usize; 3],
+    pub width: usize,
+    pub height: usize,
+    pub layout: PixelLayout,
+    /// YUV with luma 16..=235.
+    pub video_range: bool,
+}
+
+impl FramePlanes<'_> {
+    /// RGB of pixel (x, y) (BT.601 for YUV).
+    #[inline]
+    fn rgb_at(&self, x: usize, y: usize) -> [f32; 3] {
+        let yuv = |luma: u8, u: u8, v: u8| {
+            let (l, u, v) = if self.video_range {
+                ((luma as f32 - 16.0) * 255.0 / 219.0, (u as f32 - 128.0) * 255.0 / 224.0, (v as f32 - 128.0) * 255.0 / 224.0)
+            } else {
+                (luma as f32, u as f32 - 128.0, v as f32 - 128.0)
+            };
+            [l + 1.402 * v, l - 0.344_136 * u - 0.714_136 * v, l + 1.772 * u]
+        };
+        match self.layout {
+            PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
+                let p = &self.planes[0][y * self.strides[0] + x * bytes_per_pixel..];
+                [p[r] as f32, p[g] as f32, p[b] as f32]
+            }
+            PixelLayout::Gray => {
+                let l = self.planes[0][y * self.strides[0] + x] as f32;
+                [l, l, l]
+            }
+            PixelLayout::I420 => yuv(
+                self.planes[0][y * self.strides[0] + x],
+                self.planes[1][(y / 2) * self.strides[1] + x / 2],
+                self.planes[2][(y / 2) * self.strides[2] + x / 2],
+            ),
+            PixelLayout::Nv12 => {
+                let c = (y / 2) * self.strides[1] + (x / 2) * 2;
+                yuv(self.planes[0][y * self.strides[0] + x], self.planes[1][c], self.planes[1][c + 1])
+            }
+        }
+    }
+
+    /// The frame as packed RGB at `out_w` x `out_h` (area average when shrinking), into `out`
+    /// (reused between frames).
+    pub fn rgb_resized(&self, out_w: usize, out_h: usize, out: &mut Vec<u8>) {
+        out.resize(out_w * out_h * 3, 0);
+        if self.width == 0 || self.height == 0 {
+            return;
+        }
+        out.par_chunks_mut(out_w * 3).enumerate().for_each(|(oy, row)| {
+            let ys = oy * self.height / out_h;
+            let ye = (((oy + 1) * self.height).div_ceil(out_h)).clamp(ys + 1, self.height);
+            for ox in 0..out_w {
+                let xs = ox * self.width / out_w;
+                let xe = (((ox + 1) * self.width).div_ceil(out_w)).clamp(xs + 1, self.width);
+                let mut acc = [0f32; 3];
+                for y in ys..ye {
+                    for x in xs..xe {
+                        let p = self.rgb_at(x, y);
+                        acc[0] += p[0];
+                        acc[1] += p[1];
+                        acc[2] += p[2];
+                    }
+                }
+                let n = ((ye - ys) * (xe - xs)) as f32;
+                for c in 0..3 {
+                    row[ox * 3 + c] = (acc[c] / n).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        });
+    }
+}

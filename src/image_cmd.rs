@@ -42,12 +42,14 @@ pub struct ImageArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DetectorArg {
     Haar,
+    Mtcnn,
 }
 
 impl From<DetectorArg> for DetectorKind {
     fn from(d: DetectorArg) -> Self {
         match d {
             DetectorArg::Haar => DetectorKind::Haar,
+            DetectorArg::Mtcnn => DetectorKind::Mtcnn,
         }
     }
 }
@@ -79,7 +81,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         Some(p) => EmotionClassifier::from_file(p, &device)?,
         None => EmotionClassifier::embedded(&device)?,
     };
-    let detector = Detector::new(args.detector.into()).map_err(anyhow::Error::msg)?;
+    let detector = Detector::new(args.detector.into(), &device).map_err(anyhow::Error::msg)?;
     let mut analyzer = FaceAnalyzer::new(detector, classifier);
     let mut painter = Painter::new().map_err(anyhow::Error::msg)?;
     let params = DetectParams {
@@ -113,7 +115,15 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         };
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         let image = frame::luma(rgb.as_raw(), w * 3, w, h, layout, &mut gray);
-        let results = analyzer.analyze(&image, &params, 0, 255)?.to_vec();
+        let planes = frame::FramePlanes {
+            planes: [rgb.as_raw(), &[], &[]],
+            strides: [w * 3, 0, 0],
+            width: w,
+            height: h,
+            layout,
+            video_range: false,
+        };
+        let results = analyzer.analyze(&image, Some(&planes), &params, 0, 255)?.to_vec();
         let record = json!({
             "file": path.display().to_string(),
             "width": w,

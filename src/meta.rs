@@ -174,7 +174,7 @@ mod tests {
         gst::init().expect("gst init");
         register();
         let result = FaceResult {
-            face: Face { x: 10, y: 20, width: 30, height: 40, score: 7.0 },
+            face: Face::new(10, 20, 30, 40, 7.0),
             probabilities: [0.05, 0.0, 0.05, 0.7, 0.1, 0.0, 0.1],
             emotion: 3,
             confidence: 0.7,

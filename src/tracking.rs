@@ -140,7 +140,7 @@ mod tests {
     use super::*;
 
     fn face(x: i32, y: i32) -> Face {
-        Face { x, y, width: 100, height: 100, score: 5.0 }
+        Face::new(x, y, 100, 100, 5.0)
     }
 
     fn one_hot(c: usize, p: f32) -> [f32; NUM_CLASSES] {

@@ -106,6 +106,40 @@ enum Command {
     Image(image_cmd::ImageArgs),
     /// Annotate a video file: H.264/MP4 with boxes and labels, and JSON lines per frame.
     Annotate(annotate::AnnotateArgs),
+    /// Convert facenet-pytorch's MTCNN weights (legacy torch format) to weights/mtcnn.safetensors.
+    ConvertMtcnn(ConvertMtcnnArgs),
+}
+
+#[derive(clap::Args)]
+struct ConvertMtcnnArgs {
+    /// Folder with pnet.pt, rnet.pt and onet.pt: `facenet_pytorch/data` of the facenet-pytorch
+    /// 2.6.0 wheel (`pip download --no-deps facenet-pytorch==2.6.0`, then unzip).
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = "weights/mtcnn.safetensors")]
+    out: PathBuf,
+}
+
+fn convert_mtcnn(args: &ConvertMtcnnArgs) -> Result<()> {
+    use gstmoodmirror::detect::torch_legacy::read_state_dict;
+    let mut tensors = std::collections::HashMap::new();
+    for net in ["pnet", "rnet", "onet"] {
+        let path = args.dir.join(format!("{net}.pt"));
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let dict = read_state_dict(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+        println!("{}: {} tensors", path.display(), dict.len());
+        for (name, t) in dict {
+            tensors.insert(format!("{net}.{name}"), t);
+        }
+    }
+    let meta = std::collections::HashMap::from([
+        ("source".to_string(), "facenet-pytorch 2.6.0 (PyPI): facenet_pytorch/data/{pnet,rnet,onet}.pt".to_string()),
+        ("license".to_string(), "MIT (facenet-pytorch, Copyright (c) 2019 Timothy Esler)".to_string()),
+        ("converted_by".to_string(), "moodmirror convert-mtcnn".to_string()),
+    ]);
+    gstmoodmirror::train::save_safetensors(&tensors, &meta, &args.out)?;
+    println!("wrote {} ({} tensors)", args.out.display(), tensors.len());
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -166,6 +200,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Image(args) => image_cmd::run(args),
         Command::Annotate(args) => annotate::run(args),
+        Command::ConvertMtcnn(args) => convert_mtcnn(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,10 +2,13 @@
 //! call, chosen by the element's `detector` property.
 
 pub mod haar;
+pub mod mtcnn;
+pub mod torch_legacy;
 
 use gst::glib;
 
 pub use haar::{HaarCascade, HaarDetector};
+pub use mtcnn::{Mtcnn, RgbImage};
 
 /// A borrowed 8-bit grayscale (or luma) image with a row stride.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +33,17 @@ pub struct Face {
     pub y: i32,
     pub width: i32,
     pub height: i32,
-    /// Detector confidence: neighbour count for Haar.
+    /// Detector confidence: neighbour count for Haar, face probability for MTCNN.
     pub score: f32,
+    /// Eyes (left, right as seen in the image), nose, mouth corners (left, right), when the
+    /// detector gives them (MTCNN).
+    pub landmarks: Option<[[f32; 2]; 5]>,
+}
+
+impl Face {
+    pub fn new(x: i32, y: i32, width: i32, height: i32, score: f32) -> Self {
+        Self { x, y, width, height, score, landmarks: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,29 +74,64 @@ impl Default for DetectParams {
 pub enum DetectorKind {
     #[enum_value(name = "Viola-Jones Haar cascade (OpenCV's frontal-face model)", nick = "haar")]
     Haar = 0,
+    #[enum_value(name = "MTCNN (CNN cascade with landmarks, facenet-pytorch weights)", nick = "mtcnn")]
+    Mtcnn = 1,
+}
+
+impl DetectorKind {
+    pub fn nick(self) -> &'static str {
+        match self {
+            DetectorKind::Haar => "haar",
+            DetectorKind::Mtcnn => "mtcnn",
+        }
+    }
 }
 
 /// The face detector chosen by the `detector` property.
 pub enum Detector {
     Haar(HaarDetector),
+    Mtcnn(Box<Mtcnn>),
 }
 
 impl Detector {
-    pub fn new(kind: DetectorKind) -> Result<Self, String> {
+    pub fn new(kind: DetectorKind, device: &candle_core::Device) -> Result<Self, String> {
         match kind {
             DetectorKind::Haar => Ok(Detector::Haar(HaarDetector::new(HaarCascade::frontal_face()?))),
+            DetectorKind::Mtcnn => Mtcnn::embedded(device)
+                .map(|m| Detector::Mtcnn(Box::new(m)))
+                .map_err(|e| format!("MTCNN weights: {e}")),
         }
     }
 
     pub fn kind(&self) -> DetectorKind {
         match self {
             Detector::Haar(_) => DetectorKind::Haar,
+            Detector::Mtcnn(_) => DetectorKind::Mtcnn,
         }
     }
 
-    pub fn detect(&mut self, image: &GrayImage, params: &DetectParams, faces: &mut Vec<Face>) {
+    /// Whether `detect` needs the colour image.
+    pub fn needs_color(&self) -> bool {
+        matches!(self, Detector::Mtcnn(_))
+    }
+
+    /// Faces in the image: Haar reads `gray`, MTCNN `rgb` (the same picture, same size).
+    pub fn detect(
+        &mut self,
+        gray: &GrayImage,
+        rgb: Option<&RgbImage>,
+        params: &DetectParams,
+        faces: &mut Vec<Face>,
+    ) -> Result<(), String> {
         match self {
-            Detector::Haar(d) => d.detect(image, params, faces),
+            Detector::Haar(d) => {
+                d.detect(gray, params, faces);
+                Ok(())
+            }
+            Detector::Mtcnn(m) => {
+                let rgb = rgb.ok_or("MTCNN needs the colour image")?;
+                m.detect(rgb, params, faces).map_err(|e| format!("MTCNN: {e}"))
+            }
         }
     }
 }
@@ -113,7 +160,7 @@ impl RectGrouper {
     pub fn group(&mut self, rects: &[(i32, i32, i32, i32)], min_neighbors: usize, eps: f64, out: &mut Vec<Face>) {
         out.clear();
         if min_neighbors == 0 {
-            out.extend(rects.iter().map(|&(x, y, width, height)| Face { x, y, width, height, score: 1.0 }));
+            out.extend(rects.iter().map(|&(x, y, width, height)| Face::new(x, y, width, height, 1.0)));
             return;
         }
         let similar = |a: &(i32, i32, i32, i32), b: &(i32, i32, i32, i32)| {
@@ -166,13 +213,7 @@ impl RectGrouper {
                     && (n2 > n1.max(3) || n1 < 3)
             });
             if !inside_stronger {
-                out.push(Face {
-                    x: r1.0,
-                    y: r1.1,
-                    width: r1.2,
-                    height: r1.3,
-                    score: n1 as f32,
-                });
+                out.push(Face::new(r1.0, r1.1, r1.2, r1.3, n1 as f32));
             }
         }
     }

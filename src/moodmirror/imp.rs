@@ -117,6 +117,7 @@ struct Format {
 
 /// Created in `start`, dropped in `stop`.
 struct State {
+    device: candle_core::Device,
     analyzer: FaceAnalyzer,
     painter: Painter,
     format: Option<Format>,
@@ -346,7 +347,7 @@ impl BaseTransformImpl for MoodMirror {
         let classifier = EmotionClassifier::load(&settings.model_location, &device).map_err(|e| {
             gst::error_msg!(gst::LibraryError::Settings, ["model-location: {}", e])
         })?;
-        let detector = Detector::new(settings.detector)
+        let detector = Detector::new(settings.detector, &device)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["face detector: {}", e]))?;
         let painter = Painter::new().map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{}", e]))?;
         gst::info!(
@@ -358,7 +359,9 @@ impl BaseTransformImpl for MoodMirror {
             settings.detector,
             device
         );
+        let device = device.clone();
         *lock(&self.state) = Some(State {
+            device,
             analyzer: FaceAnalyzer::new(detector, classifier),
             painter,
             format: None,
@@ -403,7 +406,7 @@ impl BaseTransformImpl for MoodMirror {
             return Err(gst::FlowError::NotNegotiated);
         };
         if state.analyzer.detector.kind() != settings.detector {
-            match Detector::new(settings.detector) {
+            match Detector::new(settings.detector, &state.device) {
                 Ok(d) => state.analyzer.detector = d,
                 Err(e) => gst::warning!(CAT, imp = self, "cannot switch detector: {e}"),
             }
@@ -414,9 +417,18 @@ impl BaseTransformImpl for MoodMirror {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the input buffer"]);
                 gst::FlowError::Error
             })?;
-            let plane0 = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
-            let stride = frame.plane_stride()[0] as usize;
-            let gray = frame::luma(plane0, stride, width as usize, height as usize, format.layout, &mut state.gray);
+            let n_planes = frame.n_planes() as usize;
+            let plane = |i: usize| if i < n_planes { frame.plane_data(i as u32).unwrap_or(&[]) } else { &[] };
+            let stride = |i: usize| frame.plane_stride().get(i).copied().unwrap_or(0).max(0) as usize;
+            let planes = frame::FramePlanes {
+                planes: [plane(0), plane(1), plane(2)],
+                strides: [stride(0), stride(1), stride(2)],
+                width: width as usize,
+                height: height as usize,
+                layout: format.layout,
+                video_range: format.luma_range != (0, 255),
+            };
+            let gray = frame::luma(planes.planes[0], planes.strides[0], width as usize, height as usize, format.layout, &mut state.gray);
             // Full detection every `detect-interval` frames, unless QoS says we are late.
             let interval = settings.video.detect_interval.max(1) as u64;
             let forced = std::mem::take(&mut state.detect_next);
@@ -427,6 +439,7 @@ impl BaseTransformImpl for MoodMirror {
             state.frame += 1;
             match state.analyzer.analyze_frame(
                 &gray,
+                Some(&planes),
                 &settings.params,
                 &settings.video,
                 frame_index,

@@ -1,0 +1,87 @@
+//! Reader for PyTorch's legacy (pre-1.6, non-zip) `torch.save` format, which candle's pickle
+//! loader rejects: five pickles (magic number, protocol version, system info, the object, the
+//! list of storage keys) followed by each storage as a little-endian u64 element count and its
+//! raw bytes. Used to convert facenet-pytorch's MTCNN weights (`moodmirror convert-mtcnn`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+
+use candle_core::pickle::{Object, Stack};
+use candle_core::{DType, Device, Tensor};
+
+fn pickle<R: BufRead>(r: &mut R) -> candle_core::Result<Object> {
+    let mut stack = Stack::empty();
+    stack.read_loop(r)?;
+    stack.finalize()
+}
+
+/// The state dict's (name, tensor) pairs, f32, in file order.
+pub fn read_state_dict(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)>> {
+    let mut r = std::io::Cursor::new(bytes);
+    // The magic number (0x1950a86a20f9469cfc6c) is an 80-bit integer that candle's pickle reader
+    // cannot hold; its presence as a leading integer pickle is the check.
+    match pickle(&mut r) {
+        Ok(Object::Long(_)) | Ok(Object::Int(_)) => {}
+        _ => candle_core::bail!("not a legacy torch file (a zip-format file? use candle's pickle loader)"),
+    }
+    let _protocol = pickle(&mut r)?;
+    let _sys_info = pickle(&mut r)?;
+    let object = pickle(&mut r)?;
+    let keys: Vec<String> = match pickle(&mut r)? {
+        Object::List(items) | Object::Tuple(items) => items
+            .into_iter()
+            .map(|o| o.unicode().map_err(|o| candle_core::Error::Msg(format!("storage key {o:?}"))))
+            .collect::<candle_core::Result<_>>()?,
+        other => candle_core::bail!("storage keys: unexpected {other:?}"),
+    };
+    // Storages follow in the order of `keys`.
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    for key in keys {
+        let mut n = [0u8; 8];
+        r.read_exact(&mut n)?;
+        let numel = u64::from_le_bytes(n) as usize;
+        let mut data = vec![0u8; numel.checked_mul(4).ok_or_else(|| candle_core::Error::Msg("storage too large".into()))?];
+        r.read_exact(&mut data)?;
+        storages.insert(key, data);
+    }
+    let Object::Dict(entries) = object else {
+        candle_core::bail!("legacy torch file does not hold a state dict");
+    };
+    let mut out = Vec::new();
+    for (name, value) in entries {
+        let Some(info) = value.into_tensor_info(name, std::path::Path::new(""))? else {
+            continue;
+        };
+        if info.dtype != DType::F32 {
+            candle_core::bail!("{}: only float32 tensors are supported, got {:?}", info.name, info.dtype);
+        }
+        let key = info.path.trim_start_matches('/');
+        let data = storages
+            .get(key)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: storage {key} missing", info.name)))?;
+        let floats: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let storage = Tensor::from_vec(floats, data.len() / 4, &Device::Cpu)?;
+        // Apply the tensor's view (offset, shape, strides) on its storage.
+        let layout = &info.layout;
+        let offset = layout.start_offset() / 4;
+        let dims = layout.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let strides = layout.stride().to_vec();
+        let flat = storage.to_vec1::<f32>()?;
+        let mut values = Vec::with_capacity(n);
+        let mut index = vec![0usize; dims.len()];
+        for _ in 0..n {
+            let pos = offset + index.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
+            values.push(*flat.get(pos).ok_or_else(|| candle_core::Error::Msg(format!("{}: view out of storage", info.name)))?);
+            for d in (0..dims.len()).rev() {
+                index[d] += 1;
+                if index[d] < dims[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        out.push((info.name, Tensor::from_vec(values, dims, &Device::Cpu)?));
+    }
+    Ok(out)
+}
