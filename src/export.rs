@@ -29,10 +29,14 @@ pub fn object_json(face: &FaceMeta) -> Value {
         .zip(face.probabilities)
         .map(|(c, p)| (c.to_string(), json!(round4(p))))
         .collect();
+    let mut detection = json!({"confidence": face.score});
+    if let Some(points) = face.landmarks {
+        detection["landmarks"] = json!(points.iter().map(|p| [round4(p[0]), round4(p[1])]).collect::<Vec<_>>());
+    }
     json!({
         "x": face.x, "y": face.y, "w": face.width, "h": face.height,
         "id": face.track_id,
-        "detection": {"confidence": face.score},
+        "detection": detection,
         "emotion": {"label": face.emotion, "confidence": round4(face.confidence), "probabilities": probabilities},
     })
 }
@@ -104,6 +108,7 @@ mod tests {
             confidence: 0.5,
             probabilities: [0.1, 0.0, 0.1, 0.1, 0.5, 0.1, 0.1],
             track_id: Some(3),
+            landmarks: None,
         };
         let v = frame_json(Some(gst::ClockTime::from_mseconds(40)), 640, 480, &[face]);
         validate_frame(&v).expect("valid");

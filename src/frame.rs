@@ -109,34 +109,53 @@ pub struct FramePlanes<'a> {
 }
 
 impl FramePlanes<'_> {
-    /// RGB of pixel (x, y) (BT.601 for YUV).
-    #[inline]
-    fn rgb_at(&self, x: usize, y: usize) -> [f32; 3] {
-        let yuv = |luma: u8, u: u8, v: u8| {
-            let (l, u, v) = if self.video_range {
-                ((luma as f32 - 16.0) * 255.0 / 219.0, (u as f32 - 128.0) * 255.0 / 224.0, (v as f32 - 128.0) * 255.0 / 224.0)
-            } else {
-                (luma as f32, u as f32 - 128.0, v as f32 - 128.0)
-            };
-            [l + 1.402 * v, l - 0.344_136 * u - 0.714_136 * v, l + 1.772 * u]
+    fn yuv_to_rgb(&self, luma: f32, u: f32, v: f32) -> [f32; 3] {
+        let (l, u, v) = if self.video_range {
+            ((luma - 16.0) * 255.0 / 219.0, (u - 128.0) * 255.0 / 224.0, (v - 128.0) * 255.0 / 224.0)
+        } else {
+            (luma, u - 128.0, v - 128.0)
         };
+        [l + 1.402 * v, l - 0.344_136 * u - 0.714_136 * v, l + 1.772 * u]
+    }
+
+    /// Average colour of the source block `[xs, xe) x [ys, ye)`: averaged in the frame's own
+    /// space (RGB, or Y with the block's chroma) and converted once.
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3] {
+        let n = ((ye - ys) * (xe - xs)) as f32;
         match self.layout {
             PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
-                let p = &self.planes[0][y * self.strides[0] + x * bytes_per_pixel..];
-                [p[r] as f32, p[g] as f32, p[b] as f32]
+                let mut acc = [0f32; 3];
+                for y in ys..ye {
+                    let row = &self.planes[0][y * self.strides[0]..];
+                    for x in xs..xe {
+                        let p = &row[x * bytes_per_pixel..];
+                        acc[0] += p[r] as f32;
+                        acc[1] += p[g] as f32;
+                        acc[2] += p[b] as f32;
+                    }
+                }
+                acc.map(|a| a / n)
             }
-            PixelLayout::Gray => {
-                let l = self.planes[0][y * self.strides[0] + x] as f32;
-                [l, l, l]
-            }
-            PixelLayout::I420 => yuv(
-                self.planes[0][y * self.strides[0] + x],
-                self.planes[1][(y / 2) * self.strides[1] + x / 2],
-                self.planes[2][(y / 2) * self.strides[2] + x / 2],
-            ),
-            PixelLayout::Nv12 => {
-                let c = (y / 2) * self.strides[1] + (x / 2) * 2;
-                yuv(self.planes[0][y * self.strides[0] + x], self.planes[1][c], self.planes[1][c + 1])
+            PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => {
+                let mut luma = 0f32;
+                for y in ys..ye {
+                    let row = &self.planes[0][y * self.strides[0]..];
+                    luma += row[xs..xe].iter().map(|&v| v as f32).sum::<f32>();
+                }
+                let luma = luma / n;
+                let (cx, cy) = ((xs + xe) / 4, (ys + ye) / 4);
+                match self.layout {
+                    PixelLayout::I420 => self.yuv_to_rgb(
+                        luma,
+                        self.planes[1][cy * self.strides[1] + cx] as f32,
+                        self.planes[2][cy * self.strides[2] + cx] as f32,
+                    ),
+                    PixelLayout::Nv12 => {
+                        let c = cy * self.strides[1] + cx * 2;
+                        self.yuv_to_rgb(luma, self.planes[1][c] as f32, self.planes[1][c + 1] as f32)
+                    }
+                    _ => [luma; 3],
+                }
             }
         }
     }
@@ -154,18 +173,9 @@ impl FramePlanes<'_> {
             for ox in 0..out_w {
                 let xs = ox * self.width / out_w;
                 let xe = (((ox + 1) * self.width).div_ceil(out_w)).clamp(xs + 1, self.width);
-                let mut acc = [0f32; 3];
-                for y in ys..ye {
-                    for x in xs..xe {
-                        let p = self.rgb_at(x, y);
-                        acc[0] += p[0];
-                        acc[1] += p[1];
-                        acc[2] += p[2];
-                    }
-                }
-                let n = ((ye - ys) * (xe - xs)) as f32;
+                let rgb = self.block_rgb(xs, xe, ys, ye);
                 for c in 0..3 {
-                    row[ox * 3 + c] = (acc[c] / n).round().clamp(0.0, 255.0) as u8;
+                    row[ox * 3 + c] = rgb[c].round().clamp(0.0, 255.0) as u8;
                 }
             }
         });

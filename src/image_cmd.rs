@@ -61,11 +61,15 @@ pub fn face_json(r: &FaceResult) -> serde_json::Value {
         .zip(r.probabilities)
         .map(|(c, p)| (c.to_string(), json!(round4(p))))
         .collect();
-    json!({
+    let mut v = json!({
         "x": r.face.x, "y": r.face.y, "width": r.face.width, "height": r.face.height,
         "score": r.face.score, "emotion": r.label(), "confidence": round4(r.confidence),
         "probabilities": probabilities,
-    })
+    });
+    if let Some(points) = r.face.landmarks {
+        v["landmarks"] = json!(points.iter().map(|p| [round4(p[0]), round4(p[1])]).collect::<Vec<_>>());
+    }
+    v
 }
 
 fn round4(v: f32) -> f64 {

@@ -34,17 +34,34 @@ pub struct FaceMeta {
     pub probabilities: [f64; NUM_CLASSES],
     /// Stable id across frames when the element tracks faces.
     pub track_id: Option<u64>,
+    /// Five landmarks (x, y) when the detector gives them: eyes, nose, mouth corners.
+    pub landmarks: Option<[[f64; 2]; 5]>,
+}
+
+fn landmarks_array(f: &crate::detect::Face) -> Option<gst::Array> {
+    f.landmarks.map(|points| gst::Array::new(points.iter().flat_map(|p| [p[0] as f64, p[1] as f64])))
+}
+
+fn landmarks_from(s: &gst::StructureRef) -> Option<[[f64; 2]; 5]> {
+    let a = s.get::<gst::Array>("landmarks").ok()?;
+    let v: Vec<f64> = a.iter().filter_map(|x| x.get::<f64>().ok()).collect();
+    (v.len() == 10).then(|| std::array::from_fn(|i| [v[2 * i], v[2 * i + 1]]))
+}
+
+/// One double field per class, named after it.
+fn with_class_fields(mut b: gst::structure::Builder, probabilities: &[f32; NUM_CLASSES]) -> gst::structure::Builder {
+    for (name, p) in CLASS_NAMES.iter().zip(probabilities) {
+        b = b.field(*name, *p as f64);
+    }
+    b
 }
 
 fn emotion_fields(builder: gst::structure::Builder, r: &FaceResult) -> gst::structure::Builder {
-    let mut b = builder
+    let b = builder
         .field("label", r.label())
         .field("confidence", r.confidence as f64)
         .field("class-id", r.emotion as i32);
-    for (name, p) in CLASS_NAMES.iter().zip(r.probabilities) {
-        b = b.field(*name, p as f64);
-    }
-    b
+    with_class_fields(b, &r.probabilities)
 }
 
 /// One `face` structure for the custom meta and bus messages.
@@ -61,11 +78,11 @@ pub fn face_structure(r: &FaceResult) -> gst::Structure {
         .field("confidence", r.confidence as f64)
         .field("probabilities", probabilities)
         .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1));
-    let mut b = b;
-    for (name, p) in CLASS_NAMES.iter().zip(r.probabilities) {
-        b = b.field(*name, p as f64);
-    }
-    b.build()
+    let b = match landmarks_array(&f) {
+        Some(points) => b.field("landmarks", points),
+        None => b,
+    };
+    with_class_fields(b, &r.probabilities).build()
 }
 
 /// The `faces` list value shared by the custom meta and the element message.
@@ -86,13 +103,14 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
         if let Some(id) = r.track_id {
             roi.set_id(i32::try_from(id).unwrap_or(i32::MAX));
         }
-        roi.add_param(
-            gst::Structure::builder("detection")
-                .field("confidence", f.score as f64)
-                .field("label", "face")
-                .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1))
-                .build(),
-        );
+        let mut detection = gst::Structure::builder("detection")
+            .field("confidence", f.score as f64)
+            .field("label", "face")
+            .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1));
+        if let Some(points) = landmarks_array(&f) {
+            detection = detection.field("landmarks", points);
+        }
+        roi.add_param(detection.build());
         roi.add_param(emotion_fields(gst::Structure::builder("emotion"), r).build());
     }
     let mut meta = gst::meta::CustomMeta::add(buffer, CUSTOM_META_NAME).ok();
@@ -119,6 +137,7 @@ fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
         confidence: s.get("confidence").ok()?,
         probabilities,
         track_id: s.get::<i64>("track-id").ok().and_then(|id| u64::try_from(id).ok()),
+        landmarks: landmarks_from(s),
     })
 }
 
@@ -159,6 +178,7 @@ pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
                 confidence: emotion.get("confidence").ok()?,
                 probabilities,
                 track_id,
+                landmarks: detection.and_then(landmarks_from),
             })
         })
         .collect()
@@ -180,6 +200,8 @@ mod tests {
             confidence: 0.7,
             track_id: Some(12),
         };
+        let mut result = result;
+        result.face.landmarks = Some([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]);
         let mut buffer = gst::Buffer::new();
         attach(buffer.get_mut().expect("writable"), &[result], 640, 480);
         let from_custom = faces(&buffer).expect("custom meta");
@@ -193,6 +215,7 @@ mod tests {
             assert!((f.probabilities[3] - 0.7).abs() < 1e-6);
             assert_eq!(f.score, 7.0);
             assert_eq!(f.track_id, Some(12));
+            assert_eq!(f.landmarks.map(|l| l[4]), Some([9.0, 10.0]));
         }
         assert!(faces(&gst::Buffer::new()).is_none());
     }

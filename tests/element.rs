@@ -318,3 +318,16 @@ fn tracks_a_moving_face_with_one_id_between_detections() {
     // The box follows the face on the frames between full detections too.
     assert!(xs.iter().all(|dx| (dx - FACE.0).abs() <= 12), "box offsets from the moving face: {xs:?}");
 }
+
+#[test]
+fn mtcnn_detector_finds_the_face_with_landmarks_in_yuv_and_rgb() {
+    init();
+    for format in ["I420", "RGB", "GRAY8"] {
+        let out = run_in_format(format, "detector=mtcnn min-face-size=20");
+        let faces = meta::faces(&out).expect("meta");
+        assert_one_face_at_the_face(&faces, &format!("mtcnn {format}"));
+        let landmarks = faces[0].landmarks.unwrap_or_else(|| panic!("{format}: no landmarks"));
+        assert!(landmarks[0][0] < landmarks[1][0], "{format}: eyes {landmarks:?}");
+        assert_eq!(meta::roi_faces(&out)[0].landmarks, faces[0].landmarks);
+    }
+}

@@ -192,6 +192,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    gstmoodmirror::configure_threads();
     let cli = Cli::parse();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let result = match &cli.command {

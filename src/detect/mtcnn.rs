@@ -3,8 +3,11 @@
 //! facenet-pytorch's `detect_face`, whose MIT-licensed weights we convert
 //! (`moodmirror convert-mtcnn`, see weights/README.md).
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2d, Linear, PReLU, VarBuilder};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::emotion::layers::{Conv, Dense};
+use crate::ops::max_pool2d_ceil;
 
 use super::{DetectParams, Face};
 
@@ -20,83 +23,92 @@ pub struct RgbImage<'a> {
     pub stride: usize,
 }
 
-fn conv(vb: &VarBuilder, name: &str, c_in: usize, c_out: usize, k: usize) -> candle_core::Result<Conv2d> {
-    candle_nn::conv2d(c_in, c_out, k, Default::default(), vb.pp(name))
+/// PReLU over dim 0 of a CBHW activation, or the last dim of a (N, C) one.
+struct PRelu {
+    weight: Tensor,
 }
 
-fn prelu(vb: &VarBuilder, name: &str, c: usize) -> candle_core::Result<PReLU> {
-    candle_nn::prelu(Some(c), vb.pp(name))
+impl PRelu {
+    fn load(vb: &VarBuilder, name: &str, c: usize) -> candle_core::Result<Self> {
+        Ok(Self { weight: vb.pp(name).get(c, "weight")? })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let w = if x.rank() == 4 { self.weight.reshape((c, 1, 1, 1))? } else { self.weight.reshape((1, c))? };
+        // max(0, x) + w * min(0, x)
+        x.relu()? - x.neg()?.relu()?.broadcast_mul(&w)?
+    }
 }
 
-/// PyTorch's `MaxPool2d(k, s, ceil_mode=True)`: pad the far edges by replicating them (which
-/// never changes a window's maximum) so that floor-mode pooling covers the partial windows.
-fn max_pool_ceil(x: &Tensor, k: usize, s: usize) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    // ceil-mode output length, and the padding that makes floor mode reach it.
-    let pad = |n: usize| ((n.saturating_sub(k)).div_ceil(s) * s + k).saturating_sub(n);
-    let (pad_h, pad_w) = (pad(h), pad(w));
-    let x = if pad_h > 0 { x.pad_with_same(2, 0, pad_h)? } else { x.clone() };
-    let x = if pad_w > 0 { x.pad_with_same(3, 0, pad_w)? } else { x };
-    x.max_pool2d_with_stride(k, s)
+fn conv(vb: &VarBuilder, name: &str, c_in: usize, c_out: usize, k: usize) -> candle_core::Result<Conv> {
+    Conv::load(vb.pp(name), c_in, c_out, k, 1, 0, true)
 }
 
-/// PyTorch flattens (N, C, H, W) after permuting to (N, W, H, C) in R-Net and O-Net.
+/// PyTorch flattens R-Net's and O-Net's last maps after permuting (N, C, H, W) to (N, W, H, C);
+/// from CBHW that is (C, N, H, W) → (N, W, H, C).
 fn flatten_whc(x: &Tensor) -> candle_core::Result<Tensor> {
-    let n = x.dim(0)?;
-    x.permute((0, 3, 2, 1))?.contiguous()?.reshape((n, ()))
+    let n = x.dim(1)?;
+    x.permute((1, 3, 2, 0))?.contiguous()?.reshape((n, ()))
 }
 
+/// The nets work on channel-major (C, N, H, W) activations with moodmirror's CPU ops.
 pub struct PNet {
-    convs: [Conv2d; 3],
-    prelus: [PReLU; 3],
-    conv4_1: Conv2d,
-    conv4_2: Conv2d,
+    convs: [Conv; 3],
+    prelus: [PRelu; 3],
+    conv4_1: Conv,
+    conv4_2: Conv,
 }
 
 impl PNet {
     pub fn load(vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
             convs: [conv(&vb, "conv1", 3, 10, 3)?, conv(&vb, "conv2", 10, 16, 3)?, conv(&vb, "conv3", 16, 32, 3)?],
-            prelus: [prelu(&vb, "prelu1", 10)?, prelu(&vb, "prelu2", 16)?, prelu(&vb, "prelu3", 32)?],
+            prelus: [PRelu::load(&vb, "prelu1", 10)?, PRelu::load(&vb, "prelu2", 16)?, PRelu::load(&vb, "prelu3", 32)?],
             conv4_1: conv(&vb, "conv4_1", 32, 2, 1)?,
             conv4_2: conv(&vb, "conv4_2", 32, 4, 1)?,
         })
     }
 
-    /// (1, 3, H, W) → (regression (1, 4, h, w), face probability (1, h, w)).
+    /// (3, 1, H, W) → (regression (4, h, w), face probability (h, w)).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let x = self.prelus[0].forward(&self.convs[0].forward(x)?)?;
-        let x = max_pool_ceil(&x, 2, 2)?;
+        let x = max_pool2d_ceil(&x, 2, 2)?;
         let x = self.prelus[1].forward(&self.convs[1].forward(&x)?)?;
         let x = self.prelus[2].forward(&self.convs[2].forward(&x)?)?;
-        let prob = candle_nn::ops::softmax(&self.conv4_1.forward(&x)?, 1)?.narrow(1, 1, 1)?.squeeze(1)?;
-        Ok((self.conv4_2.forward(&x)?, prob))
+        let prob = candle_nn::ops::softmax(&self.conv4_1.forward(&x)?, 0)?.narrow(0, 1, 1)?.squeeze(0)?.squeeze(0)?;
+        Ok((self.conv4_2.forward(&x)?.squeeze(1)?, prob))
     }
 }
 
 pub struct RNet {
-    convs: [Conv2d; 3],
-    prelus: [PReLU; 4],
-    dense4: Linear,
-    dense5_1: Linear,
-    dense5_2: Linear,
+    convs: [Conv; 3],
+    prelus: [PRelu; 4],
+    dense4: Dense,
+    dense5_1: Dense,
+    dense5_2: Dense,
 }
 
 impl RNet {
     pub fn load(vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
             convs: [conv(&vb, "conv1", 3, 28, 3)?, conv(&vb, "conv2", 28, 48, 3)?, conv(&vb, "conv3", 48, 64, 2)?],
-            prelus: [prelu(&vb, "prelu1", 28)?, prelu(&vb, "prelu2", 48)?, prelu(&vb, "prelu3", 64)?, prelu(&vb, "prelu4", 128)?],
-            dense4: candle_nn::linear(576, 128, vb.pp("dense4"))?,
-            dense5_1: candle_nn::linear(128, 2, vb.pp("dense5_1"))?,
-            dense5_2: candle_nn::linear(128, 4, vb.pp("dense5_2"))?,
+            prelus: [
+                PRelu::load(&vb, "prelu1", 28)?,
+                PRelu::load(&vb, "prelu2", 48)?,
+                PRelu::load(&vb, "prelu3", 64)?,
+                PRelu::load(&vb, "prelu4", 128)?,
+            ],
+            dense4: Dense::load(vb.pp("dense4"), 576, 128)?,
+            dense5_1: Dense::load(vb.pp("dense5_1"), 128, 2)?,
+            dense5_2: Dense::load(vb.pp("dense5_2"), 128, 4)?,
         })
     }
 
-    /// (N, 3, 24, 24) → (regression (N, 4), face probability (N)).
+    /// (3, N, 24, 24) → (regression (N, 4), face probability (N)).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.prelus[0].forward(&self.convs[0].forward(x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.prelus[1].forward(&self.convs[1].forward(&x)?)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[0].forward(&self.convs[0].forward(x)?)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[1].forward(&self.convs[1].forward(&x)?)?, 3, 2)?;
         let x = self.prelus[2].forward(&self.convs[2].forward(&x)?)?;
         let x = self.prelus[3].forward(&self.dense4.forward(&flatten_whc(&x)?)?)?;
         let prob = candle_nn::ops::softmax(&self.dense5_1.forward(&x)?, D::Minus1)?.narrow(1, 1, 1)?.squeeze(1)?;
@@ -105,12 +117,12 @@ impl RNet {
 }
 
 pub struct ONet {
-    convs: [Conv2d; 4],
-    prelus: [PReLU; 5],
-    dense5: Linear,
-    dense6_1: Linear,
-    dense6_2: Linear,
-    dense6_3: Linear,
+    convs: [Conv; 4],
+    prelus: [PRelu; 5],
+    dense5: Dense,
+    dense6_1: Dense,
+    dense6_2: Dense,
+    dense6_3: Dense,
 }
 
 impl ONet {
@@ -123,24 +135,24 @@ impl ONet {
                 conv(&vb, "conv4", 64, 128, 2)?,
             ],
             prelus: [
-                prelu(&vb, "prelu1", 32)?,
-                prelu(&vb, "prelu2", 64)?,
-                prelu(&vb, "prelu3", 64)?,
-                prelu(&vb, "prelu4", 128)?,
-                prelu(&vb, "prelu5", 256)?,
+                PRelu::load(&vb, "prelu1", 32)?,
+                PRelu::load(&vb, "prelu2", 64)?,
+                PRelu::load(&vb, "prelu3", 64)?,
+                PRelu::load(&vb, "prelu4", 128)?,
+                PRelu::load(&vb, "prelu5", 256)?,
             ],
-            dense5: candle_nn::linear(1152, 256, vb.pp("dense5"))?,
-            dense6_1: candle_nn::linear(256, 2, vb.pp("dense6_1"))?,
-            dense6_2: candle_nn::linear(256, 4, vb.pp("dense6_2"))?,
-            dense6_3: candle_nn::linear(256, 10, vb.pp("dense6_3"))?,
+            dense5: Dense::load(vb.pp("dense5"), 1152, 256)?,
+            dense6_1: Dense::load(vb.pp("dense6_1"), 256, 2)?,
+            dense6_2: Dense::load(vb.pp("dense6_2"), 256, 4)?,
+            dense6_3: Dense::load(vb.pp("dense6_3"), 256, 10)?,
         })
     }
 
-    /// (N, 3, 48, 48) → (regression (N, 4), landmarks (N, 10), face probability (N)).
+    /// (3, N, 48, 48) → (regression (N, 4), landmarks (N, 10), face probability (N)).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.prelus[0].forward(&self.convs[0].forward(x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.prelus[1].forward(&self.convs[1].forward(&x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.prelus[2].forward(&self.convs[2].forward(&x)?)?, 2, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[0].forward(&self.convs[0].forward(x)?)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[1].forward(&self.convs[1].forward(&x)?)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[2].forward(&self.convs[2].forward(&x)?)?, 2, 2)?;
         let x = self.prelus[3].forward(&self.convs[3].forward(&x)?)?;
         let x = self.prelus[4].forward(&self.dense5.forward(&flatten_whc(&x)?)?)?;
         let prob = candle_nn::ops::softmax(&self.dense6_1.forward(&x)?, D::Minus1)?.narrow(1, 1, 1)?.squeeze(1)?;
@@ -158,11 +170,19 @@ struct Candidate {
 }
 
 /// PyTorch's `interpolate(mode="area")` (adaptive average pooling) of the RGB region
-/// `[x0, x1) x [y0, y1)` of `img` to `out_w` x `out_h`, normalised as MTCNN wants, written as CHW.
+/// `[x0, x1) x [y0, y1)` of `img` to `out_w` x `out_h`, normalised as MTCNN wants; channel `c`
+/// goes to `out[c * channel_stride..]` (CBHW batches interleave crops within a channel).
 #[allow(clippy::too_many_arguments)]
-fn area_resample(img: &RgbImage, x0: usize, y0: usize, x1: usize, y1: usize, out_w: usize, out_h: usize, out: &mut [f32]) {
+fn area_resample(
+    img: &RgbImage,
+    (x0, y0, x1, y1): (usize, usize, usize, usize),
+    out_w: usize,
+    out_h: usize,
+    channel_stride: usize,
+    out: &mut [f32],
+) {
     let (w, h) = (x1 - x0, y1 - y0);
-    let plane = out_w * out_h;
+    let plane = channel_stride;
     for oy in 0..out_h {
         let ys = y0 + oy * h / out_h;
         let ye = y0 + ((oy + 1) * h).div_ceil(out_h);
@@ -265,23 +285,21 @@ impl Mtcnn {
 
     /// Runs the refinement net `size` on crops of `cands` (in place: keeps those that pass).
     fn refine(&mut self, img: &RgbImage, cands: &mut Vec<Candidate>, size: usize, stage: usize) -> candle_core::Result<()> {
-        let plane = 3 * size * size;
-        let mut kept = Vec::with_capacity(cands.len());
-        self.input.clear();
-        for c in cands.iter() {
-            if let Some((x0, y0, x1, y1)) = crop_window(c, img.width, img.height) {
-                let start = self.input.len();
-                self.input.resize(start + plane, 0.0);
-                area_resample(img, x0, y0, x1, y1, size, size, &mut self.input[start..]);
-                kept.push(*c);
-            }
-        }
-        *cands = kept;
+        let plane = size * size;
+        cands.retain(|c| crop_window(c, img.width, img.height).is_some());
         if cands.is_empty() {
             return Ok(());
         }
+        // CBHW batch: (3, N, size, size).
         let n = cands.len();
-        let x = Tensor::from_slice(&self.input, (n, 3, size, size), &self.device)?;
+        self.input.clear();
+        self.input.resize(3 * n * plane, 0.0);
+        for (i, c) in cands.iter().enumerate() {
+            if let Some(window) = crop_window(c, img.width, img.height) {
+                area_resample(img, window, size, size, n * plane, &mut self.input[i * plane..]);
+            }
+        }
+        let x = Tensor::from_slice(&self.input, (3, n, size, size), &self.device)?;
         let (reg, points, prob) = if stage == 1 {
             let (reg, prob) = self.rnet.forward(&x)?;
             (reg, None, prob)
@@ -326,11 +344,11 @@ impl Mtcnn {
             let (sh, sw) = ((h as f32 * scale + 1.0) as usize, (w as f32 * scale + 1.0) as usize);
             self.input.clear();
             self.input.resize(3 * sh * sw, 0.0);
-            area_resample(img, 0, 0, w, h, sw, sh, &mut self.input);
-            let x = Tensor::from_slice(&self.input, (1, 3, sh, sw), &self.device)?;
+            area_resample(img, (0, 0, w, h), sw, sh, sw * sh, &mut self.input);
+            let x = Tensor::from_slice(&self.input, (3, 1, sh, sw), &self.device)?;
             let (reg, prob) = self.pnet.forward(&x)?;
-            let prob = prob.squeeze(0)?.to_vec2::<f32>()?;
-            let reg = reg.squeeze(0)?.to_vec3::<f32>()?;
+            let prob = prob.to_vec2::<f32>()?;
+            let reg = reg.to_vec3::<f32>()?;
             let mut at_scale = Vec::new();
             for (y, row) in prob.iter().enumerate() {
                 for (x, &p) in row.iter().enumerate() {
@@ -410,4 +428,89 @@ fn to_face(c: &Candidate) -> Face {
 fn regress(c: &mut Candidate) {
     let (w, h) = (c.b[2] - c.b[0] + 1.0, c.b[3] - c.b[1] + 1.0);
     c.b = [c.b[0] + c.reg[0] * w, c.b[1] + c.reg[1] * h, c.b[2] + c.reg[2] * w, c.b[3] + c.reg[3] * h];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn astronaut() -> (Vec<u8>, usize, usize) {
+        let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/astronaut.png"))
+            .expect("fixture")
+            .into_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        (img.into_raw(), w, h)
+    }
+
+    #[test]
+    fn finds_the_astronaut_with_landmarks_on_her_face() {
+        let mut m = Mtcnn::embedded(&Device::Cpu).expect("weights");
+        let (data, w, h) = astronaut();
+        let img = RgbImage { data: &data, width: w, height: h, stride: w * 3 };
+        let mut faces = Vec::new();
+        m.detect(&img, &DetectParams { min_size: 20, ..Default::default() }, &mut faces).expect("detect");
+        assert_eq!(faces.len(), 1, "{faces:?}");
+        let f = faces[0];
+        assert!(f.score > 0.99);
+        assert!((170..195).contains(&f.x) && (50..75).contains(&f.y) && (80..120).contains(&f.width), "{f:?}");
+        let l = f.landmarks.expect("landmarks");
+        // Eyes level and above the nose, nose above the mouth corners, all inside the box.
+        assert!(l[0][0] < l[1][0] && (l[0][1] - l[1][1]).abs() < 8.0);
+        assert!(l[2][1] > l[0][1] && l[3][1] > l[2][1] && l[4][1] > l[2][1]);
+        for p in l {
+            assert!(p[0] > f.x as f32 && p[0] < (f.x + f.width) as f32 && p[1] > f.y as f32 && p[1] < (f.y + f.height) as f32);
+        }
+        // Tracking: O-Net re-finds the face from a box shifted by 6 px.
+        let mut moved = f;
+        moved.x += 6;
+        let mut tracked = Vec::new();
+        m.track(&img, &[moved], &mut tracked).expect("track");
+        assert_eq!(tracked.len(), 1);
+        assert!((tracked[0].x - f.x).abs() <= 4, "{:?} vs {f:?}", tracked[0]);
+    }
+
+    #[test]
+    fn blank_noise_and_tiny_images_have_no_faces() {
+        let mut m = Mtcnn::embedded(&Device::Cpu).expect("weights");
+        let params = DetectParams { min_size: 20, ..Default::default() };
+        let mut state = 12345u32;
+        let noise: Vec<u8> = (0..320 * 240 * 3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        for (data, w, h) in [(vec![0u8; 320 * 240 * 3], 320, 240), (vec![255u8; 320 * 240 * 3], 320, 240), (noise, 320, 240), (vec![128u8; 11 * 11 * 3], 11, 11)] {
+            let mut faces = vec![Face::new(0, 0, 1, 1, 1.0)];
+            m.detect(&RgbImage { data: &data, width: w, height: h, stride: w * 3 }, &params, &mut faces).expect("detect");
+            assert!(faces.is_empty(), "{w}x{h}: {faces:?}");
+        }
+    }
+
+    #[test]
+    fn many_faces_are_capped_by_max_faces() {
+        // A 4x4 mosaic of the astronaut: 16 faces, at most max_faces reported.
+        let (data, w, h) = astronaut();
+        let small = image::imageops::resize(
+            &image::RgbImage::from_raw(w as u32, h as u32, data).expect("img"),
+            128,
+            128,
+            image::imageops::FilterType::Triangle,
+        );
+        let mut mosaic = image::RgbImage::new(512, 512);
+        for i in 0..4 {
+            for j in 0..4 {
+                image::imageops::replace(&mut mosaic, &small, i * 128, j * 128);
+            }
+        }
+        let mut m = Mtcnn::embedded(&Device::Cpu).expect("weights");
+        let img = RgbImage { data: mosaic.as_raw(), width: 512, height: 512, stride: 512 * 3 };
+        let mut faces = Vec::new();
+        m.detect(&img, &DetectParams { min_size: 15, max_faces: 5, ..Default::default() }, &mut faces).expect("detect");
+        assert_eq!(faces.len(), 5);
+        m.detect(&img, &DetectParams { min_size: 15, max_faces: 64, ..Default::default() }, &mut faces).expect("detect");
+        assert!(faces.len() >= 14, "found {} of 16", faces.len());
+    }
 }

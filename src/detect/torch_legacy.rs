@@ -15,7 +15,7 @@ fn pickle<R: BufRead>(r: &mut R) -> candle_core::Result<Object> {
     stack.finalize()
 }
 
-/// The state dict's (name, tensor) pairs, f32, in file order.
+/// The state dict's (name, tensor) pairs, f32.
 pub fn read_state_dict(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)>> {
     let mut r = std::io::Cursor::new(bytes);
     // The magic number (0x1950a86a20f9469cfc6c) is an 80-bit integer that candle's pickle reader
@@ -84,4 +84,35 @@ pub fn read_state_dict(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)
         out.push((info.name, Tensor::from_vec(values, dims, &Device::Cpu)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tensors_and_strided_views_from_a_legacy_file() {
+        // tests/fixtures/legacy_small.pt: made with torch 2.2 `torch.save(...,
+        // _use_new_zipfile_serialization=False)` (see tests/fixtures/README.md).
+        let bytes = include_bytes!("../../tests/fixtures/legacy_small.pt");
+        let dict = read_state_dict(bytes).expect("legacy file");
+        let get = |name: &str| dict.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).expect(name);
+        assert_eq!(dict.len(), 3);
+        let w = get("conv.weight");
+        assert_eq!(w.dims(), &[2, 3, 2, 2]);
+        let flat = w.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+        assert_eq!(flat, (0..24).map(|v| v as f32).collect::<Vec<_>>());
+        assert_eq!(get("conv.bias").to_vec1::<f32>().expect("bias"), [0.5, -1.5]);
+        // A transposed view of a 3x4 arange: rows are the original columns.
+        let t = get("view.t").to_vec2::<f32>().expect("view");
+        assert_eq!(t[1], [1.0, 5.0, 9.0]);
+    }
+
+    #[test]
+    fn rejects_other_files() {
+        assert!(read_state_dict(b"PK\x03\x04 zip file").is_err());
+        assert!(read_state_dict(b"").is_err());
+        let bytes = include_bytes!("../../tests/fixtures/legacy_small.pt");
+        assert!(read_state_dict(&bytes[..bytes.len() - 10]).is_err(), "truncated");
+    }
 }

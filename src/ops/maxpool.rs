@@ -12,11 +12,20 @@ struct Pool {
     stride: usize,
     /// Implicit -inf border, as PyTorch's `padding`.
     padding: usize,
+    /// PyTorch's `ceil_mode`: a last, partial window at the far edges.
+    ceil: bool,
 }
 
 impl Pool {
     fn out_len(&self, len: usize) -> usize {
-        (len + 2 * self.padding - self.kernel) / self.stride + 1
+        let span = len + 2 * self.padding - self.kernel;
+        if self.ceil {
+            let n = span.div_ceil(self.stride) + 1;
+            // PyTorch drops a last window that would start in the right padding.
+            if (n - 1) * self.stride >= len + self.padding { n - 1 } else { n }
+        } else {
+            span / self.stride + 1
+        }
     }
 
     /// Index in the input plane (h x w) of the maximum of window `(oy, ox)`.
@@ -116,6 +125,15 @@ impl CustomOp2 for PoolBackward {
 
 /// Max-pooling of the two last dims (floor mode, `padding` < `kernel`), differentiable.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    pool(x, kernel, stride, padding, false)
+}
+
+/// PyTorch's `MaxPool2d(kernel, stride, ceil_mode=True)` (MTCNN's pooling).
+pub fn max_pool2d_ceil(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    pool(x, kernel, stride, 0, true)
+}
+
+fn pool(x: &Tensor, kernel: usize, stride: usize, padding: usize, ceil: bool) -> Result<Tensor> {
     let dims = x.dims();
     if dims.len() < 2 || kernel == 0 || stride == 0 || padding >= kernel {
         candle_core::bail!("max_pool2d: bad arguments for shape {:?}", x.shape());
@@ -123,7 +141,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if dims[dims.len() - 2] + 2 * padding < kernel || dims[dims.len() - 1] + 2 * padding < kernel {
         candle_core::bail!("max_pool2d: input {:?} smaller than kernel {kernel}", x.shape());
     }
-    if !super::fast_path(x) && padding == 0 {
+    if !super::fast_path(x) && padding == 0 && !ceil {
         // GPU: candle's pooling (its backward needs kernel == stride, fine for inference).
         let shape = x.shape().clone();
         let (planes, h, w) = plane_dims(&shape)?;
@@ -139,5 +157,6 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         kernel,
         stride,
         padding,
+        ceil,
     })
 }

@@ -17,7 +17,7 @@ mod maxpool;
 pub use batchnorm::batch_norm_relu_train;
 pub use depthwise::depthwise_conv2d;
 pub use im2col::{col2im, im2col, Conv2dGeometry};
-pub use maxpool::max_pool2d;
+pub use maxpool::{max_pool2d, max_pool2d_ceil};
 
 use candle_core::{Result, Tensor};
 
@@ -58,8 +58,14 @@ pub fn conv2d_cbhw(
     let out = if fast_path(x) {
         let cols = im2col(x, geometry)?;
         let w2 = weight.reshape((c_out, c_in * kh * kw))?;
-        w2.matmul(&cols)?
-            .reshape((c_out, b, geometry.out_h, geometry.out_w))?
+        let out = if c_out < 32 {
+            // Few output channels make a GEMM with a tiny M; computing the transpose
+            // (positions x channels) keeps gemm's kernels busy, one transpose copy costs less.
+            cols.t()?.matmul(&w2.t()?)?.t()?.contiguous()?
+        } else {
+            w2.matmul(&cols)?
+        };
+        out.reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else {
         // GPU: candle's own kernels, with layout changes around them.
         x.transpose(0, 1)?

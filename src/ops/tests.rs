@@ -254,3 +254,18 @@ fn fused_batch_norm_relu_matches_candle_ops() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn ceil_mode_max_pool_matches_candle_on_edge_padded_input() -> Result<()> {
+    // Ceil mode == floor mode on the input padded at the far edges by replication.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    for (k, s, h, w) in [(2, 2, 7, 9), (3, 2, 10, 11), (3, 2, 22, 22), (2, 2, 6, 6)] {
+        let x = random(&[3, 2, h, w], &mut rng)?;
+        let ours = max_pool2d_ceil(&x, k, s)?;
+        let pad = |n: usize| ((n - k).div_ceil(s) * s + k).saturating_sub(n);
+        let padded = x.pad_with_same(2, 0, pad(h))?.pad_with_same(3, 0, pad(w))?;
+        let reference = padded.max_pool2d_with_stride(k, s)?;
+        assert_close(&ours, &reference, 0.0, &format!("ceil pool k{k} s{s} {h}x{w}"))?;
+    }
+    Ok(())
+}
