@@ -10,6 +10,7 @@ use gst::glib;
 pub mod analysis;
 pub mod annotate;
 pub mod bench;
+pub mod crop_fit;
 pub mod dataset;
 pub mod detect;
 pub mod draw;

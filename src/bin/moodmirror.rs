@@ -85,7 +85,7 @@ fn keep_freed_memory() {
     }
 }
 
-use gstmoodmirror::{annotate, bench, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
+use gstmoodmirror::{annotate, bench, crop_fit, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
 
 #[derive(Parser)]
 #[command(name = "moodmirror", version, about = "Facial emotion estimation: train, evaluate, benchmark, annotate images")]
@@ -108,6 +108,8 @@ enum Command {
     Annotate(annotate::AnnotateArgs),
     /// Convert facenet-pytorch's MTCNN weights (legacy torch format) to weights/mtcnn.safetensors.
     ConvertMtcnn(ConvertMtcnnArgs),
+    /// Measure where FER2013's frame sits relative to MTCNN's eyes; check re-cut crops.
+    FitCrop(crop_fit::FitCropArgs),
 }
 
 #[derive(clap::Args)]
@@ -202,6 +204,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image_cmd::run(args),
         Command::Annotate(args) => annotate::run(args),
         Command::ConvertMtcnn(args) => convert_mtcnn(args),
+        Command::FitCrop(args) => crop_fit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
