@@ -204,22 +204,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         candle_core::utils::get_num_threads()
     );
     let (ours, ours_infer) = time_variant(args, Variant::Ours)?;
-    print_row("moodmirror ops (mimalloc)", args.batch, ours, args.infer_batch, ours_infer);
+    print_row("moodmirror ops + settings", args.batch, ours, args.infer_batch, ours_infer);
     if args.no_stock {
         return Ok(());
     }
-    // Same process, same allocator: what the ops alone buy.
+    // Same process, same allocator and threads: what the ops alone buy.
     let (same_alloc, same_alloc_infer) = time_variant(args, Variant::Stock)?;
-    print_row("stock candle (mimalloc)", args.batch, same_alloc, args.infer_batch, same_alloc_infer);
-    // Stock candle as users run it: candle_nn layers, system allocator (a child process,
-    // since the allocator is chosen at start-up).
+    print_row("stock candle (same process settings)", args.batch, same_alloc, args.infer_batch, same_alloc_infer);
+    // Stock candle as users run it: candle_nn layers, the system allocator and candle's own
+    // thread-count lookup (a child process, since the allocator is chosen at start-up).
     let exe = std::env::current_exe()?;
-    let output = std::process::Command::new(exe)
+    let mut child = std::process::Command::new(exe);
+    child
         .args(["bench", "--stock-only", "--arch", args.arch.name()])
         .args(["--batch", &args.batch.to_string(), "--stock-steps", &args.stock_steps.to_string()])
         .args(["--infer-batch", &args.infer_batch.to_string()])
         .env("MOODMIRROR_ALLOCATOR", "system")
-        .output()?;
+        .env("MOODMIRROR_STOCK_BASELINE", "1");
+    if crate::threads_set_by_us() {
+        child.env_remove("RAYON_NUM_THREADS");
+    }
+    let output = child.output()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let stock = text
         .lines()
@@ -231,9 +236,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let Some((stock, stock_infer)) = stock else {
         anyhow::bail!("stock baseline failed: {}", String::from_utf8_lossy(&output.stderr));
     };
-    print_row("stock candle (system allocator)", args.batch, stock, args.infer_batch, stock_infer);
+    print_row("stock candle (as shipped: defaults)", args.batch, stock, args.infer_batch, stock_infer);
     println!(
-        "speedup of a training step: {:.2}x over stock candle ({:.2}x with the same allocator); inference {:.2}x ({:.2}x)",
+        "speedup of a training step: {:.2}x over stock candle ({:.2}x with the same process settings); inference {:.2}x ({:.2}x)",
         stock / ours,
         same_alloc / ours,
         stock_infer / ours_infer,

@@ -40,8 +40,16 @@ pub fn configure_threads() {
         if std::env::var_os("RAYON_NUM_THREADS").is_none() {
             // Done once, while the plugin or binary starts, before our threads exist.
             std::env::set_var("RAYON_NUM_THREADS", num_cpus::get_physical().max(1).to_string());
+            THREADS_SET_BY_US.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
+}
+
+static THREADS_SET_BY_US: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `RAYON_NUM_THREADS` comes from [`configure_threads`] rather than the user.
+pub fn threads_set_by_us() -> bool {
+    THREADS_SET_BY_US.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -193,8 +193,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
-    gstmoodmirror::configure_threads();
+    // The stock-candle baseline of `moodmirror bench` runs with candle's defaults.
+    if std::env::var_os("MOODMIRROR_STOCK_BASELINE").is_none() {
+        keep_freed_memory();
+        gstmoodmirror::configure_threads();
+    }
     let cli = Cli::parse();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let result = match &cli.command {
