@@ -235,11 +235,18 @@ impl HaarDetector {
             self.buffers.resize_with(scales.len(), Default::default);
         }
         let cascade = &self.cascade;
-        // Scales are independent: one task each (the largest images first keeps cores busy).
-        self.buffers[..scales.len()]
-            .par_iter_mut()
-            .zip(scales.par_iter())
-            .for_each(|(buf, &factor)| detect_at_scale(cascade, image, factor, buf));
+        // Scales are independent: one task each (the largest images first keeps cores busy);
+        // small images (tracking searches) are cheaper than the cost of farming them out.
+        if image.width * image.height < 200_000 {
+            for (buf, &factor) in self.buffers.iter_mut().zip(scales.iter()) {
+                detect_at_scale(cascade, image, factor, buf);
+            }
+        } else {
+            self.buffers[..scales.len()]
+                .par_iter_mut()
+                .zip(scales.par_iter())
+                .for_each(|(buf, &factor)| detect_at_scale(cascade, image, factor, buf));
+        }
         self.candidates.clear();
         for buf in &self.buffers[..scales.len()] {
             self.candidates.extend_from_slice(&buf.candidates);

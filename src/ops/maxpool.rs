@@ -141,11 +141,20 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, padding: usize, ceil: bool) ->
     if dims[dims.len() - 2] + 2 * padding < kernel || dims[dims.len() - 1] + 2 * padding < kernel {
         candle_core::bail!("max_pool2d: input {:?} smaller than kernel {kernel}", x.shape());
     }
-    if !super::fast_path(x) && padding == 0 && !ceil {
+    if !super::fast_path(x) && padding == 0 {
         // GPU: candle's pooling (its backward needs kernel == stride, fine for inference).
+        // Ceil mode: replicate the far edges, which never changes a window's maximum.
         let shape = x.shape().clone();
         let (planes, h, w) = plane_dims(&shape)?;
-        let pooled = x.reshape((planes, 1, h, w))?.max_pool2d_with_stride(kernel, stride)?;
+        let mut planar = x.reshape((planes, 1, h, w))?;
+        if ceil {
+            let probe = Pool { kernel, stride, padding, ceil };
+            let pad = |n: usize, out: usize| ((out - 1) * stride + kernel).saturating_sub(n);
+            planar = planar
+                .pad_with_same(2, 0, pad(h, probe.out_len(h)))?
+                .pad_with_same(3, 0, pad(w, probe.out_len(w)))?;
+        }
+        let pooled = planar.max_pool2d_with_stride(kernel, stride)?;
         let (_, _, oh, ow) = pooled.dims4()?;
         let mut out_dims = shape.dims().to_vec();
         let n = out_dims.len();
