@@ -213,6 +213,11 @@ fn area(b: &[f32; 4]) -> f32 {
 /// Greedy non-maximum suppression. `plus_one` and `min_overlap` select the numpy variant of
 /// the final stage ("Min": intersection over the smaller box, areas with +1).
 fn nms(cands: &mut Vec<Candidate>, threshold: f32, min_overlap: bool) {
+    if min_overlap {
+        // numpy's argsort keeps equal scores in order and the reference takes the last one:
+        // on ties the later candidate wins (faces larger than the image give equal scores).
+        cands.reverse();
+    }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut keep: Vec<Candidate> = Vec::with_capacity(cands.len());
     let one = if min_overlap { 1.0 } else { 0.0 };
@@ -261,7 +266,7 @@ pub struct Mtcnn {
     onet: ONet,
     device: Device,
     pub thresholds: [f32; 3],
-    pub factor: f32,
+    pub factor: f64,
     input: Vec<f32>,
 }
 
@@ -335,13 +340,15 @@ impl Mtcnn {
         if w < 12 || h < 12 {
             return Ok(());
         }
-        let min_size = params.min_size.max(12) as f32;
+        // Pyramid arithmetic in f64, as facenet-pytorch's Python floats: level sizes and cell
+        // positions must round the same way.
+        let min_size = params.min_size.max(12) as f64;
         let m = 12.0 / min_size;
-        let mut min_l = w.min(h) as f32 * m;
+        let mut min_l = w.min(h) as f64 * m;
         let mut scale = m;
         let mut all: Vec<Candidate> = Vec::new();
         while min_l >= 12.0 {
-            let (sh, sw) = ((h as f32 * scale + 1.0) as usize, (w as f32 * scale + 1.0) as usize);
+            let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
             self.input.clear();
             self.input.resize(3 * sh * sw, 0.0);
             area_resample(img, (0, 0, w, h), sw, sh, sw * sh, &mut self.input);
@@ -353,8 +360,8 @@ impl Mtcnn {
             for (y, row) in prob.iter().enumerate() {
                 for (x, &p) in row.iter().enumerate() {
                     if p >= self.thresholds[0] {
-                        let q1 = [((2 * x + 1) as f32 / scale).floor(), ((2 * y + 1) as f32 / scale).floor()];
-                        let q2 = [((2 * x + 12) as f32 / scale).floor(), ((2 * y + 12) as f32 / scale).floor()];
+                        let q1 = [((2 * x + 1) as f64 / scale).floor() as f32, ((2 * y + 1) as f64 / scale).floor() as f32];
+                        let q2 = [((2 * x + 12) as f64 / scale).floor() as f32, ((2 * y + 12) as f64 / scale).floor() as f32];
                         at_scale.push(Candidate {
                             b: [q1[0], q1[1], q2[0], q2[1]],
                             score: p,
