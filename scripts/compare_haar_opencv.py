@@ -12,15 +12,10 @@ import argparse, json, os, subprocess, sys
 
 import cv2
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from eval_faces import iou  # noqa: E402
 
-def iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union else 0.0
+
 
 
 def main():
