@@ -94,12 +94,11 @@ enum Variant {
     Stock,
 }
 
-/// Seconds per training step (forward, backward, AdamW) on random data.
-fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize) -> Result<f64> {
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = SeededInit::varbuilder(&varmap, 1, &device);
-    let net: Box<dyn Fn(&Tensor, bool) -> candle_core::Result<Tensor>> = match variant {
+type Forward = Box<dyn Fn(&Tensor, bool) -> candle_core::Result<Tensor>>;
+
+/// The network of a variant as a `forward(x, train)` closure.
+fn load_net(arch: Arch, variant: Variant, vb: VarBuilder) -> Result<Forward> {
+    Ok(match variant {
         Variant::Ours => {
             let net = EmotionNet::load(vb, arch)?;
             Box::new(move |x, train| net.forward_t(x, train))
@@ -111,7 +110,15 @@ fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize) ->
             let net = StockVgg::load(vb)?;
             Box::new(move |x, train| net.forward_t(x, train))
         }
-    };
+    })
+}
+
+/// Seconds per training step (forward, backward, AdamW) on random data.
+fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize) -> Result<f64> {
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = SeededInit::varbuilder(&varmap, 1, &device);
+    let net = load_net(arch, variant, vb)?;
     let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut opt = Optimizer::new(OptimizerKind::Adamw, &vars, 1e-4)?;
     let s = InputContract::SIZE;
@@ -146,16 +153,7 @@ fn time_inference(arch: Arch, variant: Variant, batch: usize, calls: usize) -> R
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net: Box<dyn Fn(&Tensor, bool) -> candle_core::Result<Tensor>> = match variant {
-        Variant::Ours => {
-            let net = EmotionNet::load(vb, arch)?;
-            Box::new(move |x, train| net.forward_t(x, train))
-        }
-        Variant::Stock => {
-            let net = StockVgg::load(vb)?;
-            Box::new(move |x, train| net.forward_t(x, train))
-        }
-    };
+    let net = load_net(arch, variant, vb)?;
     let s = InputContract::SIZE;
     let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), &device)?.detach();
     let run = || -> Result<()> {

@@ -36,6 +36,17 @@ fn median(v: &mut [f32]) -> f32 {
     v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
 }
 
+/// Upscales a 48x48 FER image `UPSCALE` times into the middle of the grey `canvas`.
+fn paint_canvas(image: &[u8], up: &mut [u8], canvas: &mut [u8]) {
+    let s = InputContract::SIZE;
+    let big = s * UPSCALE;
+    let side_px = big + 2 * PAD;
+    resize_bilinear(&GrayImage { data: image, width: s, height: s, stride: s }, up, big, big);
+    for y in 0..big {
+        canvas[(PAD + y) * side_px + PAD..][..big].copy_from_slice(&up[y * big..][..big]);
+    }
+}
+
 pub fn run(args: &FitCropArgs) -> Result<()> {
     let device = Device::Cpu;
     let data = Dataset::load(&args.data)?;
@@ -57,11 +68,7 @@ pub fn run(args: &FitCropArgs) -> Result<()> {
     let mut found = Vec::new();
     let (mut sides, mut belows) = (Vec::new(), Vec::new());
     for i in 0..n {
-        let src = GrayImage { data: data.image(i), width: s, height: s, stride: s };
-        resize_bilinear(&src, &mut up, big, big);
-        for y in 0..big {
-            canvas[(PAD + y) * side_px + PAD..][..big].copy_from_slice(&up[y * big..][..big]);
-        }
+        paint_canvas(data.image(i), &mut up, &mut canvas);
         for (p, &g) in rgb.chunks_exact_mut(3).zip(&canvas) {
             p.fill(g);
         }
@@ -110,11 +117,7 @@ pub fn run(args: &FitCropArgs) -> Result<()> {
     let mut unrotated = vec![0u8; found.len() * s * s];
     for (k, &(i, l)) in found.iter().enumerate() {
         originals.extend_from_slice(data.image(i));
-        let src = GrayImage { data: data.image(i), width: s, height: s, stride: s };
-        resize_bilinear(&src, &mut up, big, big);
-        for y in 0..big {
-            canvas[(PAD + y) * side_px + PAD..][..big].copy_from_slice(&up[y * big..][..big]);
-        }
+        paint_canvas(data.image(i), &mut up, &mut canvas);
         let mut face = crate::detect::Face::new(0, 0, 1, 1, 1.0);
         face.landmarks = Some(l);
         let geometry = crate::analysis::CropGeometry { eyes: Some(fitted), ..Default::default() };

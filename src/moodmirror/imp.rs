@@ -490,26 +490,24 @@ impl BaseTransformImpl for MoodMirror {
 }
 
 impl MoodMirror {
-    /// The buffer's running time (ns) for track ages; its PTS, or 0, when there is none.
-    fn running_time_ns(&self, buf: &gst::BufferRef) -> u64 {
+    /// The buffer's (running time, stream time) in the current segment.
+    fn buffer_times(&self, buf: &gst::BufferRef) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
         let pts = buf.pts();
         let segment = self.obj().segment();
-        segment
-            .downcast_ref::<gst::ClockTime>()
-            .and_then(|s| s.to_running_time(pts))
-            .or(pts)
-            .map(|t| t.nseconds())
-            .unwrap_or(0)
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        (segment.and_then(|s| s.to_running_time(pts)), segment.and_then(|s| s.to_stream_time(pts)))
+    }
+
+    /// The buffer's running time (ns) for track ages; its PTS, or 0, when there is none.
+    fn running_time_ns(&self, buf: &gst::BufferRef) -> u64 {
+        self.buffer_times(buf).0.or(buf.pts()).map(|t| t.nseconds()).unwrap_or(0)
     }
 
     /// A `moodmirror` element message like `facedetect`'s: times of the frame and its faces.
     fn post_faces_message(&self, buf: &gst::BufferRef, faces: gst::List) {
         let obj = self.obj();
         let pts = buf.pts();
-        let segment = obj.segment();
-        let segment = segment.downcast_ref::<gst::ClockTime>();
-        let stream_time = segment.and_then(|s| s.to_stream_time(pts));
-        let running_time = segment.and_then(|s| s.to_running_time(pts));
+        let (running_time, stream_time) = self.buffer_times(buf);
         let s = gst::Structure::builder("moodmirror")
             .field("timestamp", pts.map(|t| t.nseconds()).unwrap_or(u64::MAX))
             .field("stream-time", stream_time.map(|t| t.nseconds()).unwrap_or(u64::MAX))
