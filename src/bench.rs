@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Skip the stock-candle baseline.
     #[arg(long)]
     pub no_stock: bool,
+    /// Where to time moodmirror's variant; with `cuda` the CPU is timed too, as the baseline.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::train::ComputeDevice,
     /// Internal: time only stock candle and print a machine-readable line.
     #[arg(long, hide = true)]
     pub stock_only: bool,
@@ -114,15 +117,14 @@ fn load_net(arch: Arch, variant: Variant, vb: VarBuilder) -> Result<Forward> {
 }
 
 /// Seconds per training step (forward, backward, AdamW) on random data.
-fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize) -> Result<f64> {
-    let device = Device::Cpu;
+fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, device: &Device) -> Result<f64> {
     let varmap = VarMap::new();
-    let vb = SeededInit::varbuilder(&varmap, 1, &device);
+    let vb = SeededInit::varbuilder(&varmap, 1, device);
     let net = load_net(arch, variant, vb)?;
     let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut opt = Optimizer::new(OptimizerKind::Adamw, &vars, 1e-4)?;
     let s = InputContract::SIZE;
-    let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), &device)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), device)?;
     let labels: Vec<u8> = (0..batch).map(|i| (i % NUM_CLASSES) as u8).collect();
     let weights = class_weights(&[1; NUM_CLASSES], 0.0);
     let mut step = || -> Result<()> {
@@ -130,6 +132,8 @@ fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize) ->
         let loss = smoothed_weighted_ce(&logits, &labels, &weights, 0.1)?;
         let grads = loss.backward()?;
         opt.apply(&grads, 1e-3)?;
+        // Reading the loss waits for the queued GPU work (one stream); free on the CPU.
+        loss.to_scalar::<f32>()?;
         Ok(())
     };
     step()?;
@@ -149,13 +153,12 @@ fn median_seconds(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64>
 }
 
 /// Seconds per inference call on `batch` faces.
-fn time_inference(arch: Arch, variant: Variant, batch: usize, calls: usize) -> Result<f64> {
-    let device = Device::Cpu;
+fn time_inference(arch: Arch, variant: Variant, batch: usize, calls: usize, device: &Device) -> Result<f64> {
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let net = load_net(arch, variant, vb)?;
     let s = InputContract::SIZE;
-    let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), &device)?.detach();
+    let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), device)?.detach();
     let run = || -> Result<()> {
         let p = candle_nn::ops::softmax_last_dim(&net(&x, false)?.detach())?;
         let _ = p.to_vec2::<f32>()?;
@@ -180,17 +183,17 @@ fn print_row(name: &str, batch: usize, train: f64, infer_batch: usize, infer: f6
 }
 
 /// Times one variant; `(train seconds per step, inference seconds per call)`.
-fn time_variant(args: &BenchArgs, variant: Variant) -> Result<(f64, f64)> {
+fn time_variant(args: &BenchArgs, variant: Variant, device: &Device) -> Result<(f64, f64)> {
     let steps = if variant == Variant::Ours { args.steps } else { args.stock_steps };
-    let train = time_train_steps(args.arch, variant, args.batch, steps)?;
-    let infer = time_inference(args.arch, variant, args.infer_batch, if variant == Variant::Ours { 20 } else { 10 })?;
+    let train = time_train_steps(args.arch, variant, args.batch, steps, device)?;
+    let infer = time_inference(args.arch, variant, args.infer_batch, if variant == Variant::Ours { 20 } else { 10 }, device)?;
     Ok((train, infer))
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.stock_only {
         // Child process of a full run: machine-readable result only.
-        let (train, infer) = time_variant(args, Variant::Stock)?;
+        let (train, infer) = time_variant(args, Variant::Stock, &Device::Cpu)?;
         println!("STOCK {train} {infer}");
         return Ok(());
     }
@@ -201,13 +204,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.infer_batch,
         candle_core::utils::get_num_threads()
     );
-    let (ours, ours_infer) = time_variant(args, Variant::Ours)?;
+    if args.device == crate::train::ComputeDevice::Cuda {
+        let (gpu, _) = crate::emotion::select_device(crate::emotion::DeviceKind::Cuda).map_err(anyhow::Error::msg)?;
+        let (gpu_train, gpu_infer) = time_variant(args, Variant::Ours, &gpu)?;
+        print_row("CUDA GPU 0 (candle kernels)", args.batch, gpu_train, args.infer_batch, gpu_infer);
+        let (cpu_train, cpu_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
+        print_row("CPU (moodmirror ops)", args.batch, cpu_train, args.infer_batch, cpu_infer);
+        println!(
+            "GPU over CPU: training step {:.2}x, inference {:.2}x",
+            cpu_train / gpu_train,
+            cpu_infer / gpu_infer
+        );
+        return Ok(());
+    }
+    let (ours, ours_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
     print_row("moodmirror ops + settings", args.batch, ours, args.infer_batch, ours_infer);
     if args.no_stock {
         return Ok(());
     }
     // Same process, same allocator and threads: what the ops alone buy.
-    let (same_alloc, same_alloc_infer) = time_variant(args, Variant::Stock)?;
+    let (same_alloc, same_alloc_infer) = time_variant(args, Variant::Stock, &Device::Cpu)?;
     print_row("stock candle (same process settings)", args.batch, same_alloc, args.infer_batch, same_alloc_infer);
     // Stock candle as users run it: candle_nn layers, the system allocator and candle's own
     // thread-count lookup (a child process, since the allocator is chosen at start-up).

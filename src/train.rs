@@ -71,6 +71,9 @@ pub struct TrainArgs {
     /// Hide the progress bar (logs one line per epoch instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Where to train: the CPU (our fast ops) or CUDA GPU 0 (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: ComputeDevice,
 }
 
 /// Checkpoint metadata that `--resume` reads back.
@@ -87,6 +90,13 @@ struct TrainState {
 fn sibling(out: &Path, suffix: &str) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     out.with_file_name(format!("{stem}.{suffix}.safetensors"))
+}
+
+/// The `--device` of `train` and `bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeDevice {
+    Cpu,
+    Cuda,
 }
 
 pub fn checkpoint_path(out: &Path) -> PathBuf {
@@ -184,7 +194,12 @@ fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
 }
 
 pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
-    let device = Device::Cpu;
+    let device = match args.device {
+        ComputeDevice::Cpu => Device::Cpu,
+        ComputeDevice::Cuda => crate::emotion::select_device(crate::emotion::DeviceKind::Cuda)
+            .map_err(anyhow::Error::msg)?
+            .0,
+    };
     let train = Dataset::load(&args.train).context("loading --train")?;
     let val = Dataset::load(&args.val).context("loading --val")?;
     if args.batch < 2 {

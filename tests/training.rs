@@ -103,6 +103,7 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         report: Some(out.parent().expect("dir").join("report")),
         limit: None,
         quiet: true,
+        device: gstmoodmirror::train::ComputeDevice::Cpu,
     }
 }
 
@@ -165,6 +166,20 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     let accuracy = report["accuracy"].as_f64().expect("accuracy");
     assert!((accuracy - diagonal as f64 / 56.0).abs() < 1e-9);
     assert!(report_dir.join("confusion_matrix.png").exists() && report_dir.join("roc_curves.png").exists());
+}
+
+/// What `--device cuda` runs (candle's own kernels instead of our CPU ops), run on the CPU.
+#[test]
+fn training_on_the_gpu_code_paths_lowers_the_loss() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().join("data");
+    write_folders(&data_dir, 8, false);
+    let out = dir.path().join("model.safetensors");
+    gstmoodmirror::ops::with_gpu_paths(|| train::run(&args(&data_dir, &out, 4), "test")).expect("train 4 epochs");
+    let h = history(dir.path());
+    let first = h[0]["train_loss"].as_f64().expect("loss");
+    let last = h[3]["train_loss"].as_f64().expect("loss");
+    assert!(last < first * 0.8, "train loss {first} -> {last} did not fall");
 }
 
 #[test]

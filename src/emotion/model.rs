@@ -16,6 +16,8 @@ use crate::ops::max_pool2d;
 pub enum Arch {
     /// Compact VGG-style net (2 conv-BN-ReLU per stage, 32→256 channels): the shipped default.
     Vgg,
+    /// Wider VGG-style net (64→384 channels, ≈4.5x the compact one's cost), for GPU training.
+    VggLarge,
     /// The seed's "basic" CNN: conv 32/64/256/512, max-pool, dropout, dense 512.
     Basic,
     /// The seed's "advanced" mini-Xception: separable convs in residual blocks up to 512 filters.
@@ -26,6 +28,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Vgg => "vgg",
+            Arch::VggLarge => "vgg-large",
             Arch::Basic => "basic",
             Arch::Xception => "xception",
         }
@@ -34,6 +37,7 @@ impl Arch {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "vgg" => Some(Arch::Vgg),
+            "vgg-large" => Some(Arch::VggLarge),
             "basic" => Some(Arch::Basic),
             "xception" => Some(Arch::Xception),
             _ => None,
@@ -52,7 +56,8 @@ pub enum EmotionNet {
 impl EmotionNet {
     pub fn load(vb: VarBuilder, arch: Arch) -> Result<Self> {
         Ok(match arch {
-            Arch::Vgg => EmotionNet::Vgg(VggNet::load(vb)?),
+            Arch::Vgg => EmotionNet::Vgg(VggNet::load(vb, &VggNet::STAGES, VggNet::HIDDEN)?),
+            Arch::VggLarge => EmotionNet::Vgg(VggNet::load(vb, &VggNet::STAGES_LARGE, VggNet::HIDDEN_LARGE)?),
             Arch::Basic => EmotionNet::Basic(BasicNet::load(vb)?),
             Arch::Xception => EmotionNet::Xception(XceptionNet::load(vb)?),
         })
@@ -86,12 +91,15 @@ impl VggNet {
     /// (channels, convolutions) per stage at 48, 24, 12 and 6 px. One convolution at the two
     /// large resolutions keeps the cost (≈75 M multiply-adds per face) where it pays most.
     pub const STAGES: [(usize, usize); 4] = [(32, 1), (64, 1), (128, 2), (256, 2)];
-    const HIDDEN: usize = 256;
+    pub const HIDDEN: usize = 256;
+    /// `vgg-large`: the same shape, wider (≈335 M multiply-adds per face).
+    pub const STAGES_LARGE: [(usize, usize); 4] = [(64, 1), (128, 2), (256, 2), (384, 2)];
+    pub const HIDDEN_LARGE: usize = 384;
 
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+    pub fn load(vb: VarBuilder, stage_shape: &[(usize, usize); 4], hidden: usize) -> Result<Self> {
         let mut stages = Vec::new();
         let mut c_in = 1;
-        for (i, &(c, convs)) in Self::STAGES.iter().enumerate() {
+        for (i, &(c, convs)) in stage_shape.iter().enumerate() {
             let vb = vb.pp(format!("stage{i}"));
             let mut stage = Vec::new();
             for j in 0..convs {
@@ -101,8 +109,8 @@ impl VggNet {
             stages.push(stage);
         }
         // 48 → 3 after four 2x2 poolings.
-        let fc1 = Dense::load(vb.pp("fc1"), c_in * 9, Self::HIDDEN)?;
-        let fc2 = Dense::load(vb.pp("fc2"), Self::HIDDEN, NUM_CLASSES)?;
+        let fc1 = Dense::load(vb.pp("fc1"), c_in * 9, hidden)?;
+        let fc2 = Dense::load(vb.pp("fc2"), hidden, NUM_CLASSES)?;
         Ok(Self { stages, fc1, fc2 })
     }
 

@@ -141,6 +141,23 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, padding: usize, ceil: bool) ->
     if dims[dims.len() - 2] + 2 * padding < kernel || dims[dims.len() - 1] + 2 * padding < kernel {
         candle_core::bail!("max_pool2d: input {:?} smaller than kernel {kernel}", x.shape());
     }
+    if !super::fast_path(x) && padding == 0 && !ceil && kernel == stride {
+        let (planes, h, w) = plane_dims(x.shape())?;
+        if h % kernel == 0 && w % kernel == 0 {
+            // GPU, non-overlapping windows: max over reshaped axes, whose gradient is right
+            // (candle 0.11's max-pool gradient is k² too small, see the tests).
+            let mut out_dims = x.dims().to_vec();
+            let n = out_dims.len();
+            out_dims[n - 2] = h / kernel;
+            out_dims[n - 1] = w / kernel;
+            return x
+                .contiguous()?
+                .reshape((planes, h / kernel, kernel, w / kernel, kernel))?
+                .max(4)?
+                .max(2)?
+                .reshape(out_dims);
+        }
+    }
     if !super::fast_path(x) && padding == 0 {
         // GPU: candle's pooling (its backward needs kernel == stride, fine for inference).
         // Ceil mode: replicate the far edges, which never changes a window's maximum.

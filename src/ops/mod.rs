@@ -35,9 +35,22 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+thread_local! {
+    static CPU_FAST_PATHS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the GPU code paths (candle's own kernels) on the CPU, on this thread: how
+/// tests check, without a GPU, the code that a GPU runs.
+pub fn with_gpu_paths<T>(f: impl FnOnce() -> T) -> T {
+    let before = CPU_FAST_PATHS.with(|c| c.replace(false));
+    let out = f();
+    CPU_FAST_PATHS.with(|c| c.set(before));
+    out
+}
+
 /// These ops are written for the CPU; on a GPU candle's own kernels run instead.
 pub(crate) fn fast_path(x: &Tensor) -> bool {
-    x.device().is_cpu()
+    x.device().is_cpu() && CPU_FAST_PATHS.with(|c| c.get())
 }
 
 /// 2-D convolution on a CBHW tensor. `weight` is `(C_out, C_in, k, k)`; returns

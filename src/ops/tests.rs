@@ -139,6 +139,22 @@ fn max_pool_matches_candle_when_kernel_equals_stride() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn gpu_path_max_pool_matches_the_cpu_op_values_and_gradients() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for (k, h, w) in [(2, 8, 6), (2, 48, 48), (3, 9, 12)] {
+        let x = Var::from_tensor(&random(&[3, 2, h, w], &mut rng)?)?;
+        let cpu = max_pool2d(&x, k, k, 0)?;
+        let gpu = with_gpu_paths(|| max_pool2d(&x, k, k, 0))?;
+        assert_close(&gpu, &cpu, 0.0, "gpu-path max_pool values")?;
+        let probe = random(cpu.dims(), &mut rng)?;
+        let a = (&cpu * &probe)?.sum_all()?.backward()?;
+        let b = (&gpu * &probe)?.sum_all()?.backward()?;
+        assert_close(b.get(&x).expect("grad"), a.get(&x).expect("grad"), 1e-6, "gpu-path max_pool grad")?;
+    }
+    Ok(())
+}
+
 /// Naive overlapping max-pool with -inf padding, and its gradient, for kernel != stride.
 fn naive_pool(x: &[f32], h: usize, w: usize, k: usize, s: usize, p: usize) -> (Vec<f32>, Vec<usize>) {
     let oh = (h + 2 * p - k) / s + 1;
