@@ -260,3 +260,82 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `moodmirror bench-detect`: full face detection on one frame, median of repeated runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetectBenchArgs {
+    #[arg(long, value_enum, default_value = "mtcnn")]
+    pub detector: crate::image_cmd::DetectorArg,
+    /// Photo placed (scaled to fit, centred, black borders) in the frame.
+    #[arg(long, default_value = "tests/fixtures/astronaut.png")]
+    pub image: std::path::PathBuf,
+    #[arg(long, default_value_t = 1280)]
+    pub width: usize,
+    #[arg(long, default_value_t = 720)]
+    pub height: usize,
+    #[arg(long, default_value_t = 40)]
+    pub min_face_size: usize,
+    /// Timed runs (median reported, after one warm-up run).
+    #[arg(long, default_value_t = 21)]
+    pub runs: usize,
+}
+
+/// `image` scaled to fit a `width` x `height` frame, centred on black: what the element sees
+/// after `videoscale add-borders=true`.
+pub fn letterbox(image: &image::RgbImage, width: usize, height: usize) -> image::RgbImage {
+    let scale = (width as f64 / image.width() as f64).min(height as f64 / image.height() as f64);
+    let (w, h) = ((image.width() as f64 * scale).round() as u32, (image.height() as f64 * scale).round() as u32);
+    let resized = image::imageops::resize(image, w.max(1), h.max(1), image::imageops::FilterType::Triangle);
+    let mut frame = image::RgbImage::new(width as u32, height as u32);
+    image::imageops::overlay(&mut frame, &resized, ((width as u32 - w.min(width as u32)) / 2).into(), ((height as u32 - h.min(height as u32)) / 2).into());
+    frame
+}
+
+pub fn run_detect(args: &DetectBenchArgs) -> Result<()> {
+    use crate::detect::{DetectParams, Detector};
+    let photo = image::open(&args.image).map_err(|e| anyhow::anyhow!("{}: {e}", args.image.display()))?.into_rgb8();
+    let frame = letterbox(&photo, args.width, args.height);
+    let (w, h) = (args.width, args.height);
+    let mut gray_buf = Vec::new();
+    let layout = crate::draw::PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
+    let gray = crate::frame::luma(frame.as_raw(), w * 3, w, h, layout, &mut gray_buf);
+    let rgb = crate::detect::RgbImage { data: frame.as_raw(), width: w, height: h, stride: w * 3 };
+    let mut detector = Detector::new(args.detector.into(), &Device::Cpu).map_err(anyhow::Error::msg)?;
+    let params = DetectParams { min_size: args.min_face_size, ..Default::default() };
+    let mut faces = Vec::new();
+    let mut stages = Vec::new();
+    let mut detect = || -> Result<()> {
+        detector.detect(&gray, Some(&rgb), &params, &mut faces).map_err(anyhow::Error::msg)?;
+        if let Detector::Mtcnn(m) = &detector {
+            stages.push(m.last_times);
+        }
+        Ok(())
+    };
+    detect()?;
+    let median = median_seconds(args.runs, &mut detect)? * 1e3;
+    println!(
+        "{} on {w}x{h} (min-face-size {}, {} threads): median {median:.1} ms per frame over {} runs, {} faces",
+        args.detector.name(),
+        args.min_face_size,
+        candle_core::utils::get_num_threads(),
+        args.runs.max(1),
+        faces.len()
+    );
+    if !stages.is_empty() {
+        let med = |f: fn(&crate::detect::mtcnn::StageTimes) -> f64| {
+            let mut v: Vec<f64> = stages.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "  stages (median ms): pyramid resampling {:.1}, P-Net {:.1}, R-Net {:.1} ({} boxes), O-Net {:.1} ({} boxes)",
+            med(|t| t.pyramid),
+            med(|t| t.pnet),
+            med(|t| t.rnet),
+            stages[0].rnet_in,
+            med(|t| t.onet),
+            stages[0].onet_in
+        );
+    }
+    Ok(())
+}

@@ -45,6 +45,12 @@ pub enum DetectorArg {
     Mtcnn,
 }
 
+impl DetectorArg {
+    pub fn name(self) -> &'static str {
+        DetectorKind::from(self).nick()
+    }
+}
+
 impl From<DetectorArg> for DetectorKind {
     fn from(d: DetectorArg) -> Self {
         match d {

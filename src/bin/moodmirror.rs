@@ -102,6 +102,8 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Time training steps and inference with moodmirror's ops against stock candle.
     Bench(bench::BenchArgs),
+    /// Time full face detection on one frame (median), with MTCNN's stages.
+    BenchDetect(bench::DetectBenchArgs),
     /// Detect faces and classify their emotions in image files; one JSON object per image.
     Image(image_cmd::ImageArgs),
     /// Annotate a video file: H.264/MP4 with boxes and labels, and JSON lines per frame.
@@ -204,6 +206,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args, &command_line),
         Command::Evaluate(args) => evaluate(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchDetect(args) => bench::run_detect(args),
         Command::Image(args) => image_cmd::run(args),
         Command::Annotate(args) => annotate::run(args),
         Command::ConvertMtcnn(args) => convert_mtcnn(args),

@@ -23,7 +23,8 @@ pub struct RgbImage<'a> {
     pub stride: usize,
 }
 
-/// PReLU over dim 0 of a CBHW activation, or the last dim of a (N, C) one.
+/// PReLU over dim 0 of a CBHW activation, or the last dim of a (N, C) one, fused with the bias
+/// of the layer before it.
 struct PRelu {
     weight: Tensor,
 }
@@ -33,11 +34,20 @@ impl PRelu {
         Ok(Self { weight: vb.pp(name).get(c, "weight")? })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let c = self.weight.dim(0)?;
-        let w = if x.rank() == 4 { self.weight.reshape((c, 1, 1, 1))? } else { self.weight.reshape((1, c))? };
-        // max(0, x) + w * min(0, x)
-        x.relu()? - x.neg()?.relu()?.broadcast_mul(&w)?
+    /// `prelu(conv(x))`.
+    fn conv(&self, conv: &Conv, x: &Tensor) -> candle_core::Result<Tensor> {
+        // Direct convolution where rows are wide enough for its 16-pixel blocks.
+        let out_width = x.dim(3)? + 1 - conv.weight().dim(3)?;
+        if conv.is_plain() && out_width >= 16 {
+            crate::ops::conv2d_bias_prelu(x, conv.weight(), conv.bias(), &self.weight)
+        } else {
+            crate::ops::bias_prelu(&conv.forward_no_bias(x)?, conv.bias(), &self.weight)
+        }
+    }
+
+    /// `prelu(dense(x))`.
+    fn dense(&self, dense: &Dense, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::bias_prelu(&dense.forward_no_bias(x)?, Some(dense.bias()), &self.weight)
     }
 }
 
@@ -56,8 +66,8 @@ fn flatten_whc(x: &Tensor) -> candle_core::Result<Tensor> {
 pub struct PNet {
     convs: [Conv; 3],
     prelus: [PRelu; 3],
-    conv4_1: Conv,
-    conv4_2: Conv,
+    /// conv4_1 (2 face logits) and conv4_2 (4 box offsets) as one 1x1 convolution.
+    heads: Conv,
 }
 
 impl PNet {
@@ -65,19 +75,20 @@ impl PNet {
         Ok(Self {
             convs: [conv(&vb, "conv1", 3, 10, 3)?, conv(&vb, "conv2", 10, 16, 3)?, conv(&vb, "conv3", 16, 32, 3)?],
             prelus: [PRelu::load(&vb, "prelu1", 10)?, PRelu::load(&vb, "prelu2", 16)?, PRelu::load(&vb, "prelu3", 32)?],
-            conv4_1: conv(&vb, "conv4_1", 32, 2, 1)?,
-            conv4_2: conv(&vb, "conv4_2", 32, 4, 1)?,
+            heads: Conv::concat(&conv(&vb, "conv4_1", 32, 2, 1)?, &conv(&vb, "conv4_2", 32, 4, 1)?)?,
         })
     }
 
     /// (3, 1, H, W) → (regression (4, h, w), face probability (h, w)).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let x = self.prelus[0].forward(&self.convs[0].forward(x)?)?;
-        let x = max_pool2d_ceil(&x, 2, 2)?;
-        let x = self.prelus[1].forward(&self.convs[1].forward(&x)?)?;
-        let x = self.prelus[2].forward(&self.convs[2].forward(&x)?)?;
-        let prob = candle_nn::ops::softmax(&self.conv4_1.forward(&x)?, 0)?.narrow(0, 1, 1)?.squeeze(0)?.squeeze(0)?;
-        Ok((self.conv4_2.forward(&x)?.squeeze(1)?, prob))
+        let x = max_pool2d_ceil(&self.prelus[0].conv(&self.convs[0], x)?, 2, 2)?;
+        let x = self.prelus[1].conv(&self.convs[1], &x)?;
+        let x = self.prelus[2].conv(&self.convs[2], &x)?;
+        let heads = self.heads.forward(&x)?.squeeze(1)?;
+        // The softmax of two logits: sigmoid of their difference, with no pass over dim 0.
+        let logits = heads.narrow(0, 0, 2)?;
+        let prob = candle_nn::ops::sigmoid(&(logits.get(1)? - logits.get(0)?)?)?;
+        Ok((heads.narrow(0, 2, 4)?, prob))
     }
 }
 
@@ -107,10 +118,10 @@ impl RNet {
 
     /// (3, N, 24, 24) → (regression (N, 4), face probability (N)).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let x = max_pool2d_ceil(&self.prelus[0].forward(&self.convs[0].forward(x)?)?, 3, 2)?;
-        let x = max_pool2d_ceil(&self.prelus[1].forward(&self.convs[1].forward(&x)?)?, 3, 2)?;
-        let x = self.prelus[2].forward(&self.convs[2].forward(&x)?)?;
-        let x = self.prelus[3].forward(&self.dense4.forward(&flatten_whc(&x)?)?)?;
+        let x = max_pool2d_ceil(&self.prelus[0].conv(&self.convs[0], x)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[1].conv(&self.convs[1], &x)?, 3, 2)?;
+        let x = self.prelus[2].conv(&self.convs[2], &x)?;
+        let x = self.prelus[3].dense(&self.dense4, &flatten_whc(&x)?)?;
         let prob = candle_nn::ops::softmax(&self.dense5_1.forward(&x)?, D::Minus1)?.narrow(1, 1, 1)?.squeeze(1)?;
         Ok((self.dense5_2.forward(&x)?, prob))
     }
@@ -150,11 +161,11 @@ impl ONet {
 
     /// (3, N, 48, 48) → (regression (N, 4), landmarks (N, 10), face probability (N)).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let x = max_pool2d_ceil(&self.prelus[0].forward(&self.convs[0].forward(x)?)?, 3, 2)?;
-        let x = max_pool2d_ceil(&self.prelus[1].forward(&self.convs[1].forward(&x)?)?, 3, 2)?;
-        let x = max_pool2d_ceil(&self.prelus[2].forward(&self.convs[2].forward(&x)?)?, 2, 2)?;
-        let x = self.prelus[3].forward(&self.convs[3].forward(&x)?)?;
-        let x = self.prelus[4].forward(&self.dense5.forward(&flatten_whc(&x)?)?)?;
+        let x = max_pool2d_ceil(&self.prelus[0].conv(&self.convs[0], x)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[1].conv(&self.convs[1], &x)?, 3, 2)?;
+        let x = max_pool2d_ceil(&self.prelus[2].conv(&self.convs[2], &x)?, 2, 2)?;
+        let x = self.prelus[3].conv(&self.convs[3], &x)?;
+        let x = self.prelus[4].dense(&self.dense5, &flatten_whc(&x)?)?;
         let prob = candle_nn::ops::softmax(&self.dense6_1.forward(&x)?, D::Minus1)?.narrow(1, 1, 1)?.squeeze(1)?;
         Ok((self.dense6_2.forward(&x)?, self.dense6_3.forward(&x)?, prob))
     }
@@ -201,6 +212,73 @@ fn area_resample(
             let n = ((ye - ys) * (xe - xs)) as f32;
             for (c, a) in acc.iter().enumerate() {
                 out[c * plane + oy * out_w + ox] = (a / n - 127.5) * 0.0078125;
+            }
+        }
+    }
+}
+
+/// Summed-area table of an RGB image: `(h + 1) x (w + 1)` cells of 3 wrapping `u32` sums, so
+/// any window's exact integer sum (below 2³²) costs four lookups. Turns the pyramid's area
+/// resampling from a pass over every source pixel per level into work per output pixel.
+#[derive(Debug, Default)]
+struct Integral {
+    width: usize,
+    height: usize,
+    sums: Vec<u32>,
+}
+
+impl Integral {
+    fn build(&mut self, img: &RgbImage) {
+        let (w, h) = (img.width, img.height);
+        let row_len = (w + 1) * 3;
+        self.width = w;
+        self.height = h;
+        self.sums.clear();
+        self.sums.resize(row_len * (h + 1), 0);
+        for y in 0..h {
+            let src = &img.data[y * img.stride..][..w * 3];
+            let (above, rest) = self.sums.split_at_mut((y + 1) * row_len);
+            let above = &above[y * row_len..];
+            let row = &mut rest[..row_len];
+            let mut run = [0u32; 3];
+            for x in 0..w {
+                for c in 0..3 {
+                    run[c] = run[c].wrapping_add(src[x * 3 + c] as u32);
+                    row[(x + 1) * 3 + c] = above[(x + 1) * 3 + c].wrapping_add(run[c]);
+                }
+            }
+        }
+    }
+
+    /// Sum of channel `c` over `[x0, x1) x [y0, y1)`.
+    #[inline]
+    fn window(&self, c: usize, x0: usize, y0: usize, x1: usize, y1: usize) -> u32 {
+        let row_len = (self.width + 1) * 3;
+        let at = |x: usize, y: usize| self.sums[y * row_len + x * 3 + c];
+        at(x1, y1).wrapping_sub(at(x0, y1)).wrapping_sub(at(x1, y0)).wrapping_add(at(x0, y0))
+    }
+
+    /// [`area_resample`] from the table: the same integer sums, the same values.
+    fn resample(
+        &self,
+        (x0, y0, x1, y1): (usize, usize, usize, usize),
+        out_w: usize,
+        out_h: usize,
+        channel_stride: usize,
+        out: &mut [f32],
+    ) {
+        let (w, h) = (x1 - x0, y1 - y0);
+        for oy in 0..out_h {
+            let ys = y0 + oy * h / out_h;
+            let ye = y0 + ((oy + 1) * h).div_ceil(out_h);
+            for ox in 0..out_w {
+                let xs = x0 + ox * w / out_w;
+                let xe = x0 + ((ox + 1) * w).div_ceil(out_w);
+                let n = ((ye - ys) * (xe - xs)) as f32;
+                for c in 0..3 {
+                    let a = self.window(c, xs, ys, xe, ye) as f32;
+                    out[c * channel_stride + oy * out_w + ox] = (a / n - 127.5) * 0.0078125;
+                }
             }
         }
     }
@@ -260,6 +338,18 @@ fn crop_window(c: &Candidate, w: usize, h: usize) -> Option<(usize, usize, usize
     (ex > x - 1 && ey > y - 1).then(|| ((x - 1) as usize, (y - 1) as usize, ex as usize, ey as usize))
 }
 
+/// Milliseconds spent in each stage of the last `detect` (for `moodmirror bench-detect`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub pyramid: f64,
+    pub pnet: f64,
+    pub rnet: f64,
+    pub onet: f64,
+    /// Candidates that entered R-Net and O-Net.
+    pub rnet_in: usize,
+    pub onet_in: usize,
+}
+
 pub struct Mtcnn {
     pnet: PNet,
     rnet: RNet,
@@ -268,6 +358,9 @@ pub struct Mtcnn {
     pub thresholds: [f32; 3],
     pub factor: f64,
     input: Vec<f32>,
+    /// Summed-area table of the frame in `detect` (`track` samples its few crops directly).
+    integral: Integral,
+    pub last_times: StageTimes,
 }
 
 impl Mtcnn {
@@ -281,6 +374,8 @@ impl Mtcnn {
             thresholds: [0.6, 0.7, 0.7],
             factor: 0.709,
             input: Vec::new(),
+            integral: Integral::default(),
+            last_times: StageTimes::default(),
         })
     }
 
@@ -288,8 +383,16 @@ impl Mtcnn {
         Self::load(MTCNN_WEIGHTS, device)
     }
 
-    /// Runs the refinement net `size` on crops of `cands` (in place: keeps those that pass).
-    fn refine(&mut self, img: &RgbImage, cands: &mut Vec<Candidate>, size: usize, stage: usize) -> candle_core::Result<()> {
+    /// Runs the refinement net `size` on crops of `cands` (in place: keeps those that pass),
+    /// sampled from `self.integral` (built from `img` by `detect`) when `from_table`.
+    fn refine(
+        &mut self,
+        img: &RgbImage,
+        cands: &mut Vec<Candidate>,
+        size: usize,
+        stage: usize,
+        from_table: bool,
+    ) -> candle_core::Result<()> {
         let plane = size * size;
         cands.retain(|c| crop_window(c, img.width, img.height).is_some());
         if cands.is_empty() {
@@ -301,7 +404,12 @@ impl Mtcnn {
         self.input.resize(3 * n * plane, 0.0);
         for (i, c) in cands.iter().enumerate() {
             if let Some(window) = crop_window(c, img.width, img.height) {
-                area_resample(img, window, size, size, n * plane, &mut self.input[i * plane..]);
+                let out = &mut self.input[i * plane..];
+                if from_table {
+                    self.integral.resample(window, size, size, n * plane, out);
+                } else {
+                    area_resample(img, window, size, size, n * plane, out);
+                }
             }
         }
         let x = Tensor::from_slice(&self.input, (3, n, size, size), &self.device)?;
@@ -347,15 +455,24 @@ impl Mtcnn {
         let mut min_l = w.min(h) as f64 * m;
         let mut scale = m;
         let mut all: Vec<Candidate> = Vec::new();
+        let mut times = StageTimes::default();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        self.integral.build(img);
+        times.pyramid += ms(t);
         while min_l >= 12.0 {
+            let t = std::time::Instant::now();
             let (sh, sw) = ((h as f64 * scale + 1.0) as usize, (w as f64 * scale + 1.0) as usize);
             self.input.clear();
             self.input.resize(3 * sh * sw, 0.0);
-            area_resample(img, (0, 0, w, h), sw, sh, sw * sh, &mut self.input);
+            self.integral.resample((0, 0, w, h), sw, sh, sw * sh, &mut self.input);
+            times.pyramid += ms(t);
+            let t = std::time::Instant::now();
             let x = Tensor::from_slice(&self.input, (3, 1, sh, sw), &self.device)?;
             let (reg, prob) = self.pnet.forward(&x)?;
             let prob = prob.to_vec2::<f32>()?;
             let reg = reg.to_vec3::<f32>()?;
+            times.pnet += ms(t);
             let mut at_scale = Vec::new();
             for (y, row) in prob.iter().enumerate() {
                 for (x, &p) in row.iter().enumerate() {
@@ -382,13 +499,20 @@ impl Mtcnn {
             c.b = [c.b[0] + c.reg[0] * rw, c.b[1] + c.reg[1] * rh, c.b[2] + c.reg[2] * rw, c.b[3] + c.reg[3] * rh];
             square(c);
         }
-        self.refine(img, &mut all, 24, 1)?;
+        let t = std::time::Instant::now();
+        times.rnet_in = all.len();
+        self.refine(img, &mut all, 24, 1, true)?;
+        times.rnet = ms(t);
         nms(&mut all, 0.7, false);
         for c in &mut all {
             regress(c);
             square(c);
         }
-        self.refine(img, &mut all, 48, 2)?;
+        let t = std::time::Instant::now();
+        times.onet_in = all.len();
+        self.refine(img, &mut all, 48, 2, true)?;
+        times.onet = ms(t);
+        self.last_times = times;
         for c in &mut all {
             regress(c);
         }
@@ -414,7 +538,7 @@ impl Mtcnn {
                 c
             })
             .collect();
-        self.refine(img, &mut cands, 48, 2)?;
+        self.refine(img, &mut cands, 48, 2, false)?;
         for c in &mut cands {
             regress(c);
         }
@@ -474,6 +598,21 @@ mod tests {
         m.track(&img, &[moved], &mut tracked).expect("track");
         assert_eq!(tracked.len(), 1);
         assert!((tracked[0].x - f.x).abs() <= 4, "{:?} vs {f:?}", tracked[0]);
+    }
+
+    #[test]
+    fn summed_area_sampling_equals_direct_area_sampling() {
+        let (w, h) = (53, 37);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        let img = RgbImage { data: &data, width: w, height: h, stride: w * 3 };
+        let mut table = Integral::default();
+        table.build(&img);
+        for (window, out_w, out_h) in [((0, 0, w, h), 19, 13), ((5, 3, 50, 30), 24, 24), ((10, 10, 11, 12), 48, 48)] {
+            let (mut a, mut b) = (vec![0f32; 3 * out_w * out_h], vec![0f32; 3 * out_w * out_h]);
+            area_resample(&img, window, out_w, out_h, out_w * out_h, &mut a);
+            table.resample(window, out_w, out_h, out_w * out_h, &mut b);
+            assert_eq!(a, b, "window {window:?} -> {out_w}x{out_h}");
+        }
     }
 
     #[test]

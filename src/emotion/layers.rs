@@ -48,8 +48,43 @@ impl Conv {
         })
     }
 
+    /// Two convolutions of the same input and geometry as one, with their outputs stacked.
+    pub fn concat(a: &Conv, b: &Conv) -> Result<Self> {
+        if (a.stride, a.padding, a.bias.is_some()) != (b.stride, b.padding, b.bias.is_some()) {
+            candle_core::bail!("Conv::concat: the convolutions differ in stride, padding or bias");
+        }
+        let bias = match (&a.bias, &b.bias) {
+            (Some(x), Some(y)) => Some(Tensor::cat(&[x, y], 0)?),
+            _ => None,
+        };
+        Ok(Self {
+            weight: Tensor::cat(&[&a.weight, &b.weight], 0)?,
+            bias,
+            stride: a.stride,
+            padding: a.padding,
+        })
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d_cbhw(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+
+    /// The convolution without its bias, for callers that fuse the bias into the next op.
+    pub fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d_cbhw(x, &self.weight, None, self.stride, self.padding)
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Stride 1 and no padding (what [`ops::conv2d_bias_prelu`] computes).
+    pub fn is_plain(&self) -> bool {
+        self.stride == 1 && self.padding == 0
     }
 }
 
@@ -213,7 +248,16 @@ impl Dense {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        self.forward_no_bias(x)?.broadcast_add(&self.bias)
+    }
+
+    /// `x · Wᵀ` without the bias, for callers that fuse the bias into the next op.
+    pub fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
     }
 }
 

@@ -28,6 +28,23 @@ impl Pool {
         }
     }
 
+    /// Maximum of window `(oy, ox)` (the value at [`Self::argmax`]), read row by row.
+    fn max(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> f32 {
+        let y0 = (oy * self.stride).saturating_sub(self.padding);
+        let y1 = (oy * self.stride + self.kernel - self.padding).min(h);
+        let x0 = (ox * self.stride).saturating_sub(self.padding);
+        let x1 = (ox * self.stride + self.kernel - self.padding).min(w);
+        let mut best = plane[y0 * w + x0];
+        for y in y0..y1 {
+            for &v in &plane[y * w + x0..y * w + x1] {
+                if v > best || v.is_nan() {
+                    best = v;
+                }
+            }
+        }
+        best
+    }
+
     /// Index in the input plane (h x w) of the maximum of window `(oy, ox)`.
     fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
         let y0 = (oy * self.stride).saturating_sub(self.padding);
@@ -73,7 +90,7 @@ impl CustomOp1 for Pool {
             let plane = &x[p * h * w..][..h * w];
             for oy in 0..oh {
                 for ox in 0..ow {
-                    dst[oy * ow + ox] = plane[self.argmax(plane, h, w, oy, ox)];
+                    dst[oy * ow + ox] = self.max(plane, h, w, oy, ox);
                 }
             }
         });

@@ -11,13 +11,17 @@
 
 mod batchnorm;
 mod depthwise;
+mod direct_conv;
 mod im2col;
 mod maxpool;
+mod prelu;
 
 pub use batchnorm::batch_norm_relu_train;
 pub use depthwise::depthwise_conv2d;
+pub use direct_conv::conv2d_bias_prelu;
 pub use im2col::{col2im, im2col, Conv2dGeometry};
 pub use maxpool::{max_pool2d, max_pool2d_ceil};
+pub use prelu::bias_prelu;
 
 use candle_core::{Result, Tensor};
 
@@ -68,7 +72,10 @@ pub fn conv2d_cbhw(
         candle_core::bail!("conv2d: input has {xc} channels, weight expects {c_in}");
     }
     let geometry = Conv2dGeometry::new(c_in, b, h, w, kh, kw, stride, padding)?;
-    let out = if fast_path(x) {
+    let out = if fast_path(x) && kh == 1 && kw == 1 && stride == 1 && padding == 0 {
+        // A 1x1 convolution of a CBHW tensor is one matrix product, no im2col copy.
+        weight.reshape((c_out, c_in))?.matmul(&x.contiguous()?.reshape((c_in, b * h * w))?)?.reshape((c_out, b, h, w))?
+    } else if fast_path(x) {
         let cols = im2col(x, geometry)?;
         let w2 = weight.reshape((c_out, c_in * kh * kw))?;
         let out = if c_out < 32 {

@@ -285,3 +285,49 @@ fn ceil_mode_max_pool_matches_candle_on_edge_padded_input() -> Result<()> {
     }
     Ok(())
 }
+
+/// `prelu(x + b)` composed of candle ops, channel dim 0 (CBHW) or last (N, C).
+fn reference_bias_prelu(x: &Tensor, b: &Tensor, a: &Tensor) -> Result<Tensor> {
+    let c = a.dim(0)?;
+    let shape: Vec<usize> = if x.rank() == 4 { vec![c, 1, 1, 1] } else { vec![1, c] };
+    let x = x.broadcast_add(&b.reshape(shape.as_slice())?)?;
+    x.relu()? - x.neg()?.relu()?.broadcast_mul(&a.reshape(shape.as_slice())?)?
+}
+
+#[test]
+fn bias_prelu_matches_candle_ops_on_planes_and_rows() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for shape in [vec![5, 2, 7, 9], vec![3, 11], vec![1, 1, 1, 1]] {
+        let c = if shape.len() == 4 { shape[0] } else { shape[1] };
+        let x = random(&shape, &mut rng)?;
+        let (b, a) = (random(&[c], &mut rng)?, random(&[c], &mut rng)?);
+        assert_close(&bias_prelu(&x, Some(&b), &a)?, &reference_bias_prelu(&x, &b, &a)?, 1e-6, "bias_prelu")?;
+        let gpu = with_gpu_paths(|| bias_prelu(&x, Some(&b), &a))?;
+        assert_close(&gpu, &reference_bias_prelu(&x, &b, &a)?, 1e-6, "bias_prelu gpu path")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn direct_conv_matches_candle_for_wide_narrow_and_odd_shapes() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    // Widths below, at and above the 16-pixel block, channel counts off the 4-channel block.
+    for (c_in, c_out, batch, h, w, k) in [(3, 10, 1, 20, 40, 3), (3, 28, 3, 24, 24, 3), (10, 16, 2, 9, 18, 3), (16, 5, 1, 8, 8, 2), (2, 3, 2, 5, 17, 1)] {
+        let x = random(&[c_in, batch, h, w], &mut rng)?;
+        let wt = random(&[c_out, c_in, k, k], &mut rng)?;
+        let (b, a) = (random(&[c_out], &mut rng)?, random(&[c_out], &mut rng)?);
+        let ours = conv2d_bias_prelu(&x, &wt, Some(&b), &a)?;
+        let conv = x.transpose(0, 1)?.contiguous()?.conv2d(&wt, 0, 1, 1, 1)?.transpose(0, 1)?.contiguous()?;
+        assert_close(&ours, &reference_bias_prelu(&conv, &b, &a)?, 1e-5, "conv2d_bias_prelu")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn one_by_one_convolution_is_a_plain_product() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let x = random(&[6, 2, 5, 7], &mut rng)?;
+    let (w, b) = (random(&[4, 6, 1, 1], &mut rng)?, random(&[4], &mut rng)?);
+    assert_close(&conv2d_cbhw(&x, &w, Some(&b), 1, 0)?, &reference_conv(&x, &w, &b, 1, 0, 1)?, 1e-5, "1x1 conv")?;
+    Ok(())
+}
