@@ -95,6 +95,29 @@ unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geom
             let row_in = (b * g.h + oy) * g.w;
             let mut x0 = 0;
             while x0 < g.ow {
+                if x0 > 0 && g.ow - x0 <= LANES {
+                    // A last block of at most 8 pixels: one register per channel.
+                    let start = g.ow - LANES;
+                    let mut acc = [_mm256_setzero_ps(); CO];
+                    for (tap, &off) in taps.iter().enumerate() {
+                        let src = &x[row_in + off + start..][..LANES];
+                        let w = &wt[tap * CO..][..CO];
+                        // SAFETY: `src` holds 8 floats (sliced above); unaligned load.
+                        let v = unsafe { _mm256_loadu_ps(src.as_ptr()) };
+                        for c in 0..CO {
+                            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(w[c]), v, acc[c]);
+                        }
+                    }
+                    let zero = _mm256_setzero_ps();
+                    for c in 0..bias.len() {
+                        let v = _mm256_add_ps(acc[c], _mm256_set1_ps(bias[c]));
+                        let y = _mm256_fmadd_ps(_mm256_set1_ps(alpha[c]), _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
+                        let out = &mut dst[c * plane_out + row_out + start..][..LANES];
+                        // SAFETY: `out` holds 8 floats; unaligned store.
+                        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), y) };
+                    }
+                    break;
+                }
                 let start = x0.min(g.ow - WIDE);
                 let mut lo = [_mm256_setzero_ps(); CO];
                 let mut hi = [_mm256_setzero_ps(); CO];

@@ -28,21 +28,9 @@ impl Pool {
         }
     }
 
-    /// Maximum of window `(oy, ox)` (the value at [`Self::argmax`]), read row by row.
-    fn max(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> f32 {
-        let y0 = (oy * self.stride).saturating_sub(self.padding);
-        let y1 = (oy * self.stride + self.kernel - self.padding).min(h);
-        let x0 = (ox * self.stride).saturating_sub(self.padding);
-        let x1 = (ox * self.stride + self.kernel - self.padding).min(w);
-        let mut best = plane[y0 * w + x0];
-        for y in y0..y1 {
-            for &v in &plane[y * w + x0..y * w + x1] {
-                if v > best || v.is_nan() {
-                    best = v;
-                }
-            }
-        }
-        best
+    /// Input range of output index `o` along a dim of `len` (clipped to the image).
+    fn span(&self, o: usize, len: usize) -> std::ops::Range<usize> {
+        (o * self.stride).saturating_sub(self.padding)..(o * self.stride + self.kernel - self.padding).min(len)
     }
 
     /// Index in the input plane (h x w) of the maximum of window `(oy, ox)`.
@@ -76,6 +64,31 @@ fn plane_dims(shape: &Shape) -> Result<(usize, usize, usize)> {
     Ok((shape.elem_count() / (h * w).max(1), h, w))
 }
 
+/// Maximum of a non-empty run; NaN propagates (as `>` with the NaN check of `argmax`).
+#[inline]
+fn max_of(values: &[f32]) -> f32 {
+    let mut best = values[0];
+    for &v in &values[1..] {
+        if v > best || v.is_nan() {
+            best = v;
+        }
+    }
+    best
+}
+
+/// [`max_of`] over `n` values `stride` apart.
+#[inline]
+fn max_of_strided(values: &[f32], stride: usize, n: usize) -> f32 {
+    let mut best = values[0];
+    for i in 1..n {
+        let v = values[i * stride];
+        if v > best || v.is_nan() {
+            best = v;
+        }
+    }
+    best
+}
+
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         "moodmirror-max-pool2d"
@@ -86,11 +99,21 @@ impl CustomOp1 for Pool {
         let (planes, h, w) = plane_dims(layout.shape())?;
         let (oh, ow) = (self.out_len(h), self.out_len(w));
         let mut out = vec![0f32; planes * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+        // Separable: the maxima of each row's windows, then of each column's (the same values).
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |rows, (p, dst)| {
             let plane = &x[p * h * w..][..h * w];
+            rows.clear();
+            rows.resize(h * ow, 0f32);
+            for (y, row) in rows.chunks_mut(ow).enumerate() {
+                let src = &plane[y * w..][..w];
+                for (ox, r) in row.iter_mut().enumerate() {
+                    *r = max_of(&src[self.span(ox, w)]);
+                }
+            }
             for oy in 0..oh {
+                let span = self.span(oy, h);
                 for ox in 0..ow {
-                    dst[oy * ow + ox] = self.max(plane, h, w, oy, ox);
+                    dst[oy * ow + ox] = max_of_strided(&rows[span.start * ow + ox..], ow, span.len());
                 }
             }
         });
