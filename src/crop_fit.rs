@@ -20,7 +20,7 @@ pub struct FitCropArgs {
     /// FER2013 images (class folders or fer2013.csv:PublicTest).
     #[arg(long)]
     pub data: String,
-    /// Use the first N images (0 = all).
+    /// Use N images spread evenly over the set, so every class is represented (0 = all).
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
     /// Emotion model for the accuracy check; the embedded default when omitted.
@@ -67,7 +67,7 @@ pub fn run(args: &FitCropArgs) -> Result<()> {
     // Per detected image: (index, landmarks in canvas pixels).
     let mut found = Vec::new();
     let (mut sides, mut belows) = (Vec::new(), Vec::new());
-    for i in 0..n {
+    for i in (0..n).map(|k| k * data.len() / n) {
         paint_canvas(data.image(i), &mut up, &mut canvas);
         for (p, &g) in rgb.chunks_exact_mut(3).zip(&canvas) {
             p.fill(g);
