@@ -234,6 +234,18 @@ impl FaceAnalyzer {
 
     /// The colour picture at detection resolution, for detectors that need it.
     fn prepare_rgb(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, w: usize, h: usize) -> bool {
+        self.prepare_rgb_region(image, frame, w, h, (0, 0, w, h))
+    }
+
+    /// [`Self::prepare_rgb`] for the output pixels `region` only.
+    fn prepare_rgb_region(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        w: usize,
+        h: usize,
+        region: (usize, usize, usize, usize),
+    ) -> bool {
         if !self.detector.needs_color() {
             return false;
         }
@@ -245,7 +257,7 @@ impl FaceAnalyzer {
             layout: PixelLayout::Gray,
             video_range: false,
         };
-        frame.unwrap_or(&gray_frame).rgb_resized(w, h, &mut self.rgb);
+        frame.unwrap_or(&gray_frame).rgb_resized_region(w, h, region, &mut self.rgb);
         true
     }
 
@@ -282,12 +294,16 @@ impl FaceAnalyzer {
         self.faces.clear();
         if let Detector::Mtcnn(_) = self.detector {
             let (w, h, scale) = detection_size(image.width, image.height);
-            self.prepare_rgb(image, frame, w, h);
             self.local.clear();
             for t in &self.tracker.tracks {
                 let mut f = t.face;
                 scale_face(&mut f, 1.0 / scale);
                 self.local.push(f);
+            }
+            // Only the pixels O-Net will read: a few face-sized squares, not the whole frame.
+            for i in 0..self.local.len() {
+                let region = crate::detect::mtcnn::track_region(&self.local[i], w, h);
+                self.prepare_rgb_region(image, frame, w, h, region);
             }
             let rgb = RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 };
             if let Detector::Mtcnn(m) = &mut self.detector {

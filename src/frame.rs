@@ -163,19 +163,30 @@ impl FramePlanes<'_> {
     /// The frame as packed RGB at `out_w` x `out_h` (area average when shrinking), into `out`
     /// (reused between frames).
     pub fn rgb_resized(&self, out_w: usize, out_h: usize, out: &mut Vec<u8>) {
+        self.rgb_resized_region(out_w, out_h, (0, 0, out_w, out_h), out);
+    }
+
+    /// As [`Self::rgb_resized`], but fills only the output pixels `[x0, x1) x [y0, y1)`; the
+    /// rest of `out` keeps whatever it held (for readers of a few regions, as tracking).
+    pub fn rgb_resized_region(&self, out_w: usize, out_h: usize, (x0, y0, x1, y1): (usize, usize, usize, usize), out: &mut Vec<u8>) {
         out.resize(out_w * out_h * 3, 0);
-        if self.width == 0 || self.height == 0 {
+        if self.width == 0 || self.height == 0 || out_w == 0 {
             return;
         }
-        out.par_chunks_mut(out_w * 3).enumerate().for_each(|(oy, row)| {
+        let (x1, y1) = (x1.min(out_w), y1.min(out_h));
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        out.par_chunks_mut(out_w * 3).enumerate().skip(y0).take(y1 - y0).for_each(|(oy, row)| {
             let ys = oy * self.height / out_h;
             let ye = (((oy + 1) * self.height).div_ceil(out_h)).clamp(ys + 1, self.height);
-            for ox in 0..out_w {
+            for ox in x0..x1 {
                 let xs = ox * self.width / out_w;
                 let xe = (((ox + 1) * self.width).div_ceil(out_w)).clamp(xs + 1, self.width);
                 let rgb = self.block_rgb(xs, xe, ys, ye);
                 for c in 0..3 {
-                    row[ox * 3 + c] = rgb[c].round().clamp(0.0, 255.0) as u8;
+                    // Same as round() then clamp for every value, without a libm call per channel.
+                    row[ox * 3 + c] = (rgb[c] + 0.5).clamp(0.0, 255.0) as u8;
                 }
             }
         });

@@ -528,15 +528,7 @@ impl Mtcnn {
         faces.clear();
         let mut cands: Vec<Candidate> = previous
             .iter()
-            .map(|f| {
-                let m = 0.1 * f.width.max(f.height) as f32;
-                let mut c = Candidate {
-                    b: [f.x as f32 - m, f.y as f32 - m, (f.x + f.width) as f32 + m, (f.y + f.height) as f32 + m],
-                    ..Default::default()
-                };
-                square(&mut c);
-                c
-            })
+            .map(|f| Candidate { b: track_box(f), ..Default::default() })
             .collect();
         self.refine(img, &mut cands, 48, 2, false)?;
         for c in &mut cands {
@@ -545,6 +537,25 @@ impl Mtcnn {
         faces.extend(cands.iter().map(to_face));
         Ok(())
     }
+}
+
+/// The box `track` gives O-Net for a previous face: squared and enlarged 10 %.
+fn track_box(f: &Face) -> [f32; 4] {
+    let m = 0.1 * f.width.max(f.height) as f32;
+    let mut c = Candidate {
+        b: [f.x as f32 - m, f.y as f32 - m, (f.x + f.width) as f32 + m, (f.y + f.height) as f32 + m],
+        ..Default::default()
+    };
+    square(&mut c);
+    c.b
+}
+
+/// The pixels `track` reads for a previous face (x0, y0, x1, y1), clipped to `width` x `height`:
+/// callers converting frames for tracking need only these.
+pub fn track_region(f: &Face, width: usize, height: usize) -> (usize, usize, usize, usize) {
+    let b = track_box(f);
+    let clip = |v: f32, max: usize| (v.max(0.0) as usize).min(max);
+    (clip(b[0].floor() - 1.0, width), clip(b[1].floor() - 1.0, height), clip(b[2].ceil() + 1.0, width), clip(b[3].ceil() + 1.0, height))
 }
 
 fn to_face(c: &Candidate) -> Face {

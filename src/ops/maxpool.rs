@@ -64,29 +64,21 @@ fn plane_dims(shape: &Shape) -> Result<(usize, usize, usize)> {
     Ok((shape.elem_count() / (h * w).max(1), h, w))
 }
 
-/// Maximum of a non-empty run; NaN propagates (as `>` with the NaN check of `argmax`).
-#[inline]
-fn max_of(values: &[f32]) -> f32 {
-    let mut best = values[0];
-    for &v in &values[1..] {
-        if v > best || v.is_nan() {
-            best = v;
-        }
+/// `max(a, b)` that propagates a NaN in `b` (and keeps one in `a`), as [`Pool::argmax`]'s `>`
+/// with its NaN check; a select, so loops over it vectorise.
+#[inline(always)]
+fn fmax(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
     }
-    best
 }
 
-/// [`max_of`] over `n` values `stride` apart.
+/// Maximum of a non-empty run (see [`fmax`]).
 #[inline]
-fn max_of_strided(values: &[f32], stride: usize, n: usize) -> f32 {
-    let mut best = values[0];
-    for i in 1..n {
-        let v = values[i * stride];
-        if v > best || v.is_nan() {
-            best = v;
-        }
-    }
-    best
+fn max_of(values: &[f32]) -> f32 {
+    values[1..].iter().fold(values[0], |best, &v| fmax(best, v))
 }
 
 impl CustomOp1 for Pool {
@@ -99,21 +91,28 @@ impl CustomOp1 for Pool {
         let (planes, h, w) = plane_dims(layout.shape())?;
         let (oh, ow) = (self.out_len(h), self.out_len(w));
         let mut out = vec![0f32; planes * oh * ow];
-        // Separable: the maxima of each row's windows, then of each column's (the same values).
-        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |rows, (p, dst)| {
+        // Separable: for each output row the elementwise maximum of its input rows (vectorises),
+        // then the maxima of that row's windows. The same values as window by window.
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |col, (p, dst)| {
             let plane = &x[p * h * w..][..h * w];
-            rows.clear();
-            rows.resize(h * ow, 0f32);
-            for (y, row) in rows.chunks_mut(ow).enumerate() {
-                let src = &plane[y * w..][..w];
-                for (ox, r) in row.iter_mut().enumerate() {
-                    *r = max_of(&src[self.span(ox, w)]);
-                }
-            }
-            for oy in 0..oh {
+            for (oy, dst_row) in dst.chunks_mut(ow).enumerate() {
                 let span = self.span(oy, h);
-                for ox in 0..ow {
-                    dst[oy * ow + ox] = max_of_strided(&rows[span.start * ow + ox..], ow, span.len());
+                col.clear();
+                col.extend_from_slice(&plane[span.start * w..][..w]);
+                for y in span.start + 1..span.end {
+                    for (c, &v) in col.iter_mut().zip(&plane[y * w..][..w]) {
+                        *c = fmax(*c, v);
+                    }
+                }
+                let mut ox = 0;
+                if self.kernel == 2 && self.stride == 2 && self.padding == 0 {
+                    for (d, pair) in dst_row.iter_mut().zip(col.chunks_exact(2)) {
+                        *d = fmax(pair[0], pair[1]);
+                        ox += 1;
+                    }
+                }
+                for (o, d) in dst_row.iter_mut().enumerate().skip(ox) {
+                    *d = max_of(&col[self.span(o, w)]);
                 }
             }
         });
