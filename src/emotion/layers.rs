@@ -261,13 +261,17 @@ impl Dense {
     }
 }
 
-/// Dropout masks come from one seeded generator so that `--seed` makes training reproducible
-/// (candle's CPU rng cannot be seeded).
-static DROPOUT_RNG: std::sync::Mutex<Option<rand::rngs::StdRng>> = std::sync::Mutex::new(None);
+// Dropout masks come from one seeded generator so that `--seed` makes training reproducible
+// (candle's CPU rng cannot be seeded); one per thread, so that a training run (forward passes
+// on its own thread) is not disturbed by another run in the same process, as parallel tests.
+thread_local! {
+    static DROPOUT_RNG: std::cell::RefCell<Option<rand::rngs::StdRng>> = const { std::cell::RefCell::new(None) };
+}
 
+/// Seeds this thread's dropout masks.
 pub fn seed_dropout(seed: u64) {
     use rand::SeedableRng;
-    *DROPOUT_RNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(rand::rngs::StdRng::seed_from_u64(seed));
+    DROPOUT_RNG.with(|r| *r.borrow_mut() = Some(rand::rngs::StdRng::seed_from_u64(seed)));
 }
 
 pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
@@ -276,12 +280,13 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let keep = 1.0 / (1.0 - p);
-    let mut guard = DROPOUT_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let rng = guard.get_or_insert_with(|| rand::rngs::StdRng::seed_from_u64(0));
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
-    drop(guard);
+    let mask: Vec<f32> = DROPOUT_RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        let rng = r.get_or_insert_with(|| rand::rngs::StdRng::seed_from_u64(0));
+        (0..x.elem_count())
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+            .collect()
+    });
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }
 
