@@ -21,7 +21,7 @@ pub struct ImageArgs {
     /// Write JSON lines here ('-' = standard output, the default).
     #[arg(long, default_value = "-")]
     pub jsonl: String,
-    #[arg(long, value_enum, default_value = "haar")]
+    #[arg(long, value_enum, default_value = "mtcnn")]
     pub detector: DetectorArg,
     #[arg(long, default_value_t = 40)]
     pub min_face_size: usize,

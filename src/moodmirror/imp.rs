@@ -22,7 +22,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_DRAW: bool = true;
-const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Haar;
+const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Mtcnn;
 const DEFAULT_MIN_FACE_SIZE: u32 = 40;
 const DEFAULT_MAX_FACES: u32 = 16;
 const DEFAULT_SCALE_FACTOR: f64 = 1.1;
@@ -161,7 +161,7 @@ impl ObjectImpl for MoodMirror {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("detector", DEFAULT_DETECTOR)
                     .nick("Detector")
-                    .blurb("Face detector")
+                    .blurb("Face detector: mtcnn (CNN cascade with landmarks, eye-aligned crops) or haar (Viola-Jones cascade)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("min-face-size")
