@@ -181,40 +181,52 @@ struct Candidate {
 }
 
 /// PyTorch's `interpolate(mode="area")` (adaptive average pooling) of the RGB region
-/// `[x0, x1) x [y0, y1)` of `img` to `out_w` x `out_h`, normalised as MTCNN wants; channel `c`
-/// goes to `out[c * channel_stride..]` (CBHW batches interleave crops within a channel).
-#[allow(clippy::too_many_arguments)]
-fn area_resample(
-    img: &RgbImage,
+/// `[x0, x1) x [y0, y1)` to `out_w` x `out_h`, normalised as MTCNN wants; channel `c` goes to
+/// `out[c * channel_stride..]` (CBHW batches interleave crops within a channel). `block_sum`
+/// gives the three channel sums of a source block `(xs, ys, xe, ye)`.
+fn area_resample_with(
     (x0, y0, x1, y1): (usize, usize, usize, usize),
-    out_w: usize,
-    out_h: usize,
+    (out_w, out_h): (usize, usize),
     channel_stride: usize,
     out: &mut [f32],
+    block_sum: impl Fn(usize, usize, usize, usize) -> [f32; 3],
 ) {
     let (w, h) = (x1 - x0, y1 - y0);
-    let plane = channel_stride;
     for oy in 0..out_h {
         let ys = y0 + oy * h / out_h;
         let ye = y0 + ((oy + 1) * h).div_ceil(out_h);
         for ox in 0..out_w {
             let xs = x0 + ox * w / out_w;
             let xe = x0 + ((ox + 1) * w).div_ceil(out_w);
-            let mut acc = [0f32; 3];
-            for y in ys..ye {
-                let row = &img.data[y * img.stride..];
-                for x in xs..xe {
-                    acc[0] += row[x * 3] as f32;
-                    acc[1] += row[x * 3 + 1] as f32;
-                    acc[2] += row[x * 3 + 2] as f32;
-                }
-            }
             let n = ((ye - ys) * (xe - xs)) as f32;
-            for (c, a) in acc.iter().enumerate() {
-                out[c * plane + oy * out_w + ox] = (a / n - 127.5) * 0.0078125;
+            for (c, a) in block_sum(xs, ys, xe, ye).iter().enumerate() {
+                out[c * channel_stride + oy * out_w + ox] = (a / n - 127.5) * 0.0078125;
             }
         }
     }
+}
+
+/// [`area_resample_with`] summing the image's pixels directly (for a few small crops).
+fn area_resample(
+    img: &RgbImage,
+    window: (usize, usize, usize, usize),
+    out_w: usize,
+    out_h: usize,
+    channel_stride: usize,
+    out: &mut [f32],
+) {
+    area_resample_with(window, (out_w, out_h), channel_stride, out, |xs, ys, xe, ye| {
+        let mut acc = [0f32; 3];
+        for y in ys..ye {
+            let row = &img.data[y * img.stride..];
+            for x in xs..xe {
+                acc[0] += row[x * 3] as f32;
+                acc[1] += row[x * 3 + 1] as f32;
+                acc[2] += row[x * 3 + 2] as f32;
+            }
+        }
+        acc
+    });
 }
 
 /// Summed-area table of an RGB image: `(h + 1) x (w + 1)` cells of 3 wrapping `u32` sums, so
@@ -250,37 +262,27 @@ impl Integral {
         }
     }
 
-    /// Sum of channel `c` over `[x0, x1) x [y0, y1)`.
+    /// Sums of the three channels over `[x0, x1) x [y0, y1)`.
     #[inline]
-    fn window(&self, c: usize, x0: usize, y0: usize, x1: usize, y1: usize) -> u32 {
+    fn window(&self, x0: usize, y0: usize, x1: usize, y1: usize) -> [u32; 3] {
         let row_len = (self.width + 1) * 3;
-        let at = |x: usize, y: usize| self.sums[y * row_len + x * 3 + c];
-        at(x1, y1).wrapping_sub(at(x0, y1)).wrapping_sub(at(x1, y0)).wrapping_add(at(x0, y0))
+        let corner = |x: usize, y: usize| -> &[u32] { &self.sums[y * row_len + x * 3..][..3] };
+        let (a, b, c, d) = (corner(x1, y1), corner(x0, y1), corner(x1, y0), corner(x0, y0));
+        [0, 1, 2].map(|k| a[k].wrapping_sub(b[k]).wrapping_sub(c[k]).wrapping_add(d[k]))
     }
 
     /// [`area_resample`] from the table: the same integer sums, the same values.
     fn resample(
         &self,
-        (x0, y0, x1, y1): (usize, usize, usize, usize),
+        window: (usize, usize, usize, usize),
         out_w: usize,
         out_h: usize,
         channel_stride: usize,
         out: &mut [f32],
     ) {
-        let (w, h) = (x1 - x0, y1 - y0);
-        for oy in 0..out_h {
-            let ys = y0 + oy * h / out_h;
-            let ye = y0 + ((oy + 1) * h).div_ceil(out_h);
-            for ox in 0..out_w {
-                let xs = x0 + ox * w / out_w;
-                let xe = x0 + ((ox + 1) * w).div_ceil(out_w);
-                let n = ((ye - ys) * (xe - xs)) as f32;
-                for c in 0..3 {
-                    let a = self.window(c, xs, ys, xe, ye) as f32;
-                    out[c * channel_stride + oy * out_w + ox] = (a / n - 127.5) * 0.0078125;
-                }
-            }
-        }
+        area_resample_with(window, (out_w, out_h), channel_stride, out, |xs, ys, xe, ye| {
+            self.window(xs, ys, xe, ye).map(|v| v as f32)
+        });
     }
 }
 
