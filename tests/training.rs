@@ -193,3 +193,29 @@ fn weights_of_another_architecture_name_the_tensor_and_shapes() {
     let err = EmotionClassifier::from_file(&path, &candle_core::Device::Cpu).err().expect("must fail").to_string();
     assert!(err.contains("stage0.0.conv.weight") && err.contains("64") && err.contains("32"), "{err}");
 }
+
+/// The shipped model on what a GPU runs (candle's kernels for convolution and pooling), run on
+/// the CPU: the same probabilities as our CPU ops, on real FER-like crops of the fixture face.
+#[test]
+fn embedded_model_gives_the_same_probabilities_on_the_gpu_code_paths() {
+    let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/astronaut.png")).expect("fixture").into_luma8();
+    // Three crops around the face (x 177, y 66, 95 px), resized to 48x48.
+    let crops: Vec<u8> = [(177, 66, 95), (170, 60, 110), (185, 72, 85)]
+        .iter()
+        .flat_map(|&(x, y, s)| {
+            let face = image::imageops::crop_imm(&img, x, y, s, s).to_image();
+            image::imageops::resize(&face, 48, 48, image::imageops::FilterType::Triangle).into_raw()
+        })
+        .collect();
+    let mut model = EmotionClassifier::embedded(&candle_core::Device::Cpu).expect("embedded model");
+    let (mut cpu, mut gpu) = (Vec::new(), Vec::new());
+    model.classify(&crops, &mut cpu).expect("classify");
+    gstmoodmirror::ops::with_gpu_paths(|| model.classify(&crops, &mut gpu)).expect("classify on GPU paths");
+    for (a, b) in cpu.iter().zip(&gpu) {
+        for (p, q) in a.iter().zip(b) {
+            assert!((p - q).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+    let happy = CLASS_NAMES.iter().position(|c| *c == "happy").expect("class");
+    assert!(cpu.iter().all(|p| p[happy] > 0.5), "the smiling astronaut: {cpu:?}");
+}

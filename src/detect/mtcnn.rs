@@ -613,6 +613,26 @@ mod tests {
         assert!((tracked[0].x - f.x).abs() <= 4, "{:?} vs {f:?}", tracked[0]);
     }
 
+    /// What a GPU runs (candle's kernels instead of the direct conv, fused PReLU and pooling),
+    /// run on the CPU: the same faces and landmarks.
+    #[test]
+    fn gpu_code_paths_find_the_same_faces() {
+        let mut m = Mtcnn::embedded(&Device::Cpu).expect("weights");
+        let (data, w, h) = astronaut();
+        let img = RgbImage { data: &data, width: w, height: h, stride: w * 3 };
+        let params = DetectParams { min_size: 20, ..Default::default() };
+        let (mut cpu, mut gpu) = (Vec::new(), Vec::new());
+        m.detect(&img, &params, &mut cpu).expect("detect");
+        crate::ops::with_gpu_paths(|| m.detect(&img, &params, &mut gpu)).expect("detect on GPU paths");
+        assert_eq!(cpu.len(), gpu.len());
+        for (a, b) in cpu.iter().zip(&gpu) {
+            assert!((a.x - b.x).abs() <= 1 && (a.y - b.y).abs() <= 1 && (a.width - b.width).abs() <= 1, "{a:?} vs {b:?}");
+            assert!((a.score - b.score).abs() < 1e-4);
+            let (la, lb) = (a.landmarks.expect("landmarks"), b.landmarks.expect("landmarks"));
+            assert!(la.iter().zip(&lb).all(|(p, q)| (p[0] - q[0]).abs() < 0.5 && (p[1] - q[1]).abs() < 0.5));
+        }
+    }
+
     #[test]
     fn summed_area_sampling_equals_direct_area_sampling() {
         let (w, h) = (53, 37);
