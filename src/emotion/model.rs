@@ -18,6 +18,8 @@ pub enum Arch {
     Vgg,
     /// Wider VGG-style net (64→384 channels, ≈4.5x the compact one's cost), for GPU training.
     VggLarge,
+    /// Half-width VGG-style net (16→128 channels, ≈¼ of the compact one's cost): fast inference.
+    VggSmall,
     /// The seed's "basic" CNN: conv 32/64/256/512, max-pool, dropout, dense 512.
     Basic,
     /// The seed's "advanced" mini-Xception: separable convs in residual blocks up to 512 filters.
@@ -29,6 +31,7 @@ impl Arch {
         match self {
             Arch::Vgg => "vgg",
             Arch::VggLarge => "vgg-large",
+            Arch::VggSmall => "vgg-small",
             Arch::Basic => "basic",
             Arch::Xception => "xception",
         }
@@ -38,6 +41,7 @@ impl Arch {
         match name {
             "vgg" => Some(Arch::Vgg),
             "vgg-large" => Some(Arch::VggLarge),
+            "vgg-small" => Some(Arch::VggSmall),
             "basic" => Some(Arch::Basic),
             "xception" => Some(Arch::Xception),
             _ => None,
@@ -58,6 +62,7 @@ impl EmotionNet {
         Ok(match arch {
             Arch::Vgg => EmotionNet::Vgg(VggNet::load(vb, &VggNet::STAGES, VggNet::HIDDEN)?),
             Arch::VggLarge => EmotionNet::Vgg(VggNet::load(vb, &VggNet::STAGES_LARGE, VggNet::HIDDEN_LARGE)?),
+            Arch::VggSmall => EmotionNet::Vgg(VggNet::load(vb, &VggNet::STAGES_SMALL, VggNet::HIDDEN_SMALL)?),
             Arch::Basic => EmotionNet::Basic(BasicNet::load(vb)?),
             Arch::Xception => EmotionNet::Xception(XceptionNet::load(vb)?),
         })
@@ -95,6 +100,9 @@ impl VggNet {
     /// `vgg-large`: the same shape, wider (≈335 M multiply-adds per face).
     pub const STAGES_LARGE: [(usize, usize); 4] = [(64, 1), (128, 2), (256, 2), (384, 2)];
     pub const HIDDEN_LARGE: usize = 384;
+    /// `vgg-small`: half the channels (≈19 M multiply-adds per face).
+    pub const STAGES_SMALL: [(usize, usize); 4] = [(16, 1), (32, 1), (64, 2), (128, 2)];
+    pub const HIDDEN_SMALL: usize = 128;
 
     pub fn load(vb: VarBuilder, stage_shape: &[(usize, usize); 4], hidden: usize) -> Result<Self> {
         let mut stages = Vec::new();
