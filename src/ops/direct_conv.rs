@@ -81,8 +81,9 @@ fn block_portable(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geometr
     }
 }
 
-/// AVX2 + FMA version of [`block_portable`] for rows of at least 16 pixels: a 4-channel x
-/// 16-pixel block in eight registers (enough independent chains to keep both FMA units busy).
+/// AVX2 + FMA version of [`block_portable`] for rows of at least 8 pixels: 4-channel x
+/// 16-pixel blocks in eight registers (enough independent chains to keep both FMA units busy),
+/// 8-pixel blocks where fewer than 16 pixels remain.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geometry, taps: &[usize], dst: &mut [f32]) {
@@ -95,9 +96,9 @@ unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geom
             let row_in = (b * g.h + oy) * g.w;
             let mut x0 = 0;
             while x0 < g.ow {
-                if x0 > 0 && g.ow - x0 <= LANES {
-                    // A last block of at most 8 pixels: one register per channel.
-                    let start = g.ow - LANES;
+                if g.ow - x0 < WIDE {
+                    // 8 pixels (the last one overlapping its neighbour): one register per channel.
+                    let start = x0.min(g.ow - LANES);
                     let mut acc = [_mm256_setzero_ps(); CO];
                     for (tap, &off) in taps.iter().enumerate() {
                         let src = &x[row_in + off + start..][..LANES];
@@ -116,7 +117,8 @@ unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geom
                         // SAFETY: `out` holds 8 floats; unaligned store.
                         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), y) };
                     }
-                    break;
+                    x0 = start + LANES;
+                    continue;
                 }
                 let start = x0.min(g.ow - WIDE);
                 let mut lo = [_mm256_setzero_ps(); CO];
@@ -153,7 +155,7 @@ unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geom
 
 fn run_block(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geometry, taps: &[usize], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if g.ow >= 2 * LANES && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if g.ow >= LANES && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features `block_avx2` is compiled for.
         return unsafe { block_avx2(x, wt, bias, alpha, g, taps, dst) };
     }
@@ -216,4 +218,25 @@ pub fn conv2d_bias_prelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, alp
     };
     let params = Tensor::cat(&[&bias, alpha], 0)?;
     x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &params, &ConvBiasPRelu)
+}
+
+/// `prelu(conv2d(x, weight) + bias)` with any stride and zero padding, for inference: the direct
+/// convolution where it applies (stride 1, output rows of 16+ pixels; the padding as a copy of
+/// the input with a zero border), `im2col` + GEMM and a fused bias+PReLU otherwise.
+pub fn conv2d_bias_prelu_padded(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    alpha: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let k = weight.dim(3)?;
+    let (_, _, h, w) = x.dims4()?;
+    let out_w = (w + 2 * padding).saturating_sub(k) / stride.max(1) + 1;
+    if stride == 1 && out_w >= 2 * LANES && super::fast_path(x) && h + 2 * padding >= k {
+        let x = if padding > 0 { x.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)? } else { x.clone() };
+        return conv2d_bias_prelu(&x, weight, Some(bias), alpha);
+    }
+    super::bias_prelu(&super::conv2d_cbhw(x, weight, None, stride, padding)?, Some(bias), alpha)
 }

@@ -18,7 +18,7 @@ mod prelu;
 
 pub use batchnorm::batch_norm_relu_train;
 pub use depthwise::depthwise_conv2d;
-pub use direct_conv::conv2d_bias_prelu;
+pub use direct_conv::{conv2d_bias_prelu, conv2d_bias_prelu_padded};
 pub use im2col::{col2im, im2col, Conv2dGeometry};
 pub use maxpool::{max_pool2d, max_pool2d_ceil};
 pub use prelu::bias_prelu;

@@ -331,3 +331,18 @@ fn one_by_one_convolution_is_a_plain_product() -> Result<()> {
     assert_close(&conv2d_cbhw(&x, &w, Some(&b), 1, 0)?, &reference_conv(&x, &w, &b, 1, 0, 1)?, 1e-5, "1x1 conv")?;
     Ok(())
 }
+
+#[test]
+fn padded_conv_bias_prelu_matches_candle_with_padding_and_stride() -> Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(24);
+    // Direct path (stride 1, wide rows), GEMM path (narrow rows, stride 2).
+    for (c_in, c_out, batch, h, w, k, stride, padding) in [(1, 16, 3, 20, 20, 3, 1, 1), (4, 6, 2, 9, 10, 3, 1, 1), (3, 5, 2, 11, 13, 3, 2, 1)] {
+        let x = random(&[c_in, batch, h, w], &mut rng)?;
+        let wt = random(&[c_out, c_in, k, k], &mut rng)?;
+        let (b, a) = (random(&[c_out], &mut rng)?, random(&[c_out], &mut rng)?);
+        let ours = conv2d_bias_prelu_padded(&x, &wt, &b, &a, stride, padding)?;
+        let conv = x.transpose(0, 1)?.contiguous()?.conv2d(&wt, padding, stride, 1, 1)?.transpose(0, 1)?.contiguous()?;
+        assert_close(&ours, &reference_bias_prelu(&conv, &b, &a)?, 1e-5, "conv2d_bias_prelu_padded")?;
+    }
+    Ok(())
+}
