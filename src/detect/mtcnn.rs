@@ -634,6 +634,20 @@ mod tests {
     }
 
     #[test]
+    fn truncated_or_wrong_shape_weights_name_the_problem() {
+        let truncated = Mtcnn::load(&MTCNN_WEIGHTS[..MTCNN_WEIGHTS.len() / 2], &Device::Cpu);
+        assert!(truncated.is_err(), "half a weights file loaded");
+        let mut tensors = candle_core::safetensors::load_buffer(MTCNN_WEIGHTS, &Device::Cpu).expect("weights");
+        tensors.insert("rnet.conv2.weight".into(), Tensor::zeros((48, 28, 2, 2), DType::F32, &Device::Cpu).expect("zeros"));
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("mtcnn.safetensors");
+        candle_core::safetensors::save(&tensors, &path).expect("save");
+        let bytes = std::fs::read(&path).expect("read");
+        let err = Mtcnn::load(&bytes, &Device::Cpu).err().expect("wrong shape must fail").to_string();
+        assert!(err.contains("rnet.conv2.weight"), "{err}");
+    }
+
+    #[test]
     fn summed_area_sampling_equals_direct_area_sampling() {
         let (w, h) = (53, 37);
         let data: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
