@@ -1,8 +1,11 @@
-//! Direct convolution fused with bias and PReLU, for inference of small-channel nets (MTCNN).
+//! Direct convolution fused with bias and PReLU (ReLU with zero slopes), for inference: MTCNN's
+//! layers and the emotion CNN's conv + folded batch norm + ReLU.
 //!
-//! With 3 to 48 input channels, `im2col` + GEMM spends more time copying the `im2col` matrix
-//! than multiplying. Here each task keeps a 4-channel x 8-pixel block of outputs in registers
-//! and reads the input rows in place: one load and four fused multiply-adds per kernel tap.
+//! With few input channels, `im2col` + GEMM spends more time copying the `im2col` matrix than
+//! multiplying. Here each task keeps a 4-channel x 16-pixel block of outputs in eight AVX
+//! registers and reads the input rows in place: two loads and eight fused multiply-adds per
+//! kernel tap, with bias and activation applied on the way out. Rows narrower than 16 pixels go
+//! to `im2col` + GEMM, which measured faster there.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
