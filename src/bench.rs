@@ -205,7 +205,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         candle_core::utils::get_num_threads()
     );
     if args.device == crate::train::ComputeDevice::Cuda {
-        let (gpu, _) = crate::emotion::select_device(crate::emotion::DeviceKind::Cuda).map_err(anyhow::Error::msg)?;
+        let gpu = args.device.device()?;
         let (gpu_train, gpu_infer) = time_variant(args, Variant::Ours, &gpu)?;
         print_row("CUDA GPU 0 (candle kernels)", args.batch, gpu_train, args.infer_batch, gpu_infer);
         let (cpu_train, cpu_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;

@@ -99,6 +99,16 @@ pub enum ComputeDevice {
     Cuda,
 }
 
+impl ComputeDevice {
+    /// The candle device, or an error saying why CUDA is not available.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            ComputeDevice::Cpu => Ok(Device::Cpu),
+            ComputeDevice::Cuda => Ok(crate::emotion::select_device(crate::emotion::DeviceKind::Cuda).map_err(anyhow::Error::msg)?.0),
+        }
+    }
+}
+
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     sibling(out, "ckpt")
 }
@@ -194,12 +204,7 @@ fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
 }
 
 pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
-    let device = match args.device {
-        ComputeDevice::Cpu => Device::Cpu,
-        ComputeDevice::Cuda => crate::emotion::select_device(crate::emotion::DeviceKind::Cuda)
-            .map_err(anyhow::Error::msg)?
-            .0,
-    };
+    let device = args.device.device()?;
     let train = Dataset::load(&args.train).context("loading --train")?;
     let val = Dataset::load(&args.val).context("loading --val")?;
     if args.batch < 2 {
