@@ -100,10 +100,14 @@ enum Variant {
 type Forward = Box<dyn Fn(&Tensor, bool) -> candle_core::Result<Tensor>>;
 
 /// The network of a variant as a `forward(x, train)` closure.
-fn load_net(arch: Arch, variant: Variant, vb: VarBuilder) -> Result<Forward> {
+/// The network as a closure; `inference` freezes ours for inference, as the classifier does.
+fn load_net(arch: Arch, variant: Variant, vb: VarBuilder, inference: bool) -> Result<Forward> {
     Ok(match variant {
         Variant::Ours => {
-            let net = EmotionNet::load(vb, arch)?;
+            let mut net = EmotionNet::load(vb, arch)?;
+            if inference {
+                net.freeze_for_inference()?;
+            }
             Box::new(move |x, train| net.forward_t(x, train))
         }
         Variant::Stock => {
@@ -120,7 +124,7 @@ fn load_net(arch: Arch, variant: Variant, vb: VarBuilder) -> Result<Forward> {
 fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, device: &Device) -> Result<f64> {
     let varmap = VarMap::new();
     let vb = SeededInit::varbuilder(&varmap, 1, device);
-    let net = load_net(arch, variant, vb)?;
+    let net = load_net(arch, variant, vb, false)?;
     let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut opt = Optimizer::new(OptimizerKind::Adamw, &vars, 1e-4)?;
     let s = InputContract::SIZE;
@@ -156,7 +160,7 @@ fn median_seconds(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64>
 fn time_inference(arch: Arch, variant: Variant, batch: usize, calls: usize, device: &Device) -> Result<f64> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = load_net(arch, variant, vb)?;
+    let net = load_net(arch, variant, vb, true)?;
     let s = InputContract::SIZE;
     let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), device)?.detach();
     let run = || -> Result<()> {

@@ -205,6 +205,9 @@ impl ModuleT for BatchNorm {
 pub struct ConvBnRelu {
     conv: Conv,
     bn: BatchNorm,
+    /// Folded (weight, bias) for inference, computed once by [`ConvBnRelu::freeze`]; without it
+    /// (training, whose statistics move) each inference call folds afresh.
+    frozen: Option<(Tensor, Tensor)>,
 }
 
 impl ConvBnRelu {
@@ -212,7 +215,14 @@ impl ConvBnRelu {
         Ok(Self {
             conv: Conv::load(vb.pp("conv"), c_in, c_out, kernel, stride, kernel / 2, false)?,
             bn: BatchNorm::load(vb.pp("bn"), c_out)?,
+            frozen: None,
         })
+    }
+
+    /// Folds batch norm into the convolution once, for a model that will only infer.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.frozen = Some(self.fold()?);
+        Ok(())
     }
 }
 
@@ -220,6 +230,20 @@ impl ConvBnRelu {
     /// Inference on the CPU: batch norm folded into the convolution's weights and bias, ReLU
     /// fused into the convolution's output (one pass instead of four).
     fn forward_folded(&self, x: &Tensor) -> Result<Tensor> {
+        let fresh;
+        let (weight, shift) = match &self.frozen {
+            Some(frozen) => frozen,
+            None => {
+                fresh = self.fold()?;
+                &fresh
+            }
+        };
+        let zeros = shift.zeros_like()?;
+        ops::conv2d_bias_prelu_padded(x, weight, shift, &zeros, self.conv.stride, self.conv.padding)
+    }
+
+    /// The convolution's weight and bias with batch norm's running statistics folded in.
+    fn fold(&self) -> Result<(Tensor, Tensor)> {
         let scale = (self.bn.running_var.as_tensor() + self.bn.eps)?.sqrt()?.recip()?.mul(&self.bn.weight)?;
         let shift = (&self.bn.bias - self.bn.running_mean.as_tensor().mul(&scale)?)?;
         let shift = match &self.conv.bias {
@@ -228,7 +252,7 @@ impl ConvBnRelu {
         };
         let c_out = scale.dim(0)?;
         let weight = self.conv.weight.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
-        ops::conv2d_bias_prelu_padded(x, &weight, &shift, &scale.zeros_like()?, self.conv.stride, self.conv.padding)
+        Ok((weight, shift))
     }
 }
 

@@ -114,11 +114,13 @@ impl EmotionClassifier {
             .ok_or_else(|| format_err(format!("unknown architecture '{arch_name}'")))?;
         let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)
             .map_err(|e| format_err(e.to_string()))?;
-        let net = EmotionNet::load(vb, arch).map_err(|e| ModelError::Shape {
+        let mut net = EmotionNet::load(vb, arch).map_err(|e| ModelError::Shape {
             origin: origin.to_string(),
             arch: arch.name().to_string(),
             reason: e.to_string(),
         })?;
+        // The classifier only infers: fold batch norm once, not on every call.
+        net.freeze_for_inference().map_err(|e| format_err(e.to_string()))?;
         Ok(Self {
             net,
             device: device.clone(),

@@ -68,6 +68,17 @@ impl EmotionNet {
         })
     }
 
+    /// Folds batch norm into the convolutions once: for models that only infer (the classifier,
+    /// inference benchmarks), never during training.
+    pub fn freeze_for_inference(&mut self) -> Result<()> {
+        let layers: Vec<&mut ConvBnRelu> = match self {
+            EmotionNet::Vgg(net) => net.stages.iter_mut().flatten().collect(),
+            EmotionNet::Basic(_) => Vec::new(),
+            EmotionNet::Xception(net) => net.stem.iter_mut().collect(),
+        };
+        layers.into_iter().try_for_each(ConvBnRelu::freeze)
+    }
+
     /// `(B, 1, 48, 48)` → `(B, 7)` logits.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         check_dtype(x)?;
