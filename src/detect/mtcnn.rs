@@ -36,13 +36,7 @@ impl PRelu {
 
     /// `prelu(conv(x))`.
     fn conv(&self, conv: &Conv, x: &Tensor) -> candle_core::Result<Tensor> {
-        // Direct convolution where rows are wide enough for its 16-pixel blocks.
-        let out_width = x.dim(3)? + 1 - conv.weight().dim(3)?;
-        if conv.is_plain() && out_width >= 16 {
-            crate::ops::conv2d_bias_prelu(x, conv.weight(), conv.bias(), &self.weight)
-        } else {
-            crate::ops::bias_prelu(&conv.forward_no_bias(x)?, conv.bias(), &self.weight)
-        }
+        conv.forward_prelu(x, &self.weight)
     }
 
     /// `prelu(dense(x))`.

@@ -69,22 +69,9 @@ impl Conv {
         ops::conv2d_cbhw(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
 
-    /// The convolution without its bias, for callers that fuse the bias into the next op.
-    pub fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d_cbhw(x, &self.weight, None, self.stride, self.padding)
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
-
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// Stride 1 and no padding (what [`ops::conv2d_bias_prelu`] computes).
-    pub fn is_plain(&self) -> bool {
-        self.stride == 1 && self.padding == 0
+    /// `prelu(conv(x))` with per-channel slopes `alpha`, bias and activation fused (inference).
+    pub fn forward_prelu(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        ops::conv2d_bias_prelu_padded(x, &self.weight, self.bias.as_ref(), alpha, self.stride, self.padding)
     }
 }
 
@@ -239,7 +226,7 @@ impl ConvBnRelu {
             }
         };
         let zeros = shift.zeros_like()?;
-        ops::conv2d_bias_prelu_padded(x, weight, shift, &zeros, self.conv.stride, self.conv.padding)
+        ops::conv2d_bias_prelu_padded(x, weight, Some(shift), &zeros, self.conv.stride, self.conv.padding)
     }
 
     /// The convolution's weight and bias with batch norm's running statistics folded in.

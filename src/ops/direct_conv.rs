@@ -229,7 +229,7 @@ pub fn conv2d_bias_prelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, alp
 pub fn conv2d_bias_prelu_padded(
     x: &Tensor,
     weight: &Tensor,
-    bias: &Tensor,
+    bias: Option<&Tensor>,
     alpha: &Tensor,
     stride: usize,
     padding: usize,
@@ -239,7 +239,7 @@ pub fn conv2d_bias_prelu_padded(
     let out_w = (w + 2 * padding).saturating_sub(k) / stride.max(1) + 1;
     if stride == 1 && out_w >= 2 * LANES && super::fast_path(x) && h + 2 * padding >= k {
         let x = if padding > 0 { x.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)? } else { x.clone() };
-        return conv2d_bias_prelu(&x, weight, Some(bias), alpha);
+        return conv2d_bias_prelu(&x, weight, bias, alpha);
     }
-    super::bias_prelu(&super::conv2d_cbhw(x, weight, None, stride, padding)?, Some(bias), alpha)
+    super::bias_prelu(&super::conv2d_cbhw(x, weight, None, stride, padding)?, bias, alpha)
 }

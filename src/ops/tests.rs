@@ -340,7 +340,7 @@ fn padded_conv_bias_prelu_matches_candle_with_padding_and_stride() -> Result<()>
         let x = random(&[c_in, batch, h, w], &mut rng)?;
         let wt = random(&[c_out, c_in, k, k], &mut rng)?;
         let (b, a) = (random(&[c_out], &mut rng)?, random(&[c_out], &mut rng)?);
-        let ours = conv2d_bias_prelu_padded(&x, &wt, &b, &a, stride, padding)?;
+        let ours = conv2d_bias_prelu_padded(&x, &wt, Some(&b), &a, stride, padding)?;
         let conv = x.transpose(0, 1)?.contiguous()?.conv2d(&wt, padding, stride, 1, 1)?.transpose(0, 1)?.contiguous()?;
         assert_close(&ours, &reference_bias_prelu(&conv, &b, &a)?, 1e-5, "conv2d_bias_prelu_padded")?;
     }
