@@ -13,6 +13,7 @@ mod batchnorm;
 mod depthwise;
 mod direct_conv;
 mod im2col;
+pub mod int8;
 mod maxpool;
 mod prelu;
 

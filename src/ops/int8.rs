@@ -1,0 +1,409 @@
+//! Int8 inference kernels for CPUs with AVX-512 VNNI.
+//!
+//! A 3x3 convolution (stride 1, padding 1) of unsigned 8-bit activations with signed 8-bit
+//! weights: `vpdpbusd` multiplies 4 u8·s8 pairs and adds them into an i32 lane, 64
+//! multiply-adds per instruction where f32 FMA does 16. Activations are laid out NHWC with a
+//! zero border (`(H+2)·(W+2)·C` bytes), so the convolution is an implicit GEMM that reads its
+//! input in place: no im2col copy. Weights are quantised per output channel (symmetric, ±127);
+//! the caller picks the activations' scale. The i32 sums become
+//! `relu(sum · in_scale · weight_scale + bias)` in f32, and the kernel returns their maximum,
+//! from which the caller quantises the next layer's input.
+//!
+//! A portable kernel computes the same sums without SIMD: it is the reference of the tests and
+//! runs where VNNI is missing (slowly: callers prefer f32 there).
+
+/// Output pixels per register tile (along a row).
+const TILE_PIXELS: usize = 6;
+
+/// Which implementation runs the convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX-512 VNNI (`vpdpbusd`): x86-64 CPUs from Ice Lake and Zen 4 on.
+    Vnni,
+    /// Plain Rust: the tests' reference.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// The fast kernel when this CPU has it.
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Some(Int8Kernel::Vnni);
+            }
+        }
+        None
+    }
+}
+
+/// Quantises `values` to symmetric i8 (±127) with one scale; returns the scale.
+fn quantize_symmetric(values: &[f32], out: &mut Vec<i8>) -> f32 {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    out.extend(values.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+    scale
+}
+
+/// A 3x3, stride 1, padding 1 convolution with int8 weights, bias and ReLU.
+#[derive(Debug, Clone)]
+pub struct Int8Conv3x3 {
+    pub c_in: usize,
+    pub c_out: usize,
+    /// `[c_out][tap][c_in]` quantised weights (the portable kernel's layout).
+    plain: Vec<i8>,
+    /// VNNI layout, per block of `16·lanes` output channels: `[tap][c_in/4][lanes][16 ch][4 ci]`.
+    packed: Vec<i8>,
+    /// `(first channel, 16-lane vectors, offset in packed)` per block of output channels.
+    blocks: Vec<(usize, usize, usize)>,
+    weight_scale: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Int8Conv3x3 {
+    /// From f32 weights `(c_out, c_in, 3, 3)` (row-major) and a bias of `c_out`. The VNNI kernel
+    /// needs `c_in` divisible by 4 and `c_out` by 16.
+    pub fn quantize(weight: &[f32], bias: &[f32], c_out: usize, c_in: usize) -> Result<Self, String> {
+        if c_in % 4 != 0 || c_out % 16 != 0 {
+            return Err(format!("int8 convolution needs input channels divisible by 4 and output channels by 16, got {c_in} → {c_out}"));
+        }
+        if weight.len() != c_out * c_in * 9 || bias.len() != c_out {
+            return Err(format!(
+                "int8 convolution {c_in} → {c_out}: {} weights and {} biases, expected {} and {c_out}",
+                weight.len(),
+                bias.len(),
+                c_out * c_in * 9
+            ));
+        }
+        let mut plain = Vec::with_capacity(weight.len());
+        let mut weight_scale = Vec::with_capacity(c_out);
+        let mut channel = Vec::with_capacity(c_in * 9);
+        let mut quantized = Vec::with_capacity(c_in * 9);
+        for co in 0..c_out {
+            // (c_in, 3, 3) → (tap, c_in): taps outermost, channels contiguous, as NHWC reads them.
+            channel.clear();
+            let w = &weight[co * c_in * 9..(co + 1) * c_in * 9];
+            channel.extend((0..9).flat_map(|tap| (0..c_in).map(move |ci| w[ci * 9 + tap])));
+            quantized.clear();
+            weight_scale.push(quantize_symmetric(&channel, &mut quantized));
+            plain.extend_from_slice(&quantized);
+        }
+        let mut packed = Vec::with_capacity(plain.len());
+        let mut blocks = Vec::new();
+        let mut co0 = 0;
+        while co0 < c_out {
+            let lanes = match c_out - co0 {
+                r if r >= 64 => 4,
+                r if r >= 32 => 2,
+                _ => 1,
+            };
+            blocks.push((co0, lanes, packed.len()));
+            for tap in 0..9 {
+                for ci4 in (0..c_in).step_by(4) {
+                    for lane in 0..lanes {
+                        for ch in 0..16 {
+                            let co = co0 + lane * 16 + ch;
+                            let at = co * 9 * c_in + tap * c_in + ci4;
+                            packed.extend_from_slice(&plain[at..at + 4]);
+                        }
+                    }
+                }
+            }
+            co0 += lanes * 16;
+        }
+        Ok(Self {
+            c_in,
+            c_out,
+            plain,
+            packed,
+            blocks,
+            weight_scale,
+            bias: bias.to_vec(),
+        })
+    }
+
+    /// Bytes the padded input of an `h`x`w` image must hold: the zero-bordered image plus
+    /// slack that the last row's partial tile may read (its results are discarded).
+    pub fn input_len(&self, h: usize, w: usize) -> usize {
+        padded_len(h, w, self.c_in)
+    }
+
+    /// Convolves the padded NHWC u8 `input` (values × `in_scale` = activations) into `out`
+    /// (`h·w·c_out` f32, NHWC, after bias and ReLU); returns the largest output.
+    pub fn forward(
+        &self,
+        kernel: Int8Kernel,
+        input: &[u8],
+        h: usize,
+        w: usize,
+        in_scale: f32,
+        out: &mut [f32],
+    ) -> Result<f32, String> {
+        if input.len() < self.input_len(h, w) || out.len() < h * w * self.c_out {
+            return Err(format!(
+                "int8 convolution on {h}x{w}: buffers of {} and {} elements are too small",
+                input.len(),
+                out.len()
+            ));
+        }
+        Ok(match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Vnni if Int8Kernel::detect() == Some(Int8Kernel::Vnni) => {
+                // SAFETY: the CPU has the features (checked above) and the buffer sizes were
+                // checked against the reads and writes the kernel makes.
+                unsafe { vnni::forward(self, input, h, w, in_scale, out) }
+            }
+            _ => self.forward_portable(input, h, w, in_scale, out),
+        })
+    }
+
+    fn forward_portable(&self, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        let row = (w + 2) * c_in;
+        let mut max = 0f32;
+        for y in 0..h {
+            for x in 0..w {
+                for co in 0..c_out {
+                    let weights = &self.plain[co * 9 * c_in..(co + 1) * 9 * c_in];
+                    let mut sum = 0i32;
+                    for tap in 0..9 {
+                        let at = (y + tap / 3) * row + (x + tap % 3) * c_in;
+                        let pixels = &input[at..at + c_in];
+                        let taps = &weights[tap * c_in..(tap + 1) * c_in];
+                        sum += pixels.iter().zip(taps).map(|(&a, &b)| a as i32 * b as i32).sum::<i32>();
+                    }
+                    let scale = in_scale * self.weight_scale[co];
+                    let v = (sum as f32).mul_add(scale, self.bias[co]).max(0.0);
+                    out[(y * w + x) * c_out + co] = v;
+                    max = max.max(v);
+                }
+            }
+        }
+        max
+    }
+}
+
+/// Length of a zero-bordered NHWC u8 buffer for an `h`x`w`x`c` image, with the slack a
+/// partial tile of the last row reads past its end.
+pub fn padded_len(h: usize, w: usize, c: usize) -> usize {
+    ((h + 2) * (w + 2) + TILE_PIXELS + 2) * c
+}
+
+/// Quantises `src` (`h·w·c` NHWC, values in `0..=max`) into the interior of the padded u8
+/// `dst`, max-pooled 2x2 first when `pool`; zeroes the border. Returns the scale (`value =
+/// byte · scale`).
+pub fn quantize_padded(src: &[f32], h: usize, w: usize, c: usize, max: f32, pool: bool, dst: &mut Vec<u8>) -> f32 {
+    let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
+    dst.clear();
+    dst.resize(padded_len(oh, ow, c), 0);
+    let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    let row = (ow + 2) * c;
+    for y in 0..oh {
+        for x in 0..ow {
+            let d = &mut dst[(y + 1) * row + (x + 1) * c..][..c];
+            if pool {
+                let at = |yy: usize, xx: usize| &src[(yy * w + xx) * c..][..c];
+                let (a, b, e, f) = (at(2 * y, 2 * x), at(2 * y, 2 * x + 1), at(2 * y + 1, 2 * x), at(2 * y + 1, 2 * x + 1));
+                for i in 0..c {
+                    let v = a[i].max(b[i]).max(e[i].max(f[i]));
+                    d[i] = (v * inv + 0.5).min(255.0) as u8;
+                }
+            } else {
+                for (q, &v) in d.iter_mut().zip(&src[(y * w + x) * c..][..c]) {
+                    *q = (v * inv + 0.5).min(255.0) as u8;
+                }
+            }
+        }
+    }
+    scale
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{Int8Conv3x3, TILE_PIXELS};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn forward(
+        conv: &Int8Conv3x3,
+        input: &[u8],
+        h: usize,
+        w: usize,
+        in_scale: f32,
+        out: &mut [f32],
+    ) -> f32 {
+        let mut max = _mm512_setzero_ps();
+        for &(co0, lanes, offset) in &conv.blocks {
+            let weights = conv.packed.as_ptr().add(offset);
+            max = match lanes {
+                4 => block::<4>(conv, input, h, w, in_scale, co0, weights, out, max),
+                2 => block::<2>(conv, input, h, w, in_scale, co0, weights, out, max),
+                _ => block::<1>(conv, input, h, w, in_scale, co0, weights, out, max),
+            };
+        }
+        _mm512_reduce_max_ps(max)
+    }
+
+    /// One block of `16·L` output channels over the whole image, `TILE_PIXELS` pixels at a time:
+    /// `TILE_PIXELS·L` i32 accumulators stay in registers for the whole 3x3xC_in reduction.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const L: usize>(
+        conv: &Int8Conv3x3,
+        input: &[u8],
+        h: usize,
+        w: usize,
+        in_scale: f32,
+        co0: usize,
+        weights: *const i8,
+        out: &mut [f32],
+        mut max: __m512,
+    ) -> __m512 {
+        let (c_in, c_out) = (conv.c_in, conv.c_out);
+        let row = (w + 2) * c_in;
+        let groups = c_in / 4;
+        let mut scale = [_mm512_setzero_ps(); L];
+        let mut bias = [_mm512_setzero_ps(); L];
+        for l in 0..L {
+            let ch = co0 + l * 16;
+            scale[l] = _mm512_mul_ps(_mm512_set1_ps(in_scale), _mm512_loadu_ps(conv.weight_scale.as_ptr().add(ch)));
+            bias[l] = _mm512_loadu_ps(conv.bias.as_ptr().add(ch));
+        }
+        let zero = _mm512_setzero_ps();
+        for y in 0..h {
+            let mut x0 = 0;
+            while x0 < w {
+                let mut acc = [[_mm512_setzero_si512(); L]; TILE_PIXELS];
+                let mut wp = weights as *const __m512i;
+                for tap in 0..9 {
+                    let base = input.as_ptr().add((y + tap / 3) * row + (x0 + tap % 3) * c_in);
+                    for g in 0..groups {
+                        let mut wv = [_mm512_setzero_si512(); L];
+                        for l in 0..L {
+                            wv[l] = _mm512_loadu_si512(wp.add(l));
+                        }
+                        wp = wp.add(L);
+                        let a = base.add(g * 4);
+                        for p in 0..TILE_PIXELS {
+                            let pixels = _mm512_set1_epi32((a.add(p * c_in) as *const i32).read_unaligned());
+                            for l in 0..L {
+                                acc[p][l] = _mm512_dpbusd_epi32(acc[p][l], pixels, wv[l]);
+                            }
+                        }
+                    }
+                }
+                for (p, acc) in acc.iter().enumerate().take(w - x0) {
+                    let dst = out.as_mut_ptr().add((y * w + x0 + p) * c_out + co0);
+                    for l in 0..L {
+                        let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[l]), scale[l], bias[l]);
+                        let v = _mm512_max_ps(v, zero);
+                        _mm512_storeu_ps(dst.add(l * 16), v);
+                        max = _mm512_max_ps(max, v);
+                    }
+                }
+                x0 += TILE_PIXELS;
+            }
+        }
+        max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// f32 convolution of the dequantised input with the f32 weights: what int8 approximates.
+    fn reference(weight: &[f32], bias: &[f32], input: &[u8], scale: f32, h: usize, w: usize, c_in: usize, c_out: usize) -> Vec<f32> {
+        let row = (w + 2) * c_in;
+        let mut out = vec![0f32; h * w * c_out];
+        for y in 0..h {
+            for x in 0..w {
+                for co in 0..c_out {
+                    let mut s = bias[co];
+                    for ci in 0..c_in {
+                        for tap in 0..9 {
+                            let a = input[(y + tap / 3) * row + (x + tap % 3) * c_in + ci] as f32 * scale;
+                            s += a * weight[(co * c_in + ci) * 9 + tap];
+                        }
+                    }
+                    out[(y * w + x) * c_out + co] = s.max(0.0);
+                }
+            }
+        }
+        out
+    }
+
+    fn random_case(seed: u64, h: usize, w: usize, c_in: usize, c_out: usize) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let weight: Vec<f32> = (0..c_out * c_in * 9).map(|_| rng.random_range(-0.2..0.2)).collect();
+        let bias: Vec<f32> = (0..c_out).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let mut input = vec![0u8; padded_len(h, w, c_in)];
+        let row = (w + 2) * c_in;
+        for y in 0..h {
+            for x in 0..w {
+                for ci in 0..c_in {
+                    input[(y + 1) * row + (x + 1) * c_in + ci] = rng.random();
+                }
+            }
+        }
+        (weight, bias, input)
+    }
+
+    #[test]
+    fn int8_convolution_matches_f32_within_quantisation_error() {
+        // Odd sizes: partial tiles, one- and two-vector channel blocks after full ones.
+        for (seed, (h, w, c_in, c_out)) in [(5, 7, 8, 16), (6, 6, 32, 64), (3, 13, 12, 112), (1, 1, 4, 48)].into_iter().enumerate() {
+            let (weight, bias, input) = random_case(seed as u64, h, w, c_in, c_out);
+            let scale = 0.01;
+            let conv = Int8Conv3x3::quantize(&weight, &bias, c_out, c_in).unwrap();
+            let expected = reference(&weight, &bias, &input, scale, h, w, c_in, c_out);
+            let mut out = vec![0f32; h * w * c_out];
+            let max = conv.forward(Int8Kernel::Portable, &input, h, w, scale, &mut out).unwrap();
+            let worst = expected.iter().zip(&out).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let range = expected.iter().fold(0f32, |m, v| m.max(*v));
+            // Weight rounding: at most half a step (max|w|/254) per tap, times the input.
+            assert!(worst < 0.01 * range.max(1.0), "{h}x{w} {c_in}→{c_out}: off by {worst} of {range}");
+            assert_eq!(max, out.iter().fold(0f32, |m, v| m.max(*v)));
+            if let Some(Int8Kernel::Vnni) = Int8Kernel::detect() {
+                let mut fast = vec![0f32; h * w * c_out];
+                let fast_max = conv.forward(Int8Kernel::Vnni, &input, h, w, scale, &mut fast).unwrap();
+                // Same integer sums, same fused multiply-add: identical results.
+                assert_eq!(fast, out, "{h}x{w} {c_in}→{c_out}");
+                assert_eq!(fast_max, max);
+            }
+        }
+    }
+
+    #[test]
+    fn quantize_padded_pools_scales_and_keeps_a_zero_border() {
+        let (h, w, c) = (4, 2, 3);
+        let src: Vec<f32> = (0..h * w * c).map(|i| i as f32).collect();
+        let mut dst = Vec::new();
+        let max = (h * w * c - 1) as f32;
+        let scale = quantize_padded(&src, h, w, c, max, true, &mut dst);
+        assert_eq!(scale, max / 255.0);
+        assert_eq!(dst.len(), padded_len(2, 1, c));
+        // Pooled pixel (1, 0) is the max of rows 2..4: source pixel (3, 1), channel i.
+        let row = 3 * c;
+        for i in 0..c {
+            let v = src[(3 * w + 1) * c + i];
+            assert_eq!(dst[2 * row + c + i], (v / scale).round() as u8);
+            assert_eq!(dst[c + i], 0, "top border");
+        }
+        assert_eq!(dst[(2 * row + c)..][..c].iter().max(), Some(&255));
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(Int8Conv3x3::quantize(&[0.0; 9 * 3 * 16], &[0.0; 16], 16, 3).is_err());
+        assert!(Int8Conv3x3::quantize(&[0.0; 10], &[0.0; 16], 16, 4).is_err());
+        let conv = Int8Conv3x3::quantize(&[0.0; 9 * 4 * 16], &[0.0; 16], 16, 4).unwrap();
+        let mut out = vec![0f32; 16];
+        assert!(conv.forward(Int8Kernel::Portable, &[0u8; 8], 1, 1, 1.0, &mut out).is_err());
+    }
+}
