@@ -33,6 +33,9 @@ pub struct AnnotateArgs {
     /// Emotion model weights; the embedded default when omitted.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Arithmetic of the emotion CNN (the element's `precision`).
+    #[arg(long, value_enum, default_value_t = crate::emotion::Precision::Auto)]
+    pub precision: crate::emotion::Precision,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -103,12 +106,13 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
     let detector: crate::detect::DetectorKind = args.detector.into();
     let description = format!(
         "filesrc location=\"{input}\" ! decodebin name=dec \
-         queue name=vin ! videoconvert ! moodmirror name=mm draw={draw} detector={det} min-face-size={min} {model} \
+         queue name=vin ! videoconvert ! moodmirror name=mm draw={draw} detector={det} min-face-size={min} precision={precision} {model} \
          {json_stage}! videoconvert ! x264enc speed-preset=veryfast ! queue ! mp4mux name=mux ! filesink location=\"{out}\"",
         input = quote(&args.input),
         draw = !args.no_draw,
         det = detector.nick(),
         min = args.min_face_size,
+        precision = args.precision.nick(),
         out = quote(&video_tmp),
     );
     let pipeline = gst::parse::launch(&description)?

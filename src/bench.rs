@@ -172,6 +172,31 @@ fn time_inference(arch: Arch, variant: Variant, batch: usize, calls: usize, devi
     median_seconds(calls, run)
 }
 
+/// Seconds per inference call of the int8 network (`None`: no VNNI or no int8 version of `arch`).
+fn time_int8_inference(arch: Arch, batch: usize, calls: usize) -> Result<Option<(f64, &'static str)>> {
+    use crate::emotion::int8::Int8VggNet;
+    use crate::ops::int8::Int8Kernel;
+    let Some(kernel) = Int8Kernel::detect() else {
+        return Ok(None);
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let mut net = EmotionNet::load(vb, arch)?;
+    net.freeze_for_inference()?;
+    let Some(mut net) = Int8VggNet::quantize(&net, kernel)? else {
+        return Ok(None);
+    };
+    let s = InputContract::SIZE;
+    let x = Tensor::randn(0f32, 1.0, (batch, 1, s, s), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut run = || -> Result<()> {
+        let p = candle_nn::ops::softmax_last_dim(&net.forward_slice(&x, batch)?)?;
+        let _ = p.to_vec2::<f32>()?;
+        Ok(())
+    };
+    run()?;
+    Ok(Some((median_seconds(calls, run)?, "AVX-512 VNNI")))
+}
+
 fn epoch_minutes(batch: usize, step_seconds: f64) -> f64 {
     TRAIN_IMAGES / (batch as f64 / step_seconds) / 60.0
 }
@@ -223,6 +248,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let (ours, ours_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
     print_row("moodmirror ops + settings", args.batch, ours, args.infer_batch, ours_infer);
+    if let Some((int8, kernel)) = time_int8_inference(args.arch, args.infer_batch, 20)? {
+        println!(
+            "{:<44} inference {:7.0} faces/s ({:.2}x f32, same run)",
+            format!("moodmirror int8 ({kernel})"),
+            args.infer_batch as f64 / int8,
+            ours_infer / int8
+        );
+    }
     if args.no_stock {
         return Ok(());
     }

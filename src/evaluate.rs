@@ -6,12 +6,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::dataset::{normalize_into, Dataset};
-use crate::emotion::{EmotionNet, InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::emotion::{InputContract, CLASS_NAMES, NUM_CLASSES};
 
-/// Class probabilities for every image of `data`; with `tta` the average over the image and its
-/// mirror.
+/// Class probabilities for every image of `data` from `logits` (`(B, 1, 48, 48)` → `(B, 7)`);
+/// with `tta` the average over the image and its mirror.
 pub fn predict(
-    net: &EmotionNet,
+    logits: &mut dyn FnMut(&Tensor) -> candle_core::Result<Tensor>,
     data: &Dataset,
     device: &Device,
     batch: usize,
@@ -31,7 +31,7 @@ pub fn predict(
                 .enumerate()
                 .for_each(|(i, dst)| normalize_into(data.image(start + i), dst, mirror));
             let x = Tensor::from_slice(&input[..n * px], (n, 1, s, s), device)?;
-            let p = candle_nn::ops::softmax_last_dim(&net.forward_t(&x, false)?)?;
+            let p = candle_nn::ops::softmax_last_dim(&logits(&x)?)?;
             for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {
                 *acc += v / views.len() as f32;
             }

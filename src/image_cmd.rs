@@ -34,6 +34,9 @@ pub struct ImageArgs {
     /// Emotion model weights; the embedded default when omitted.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Arithmetic of the emotion CNN (the element's `precision`).
+    #[arg(long, value_enum, default_value_t = crate::emotion::Precision::Auto)]
+    pub precision: crate::emotion::Precision,
     /// Write annotated copies of the images (PNG) into this directory.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
@@ -87,10 +90,11 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let classifier = match &args.model {
+    let mut classifier = match &args.model {
         Some(p) => EmotionClassifier::from_file(p, &device)?,
         None => EmotionClassifier::embedded(&device)?,
     };
+    classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
     let detector = Detector::new(args.detector.into(), &device).map_err(anyhow::Error::msg)?;
     let mut analyzer = FaceAnalyzer::new(detector, classifier);
     let mut painter = Painter::new().map_err(anyhow::Error::msg)?;

@@ -319,7 +319,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             bar.set_message(format!("loss {:.4} acc {:.3} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
         }
         bar.finish_and_clear();
-        let probs = predict(&net, &val, &device, 256, false)?;
+        let probs = predict(&mut |x| net.forward_t(x, false), &val, &device, 256, false)?;
         let report = Report::compute(&probs, &val.labels);
         let record = EpochRecord {
             epoch,

@@ -331,3 +331,23 @@ fn mtcnn_detector_finds_the_face_with_landmarks_in_yuv_and_rgb() {
         assert_eq!(meta::roi_faces(&out)[0].landmarks, faces[0].landmarks);
     }
 }
+
+#[test]
+fn precision_f32_and_int8_agree_on_the_face() {
+    init();
+    let results: Vec<FaceMeta> = ["precision=f32", "precision=int8", ""]
+        .iter()
+        .map(|props| {
+            let faces = meta::faces(&run_in_format("RGB", props)).expect("MoodMirrorMeta");
+            assert_one_face_at_the_face(&faces, props);
+            faces[0].clone()
+        })
+        .collect();
+    let (f32_face, int8_face) = (&results[0], &results[1]);
+    assert_eq!(f32_face.emotion, int8_face.emotion);
+    for (a, b) in f32_face.probabilities.iter().zip(&int8_face.probabilities) {
+        assert!((a - b).abs() < 0.02, "f32 {:?} vs int8 {:?}", f32_face.probabilities, int8_face.probabilities);
+    }
+    let element = gst::ElementFactory::make("moodmirror").build().expect("element");
+    assert_eq!(element.property_value("precision").get::<gstmoodmirror::emotion::Precision>().ok(), Some(gstmoodmirror::emotion::Precision::Auto));
+}

@@ -162,21 +162,26 @@ struct EvaluateArgs {
     tta: bool,
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Arithmetic of the CNN: auto is int8 on CPUs with AVX-512 VNNI, as in the element.
+    #[arg(long, value_enum, default_value_t = emotion::Precision::Auto)]
+    precision: emotion::Precision,
 }
 
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let device = candle_core::Device::Cpu;
-    let classifier = match &args.model {
+    let mut classifier = match &args.model {
         Some(path) => emotion::EmotionClassifier::from_file(path, &device)?,
         None => emotion::EmotionClassifier::embedded(&device)?,
     };
+    classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
     let data = Dataset::load(&args.data)?;
-    let probs = evaluate::predict(classifier.net(), &data, &device, args.batch.max(1), args.tta)?;
+    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), args.tta)?;
     let report = evaluate::Report::compute(&probs, &data.labels);
     println!(
-        "model: {} (arch {}){}",
+        "model: {} (arch {}, {}){}",
         args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
         classifier.arch.name(),
+        classifier.precision_name(),
         if args.tta { ", with TTA (mirror)" } else { "" }
     );
     print!("{}", report.to_text());
@@ -185,6 +190,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         let mut json = serde_json::to_value(&report)?;
         json["model"] = serde_json::json!(args.model.as_ref().map(|p| p.display().to_string()));
         json["tta"] = serde_json::json!(args.tta);
+        json["precision"] = serde_json::json!(classifier.precision_name());
         json["data"] = serde_json::json!(args.data);
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
         plots::confusion_heatmap(&report, &dir.join("confusion_matrix.png"))?;

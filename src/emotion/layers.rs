@@ -230,7 +230,7 @@ impl ConvBnRelu {
     }
 
     /// The convolution's weight and bias with batch norm's running statistics folded in.
-    fn fold(&self) -> Result<(Tensor, Tensor)> {
+    pub fn fold(&self) -> Result<(Tensor, Tensor)> {
         let scale = (self.bn.running_var.as_tensor() + self.bn.eps)?.sqrt()?.recip()?.mul(&self.bn.weight)?;
         let shift = (&self.bn.bias - self.bn.running_mean.as_tensor().mul(&scale)?)?;
         let shift = match &self.conv.bias {

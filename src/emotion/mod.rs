@@ -1,6 +1,7 @@
 //! The emotion classifier: FER2013's seven classes, the model's input contract, the CNN
 //! architectures and loading of (embedded or user) weights.
 
+pub mod int8;
 pub mod layers;
 pub mod model;
 
@@ -10,6 +11,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use gst::glib;
 use candle_nn::VarBuilder;
+
+use crate::ops;
 
 pub use model::{Arch, EmotionNet};
 
@@ -71,9 +74,38 @@ pub fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
+/// The arithmetic the emotion CNN runs in on the CPU (GPUs always run f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, clap::ValueEnum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorPrecision")]
+pub enum Precision {
+    /// int8 on CPUs with AVX-512 VNNI (for the VGG-style nets), f32 otherwise.
+    #[enum_value(name = "Auto: int8 on CPUs with AVX-512 VNNI, else f32", nick = "auto")]
+    Auto = 0,
+    /// f32 everywhere: the arithmetic the model was trained in.
+    #[enum_value(name = "f32", nick = "f32")]
+    F32 = 1,
+    /// int8 convolutions (a slow portable kernel on CPUs without AVX-512 VNNI).
+    #[enum_value(name = "int8 convolutions", nick = "int8")]
+    Int8 = 2,
+}
+
+impl Precision {
+    /// The element property's value for this precision.
+    pub fn nick(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
 /// A ready-to-run emotion network and what its file says about it.
 pub struct EmotionClassifier {
     net: EmotionNet,
+    /// The int8 version of `net`, when the precision asks for it.
+    int8: Option<int8::Int8VggNet>,
     device: Device,
     pub arch: Arch,
     pub metadata: HashMap<String, String>,
@@ -121,17 +153,59 @@ impl EmotionClassifier {
         })?;
         // The classifier only infers: fold batch norm once, not on every call.
         net.freeze_for_inference().map_err(|e| format_err(e.to_string()))?;
-        Ok(Self {
+        let mut classifier = Self {
             net,
+            int8: None,
             device: device.clone(),
             arch,
             metadata,
             input: Vec::new(),
-        })
+        };
+        classifier.set_precision(Precision::Auto).map_err(format_err)?;
+        Ok(classifier)
     }
 
     pub fn net(&self) -> &EmotionNet {
         &self.net
+    }
+
+    /// Chooses f32 or int8 arithmetic; an error for int8 on a GPU or for an architecture
+    /// without an int8 version.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), String> {
+        let kernel = match (precision, self.device.is_cpu()) {
+            (Precision::F32, _) | (Precision::Auto, false) => None,
+            (Precision::Int8, false) => return Err("precision=int8 runs on the CPU only; use precision=f32 or auto on a GPU".into()),
+            (Precision::Auto, true) => ops::int8::Int8Kernel::detect(),
+            (Precision::Int8, true) => Some(ops::int8::Int8Kernel::detect().unwrap_or(ops::int8::Int8Kernel::Portable)),
+        };
+        self.int8 = match kernel {
+            None => None,
+            Some(kernel) => match int8::Int8VggNet::quantize(&self.net, kernel).map_err(|e| e.to_string())? {
+                Some(net) => Some(net),
+                None if precision == Precision::Int8 => {
+                    return Err(format!("architecture '{}' has no int8 version; use precision=f32", self.arch.name()))
+                }
+                None => None,
+            },
+        };
+        Ok(())
+    }
+
+    /// The arithmetic in use: "int8" or "f32".
+    pub fn precision_name(&self) -> &'static str {
+        if self.int8.is_some() {
+            "int8"
+        } else {
+            "f32"
+        }
+    }
+
+    /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits, in the chosen precision.
+    pub fn logits(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &mut self.int8 {
+            Some(net) => net.forward(x),
+            None => self.net.forward_t(x, false),
+        }
     }
 
     /// Classifies 48x48 grayscale crops (`INPUT_SIZE²` bytes each, row-major) in one batch and
@@ -149,9 +223,14 @@ impl EmotionClassifier {
         self.input.clear();
         self.input
             .extend(crops[..n * InputContract::PIXELS].iter().map(|&p| InputContract::normalize(p)));
-        let s = InputContract::SIZE;
-        let x = Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?;
-        let probs = candle_nn::ops::softmax_last_dim(&self.net.forward_t(&x, false)?)?;
+        let logits = match &mut self.int8 {
+            Some(net) => net.forward_slice(&self.input, n)?,
+            None => {
+                let s = InputContract::SIZE;
+                self.net.forward_t(&Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?, false)?
+            }
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
         let flat = probs.flatten_all()?.to_vec1::<f32>()?;
         probabilities.extend(flat.chunks_exact(NUM_CLASSES).map(|row| {
             let mut p = [0f32; NUM_CLASSES];

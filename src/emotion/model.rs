@@ -98,9 +98,9 @@ impl EmotionNet {
 
 #[derive(Debug, Clone)]
 pub struct VggNet {
-    stages: Vec<Vec<ConvBnRelu>>,
-    fc1: Dense,
-    fc2: Dense,
+    pub(super) stages: Vec<Vec<ConvBnRelu>>,
+    pub(super) fc1: Dense,
+    pub(super) fc2: Dense,
 }
 
 impl VggNet {
