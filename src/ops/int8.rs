@@ -38,6 +38,11 @@ impl Int8Kernel {
         }
         None
     }
+
+    /// The VNNI kernel, asked for and present.
+    fn is_vnni_here(self) -> bool {
+        self == Int8Kernel::Vnni && Int8Kernel::detect() == Some(Int8Kernel::Vnni)
+    }
 }
 
 /// Quantises `values` to symmetric i8 (±127) with one scale; returns the scale.
@@ -151,7 +156,7 @@ impl Int8Conv3x3 {
         }
         Ok(match kernel {
             #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Vnni if Int8Kernel::detect() == Some(Int8Kernel::Vnni) => {
+            Int8Kernel::Vnni if kernel.is_vnni_here() => {
                 // SAFETY: the CPU has the features (checked above) and the buffer sizes were
                 // checked against the reads and writes the kernel makes.
                 unsafe { vnni::forward(self, input, h, w, in_scale, out) }
@@ -195,31 +200,62 @@ pub fn padded_len(h: usize, w: usize, c: usize) -> usize {
 /// Quantises `src` (`h·w·c` NHWC, values in `0..=max`) into the interior of the padded u8
 /// `dst`, max-pooled 2x2 first when `pool`; zeroes the border. Returns the scale (`value =
 /// byte · scale`).
-pub fn quantize_padded(src: &[f32], h: usize, w: usize, c: usize, max: f32, pool: bool, dst: &mut Vec<u8>) -> f32 {
+pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: usize, max: f32, pool: bool, dst: &mut Vec<u8>) -> f32 {
     let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
     dst.clear();
     dst.resize(padded_len(oh, ow, c), 0);
     let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
     let inv = 1.0 / scale;
     let row = (ow + 2) * c;
+    let step = if pool { 2 } else { 1 };
     for y in 0..oh {
         for x in 0..ow {
             let d = &mut dst[(y + 1) * row + (x + 1) * c..][..c];
-            if pool {
-                let at = |yy: usize, xx: usize| &src[(yy * w + xx) * c..][..c];
-                let (a, b, e, f) = (at(2 * y, 2 * x), at(2 * y, 2 * x + 1), at(2 * y + 1, 2 * x), at(2 * y + 1, 2 * x + 1));
-                for i in 0..c {
-                    let v = a[i].max(b[i]).max(e[i].max(f[i]));
-                    d[i] = (v * inv + 0.5).min(255.0) as u8;
-                }
-            } else {
-                for (q, &v) in d.iter_mut().zip(&src[(y * w + x) * c..][..c]) {
-                    *q = (v * inv + 0.5).min(255.0) as u8;
-                }
+            let at = |dy: usize, dx: usize| &src[((y * step + dy) * w + x * step + dx) * c..][..c];
+            let quads = if pool { [at(0, 0), at(0, 1), at(1, 0), at(1, 1)] } else { [at(0, 0); 4] };
+            #[cfg(target_arch = "x86_64")]
+            if c % 16 == 0 && kernel.is_vnni_here() {
+                // SAFETY: AVX-512 is present (checked) and every slice holds `c` elements.
+                unsafe { vnni::max4_quantize(quads, inv, d) };
+                continue;
+            }
+            for (i, q) in d.iter_mut().enumerate() {
+                let v = quads[0][i].max(quads[1][i]).max(quads[2][i].max(quads[3][i]));
+                *q = (v * inv + 0.5).min(255.0) as u8;
             }
         }
     }
     scale
+}
+
+/// A 3x3 convolution (padding 1) of a one-channel f32 image with bias and ReLU: the first layer
+/// of the emotion nets, kept in f32. `weight` is `[tap][c_out]`, `input` a zero-bordered
+/// `(h+2)x(w+2)` image, `out` `h·w·c_out` NHWC. Returns the largest output.
+pub fn conv3x3_one_channel(kernel: Int8Kernel, weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<f32, String> {
+    let c = bias.len();
+    if weight.len() != 9 * c || input.len() < (h + 2) * (w + 2) || out.len() < h * w * c {
+        return Err(format!("one-channel convolution on {h}x{w} → {c}: buffers too small"));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if c % 16 == 0 && kernel.is_vnni_here() {
+        // SAFETY: AVX-512 is present (checked) and the buffer sizes were checked above.
+        return Ok(unsafe { vnni::conv3x3_one_channel(weight, bias, input, h, w, out) });
+    }
+    let mut max = 0f32;
+    for y in 0..h {
+        for x in 0..w {
+            let o = &mut out[(y * w + x) * c..][..c];
+            for (co, o) in o.iter_mut().enumerate() {
+                let mut v = bias[co];
+                for tap in 0..9 {
+                    v = input[(y + tap / 3) * (w + 2) + x + tap % 3].mul_add(weight[tap * c + co], v);
+                }
+                *o = v.max(0.0);
+                max = max.max(*o);
+            }
+        }
+    }
+    Ok(max)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -244,6 +280,48 @@ mod vnni {
                 2 => block::<2>(conv, input, h, w, in_scale, co0, weights, out, max),
                 _ => block::<1>(conv, input, h, w, in_scale, co0, weights, out, max),
             };
+        }
+        _mm512_reduce_max_ps(max)
+    }
+
+    /// `d[i] = round(max of the four rows at i · inv)`, saturated to 255; as the portable code.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn max4_quantize(rows: [&[f32]; 4], inv: f32, d: &mut [u8]) {
+        let (inv, half) = (_mm512_set1_ps(inv), _mm512_set1_ps(0.5));
+        let limit = _mm512_set1_ps(255.0);
+        for i in (0..d.len()).step_by(16) {
+            let load = |r: &[f32]| _mm512_loadu_ps(r.as_ptr().add(i));
+            let v = _mm512_max_ps(_mm512_max_ps(load(rows[0]), load(rows[1])), _mm512_max_ps(load(rows[2]), load(rows[3])));
+            let v = _mm512_min_ps(_mm512_add_ps(_mm512_mul_ps(v, inv), half), limit);
+            let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+            _mm_storeu_si128(d.as_mut_ptr().add(i) as *mut __m128i, bytes);
+        }
+    }
+
+    /// The one-channel 3x3 convolution, 16 output channels per register.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn conv3x3_one_channel(weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> f32 {
+        let c = bias.len();
+        let zero = _mm512_setzero_ps();
+        let mut max = zero;
+        for co in (0..c).step_by(16) {
+            let b = _mm512_loadu_ps(bias.as_ptr().add(co));
+            let mut k = [zero; 9];
+            for (tap, k) in k.iter_mut().enumerate() {
+                *k = _mm512_loadu_ps(weight.as_ptr().add(tap * c + co));
+            }
+            for y in 0..h {
+                for x in 0..w {
+                    let mut v = b;
+                    for (tap, k) in k.iter().enumerate() {
+                        let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
+                        v = _mm512_fmadd_ps(_mm512_set1_ps(a), *k, v);
+                    }
+                    let v = _mm512_max_ps(v, zero);
+                    _mm512_storeu_ps(out.as_mut_ptr().add((y * w + x) * c + co), v);
+                    max = _mm512_max_ps(max, v);
+                }
+            }
         }
         _mm512_reduce_max_ps(max)
     }
@@ -385,7 +463,7 @@ mod tests {
         let src: Vec<f32> = (0..h * w * c).map(|i| i as f32).collect();
         let mut dst = Vec::new();
         let max = (h * w * c - 1) as f32;
-        let scale = quantize_padded(&src, h, w, c, max, true, &mut dst);
+        let scale = quantize_padded(Int8Kernel::Portable, &src, h, w, c, max, true, &mut dst);
         assert_eq!(scale, max / 255.0);
         assert_eq!(dst.len(), padded_len(2, 1, c));
         // Pooled pixel (1, 0) is the max of rows 2..4: source pixel (3, 1), channel i.
@@ -396,6 +474,32 @@ mod tests {
             assert_eq!(dst[c + i], 0, "top border");
         }
         assert_eq!(dst[(2 * row + c)..][..c].iter().max(), Some(&255));
+    }
+
+    #[test]
+    fn vector_and_portable_helpers_agree() {
+        let Some(fast) = Int8Kernel::detect() else {
+            return; // nothing to compare on this CPU: the portable code is tested above
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (h, w, c) = (6, 10, 32);
+        let src: Vec<f32> = (0..h * w * c).map(|_| rng.random_range(0.0..3.0)).collect();
+        for pool in [false, true] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let sa = quantize_padded(fast, &src, h, w, c, 3.0, pool, &mut a);
+            let sb = quantize_padded(Int8Kernel::Portable, &src, h, w, c, 3.0, pool, &mut b);
+            assert_eq!((sa, &a), (sb, &b), "pool {pool}");
+        }
+        let weight: Vec<f32> = (0..9 * c).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let bias: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let image: Vec<f32> = (0..(h + 2) * (w + 2)).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let (mut a, mut b) = (vec![0f32; h * w * c], vec![0f32; h * w * c]);
+        let ma = conv3x3_one_channel(fast, &weight, &bias, &image, h, w, &mut a).unwrap();
+        let mb = conv3x3_one_channel(Int8Kernel::Portable, &weight, &bias, &image, h, w, &mut b).unwrap();
+        assert_eq!((ma, &a), (mb, &b));
+        // And the portable one is the convolution it claims to be: pixel (2, 3), channel 5.
+        let expected = (0..9).fold(bias[5], |v, tap| v + image[(2 + tap / 3) * (w + 2) + 3 + tap % 3] * weight[tap * c + 5]);
+        assert!((b[(2 * w + 3) * c + 5] - expected.max(0.0)).abs() < 1e-5);
     }
 
     #[test]
