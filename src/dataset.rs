@@ -208,6 +208,11 @@ impl Default for Augment {
 }
 
 impl Augment {
+    /// The mean part of the frame a training view shows: what inference shows the network.
+    pub fn view_scale(&self) -> f32 {
+        self.crop.min(SIZE) as f32 / SIZE as f32
+    }
+
     /// Writes the augmented, normalised version of `src` (48x48 u8) into `dst` (48x48 f32).
     pub fn apply(&self, src: &[u8], dst: &mut [f32], rng: &mut impl Rng) {
         let c = (SIZE as f32 - 1.0) / 2.0;
@@ -253,12 +258,64 @@ fn bilinear_clamped(src: &[u8], x: f32, y: f32) -> f32 {
     top * (1.0 - fy) + bottom * fy
 }
 
-/// Normalised, un-augmented pixels of one image (evaluation), optionally mirrored (TTA).
-pub fn normalize_into(src: &[u8], dst: &mut [f32], mirror: bool) {
-    for y in 0..SIZE {
-        for x in 0..SIZE {
-            let sx = if mirror { SIZE - 1 - x } else { x };
-            dst[y * SIZE + x] = InputContract::normalize(src[y * SIZE + sx]);
+/// Normalised, un-augmented pixels of one 48x48 image as the network sees it at inference:
+/// the central `view_scale` of the frame resampled to 48x48 (bilinear, as in training; see
+/// [`InputContract::view_scale`]), optionally mirrored (TTA).
+pub fn normalize_into(src: &[u8], dst: &mut [f32], mirror: bool, view_scale: f32) {
+    if view_scale == 1.0 {
+        for y in 0..SIZE {
+            for x in 0..SIZE {
+                let sx = if mirror { SIZE - 1 - x } else { x };
+                dst[y * SIZE + x] = InputContract::normalize(src[y * SIZE + sx]);
+            }
         }
+        return;
+    }
+    let c = (SIZE as f32 - 1.0) / 2.0;
+    let flip = if mirror { -1.0 } else { 1.0 };
+    for y in 0..SIZE {
+        let sy = view_scale * (y as f32 - c) + c;
+        for x in 0..SIZE {
+            let sx = view_scale * (x as f32 - c) * flip + c;
+            dst[y * SIZE + x] = (bilinear_clamped(src, sx, sy) / 255.0 - InputContract::MEAN) / InputContract::STD;
+        }
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    fn ramp() -> Vec<u8> {
+        (0..SIZE * SIZE).map(|i| ((i % SIZE) * 5) as u8).collect()
+    }
+
+    #[test]
+    fn whole_view_is_the_plain_normalised_image_and_mirror_flips_it() {
+        let img = ramp();
+        let (mut plain, mut mirrored) = (vec![0f32; SIZE * SIZE], vec![0f32; SIZE * SIZE]);
+        normalize_into(&img, &mut plain, false, 1.0);
+        normalize_into(&img, &mut mirrored, true, 1.0);
+        for (i, &p) in img.iter().enumerate() {
+            assert_eq!(plain[i], InputContract::normalize(p));
+            assert_eq!(mirrored[i], InputContract::normalize(img[i - i % SIZE + SIZE - 1 - i % SIZE]));
+        }
+    }
+
+    #[test]
+    fn a_smaller_view_magnifies_the_centre() {
+        // A horizontal ramp of 5 grey levels per pixel: at view scale s, neighbouring output
+        // pixels are s source pixels apart, and the centre stays where it is.
+        let img = ramp();
+        let mut view = vec![0f32; SIZE * SIZE];
+        let s = 44.0 / 48.0;
+        normalize_into(&img, &mut view, false, s);
+        let grey = |v: f32| (v * InputContract::STD + InputContract::MEAN) * 255.0;
+        let row = &view[20 * SIZE..21 * SIZE];
+        for x in 1..SIZE - 1 {
+            assert!((grey(row[x + 1]) - grey(row[x]) - 5.0 * s).abs() < 1e-3, "x {x}");
+        }
+        let c = (SIZE as f32 - 1.0) / 2.0;
+        assert!((grey(row[24]) - 5.0 * (s * (24.0 - c) + c)).abs() < 1e-3);
     }
 }

@@ -9,13 +9,15 @@ use crate::dataset::{normalize_into, Dataset};
 use crate::emotion::{InputContract, CLASS_NAMES, NUM_CLASSES};
 
 /// Class probabilities for every image of `data` from `logits` (`(B, 1, 48, 48)` → `(B, 7)`);
-/// with `tta` the average over the image and its mirror.
+/// with `tta` the average over the image and its mirror; `view_scale` as
+/// [`InputContract::view_scale`].
 pub fn predict(
     logits: &mut dyn FnMut(&Tensor) -> candle_core::Result<Tensor>,
     data: &Dataset,
     device: &Device,
     batch: usize,
     tta: bool,
+    view_scale: f32,
 ) -> candle_core::Result<Vec<[f32; NUM_CLASSES]>> {
     let s = InputContract::SIZE;
     let px = InputContract::PIXELS;
@@ -29,7 +31,7 @@ pub fn predict(
             input[..n * px]
                 .par_chunks_mut(px)
                 .enumerate()
-                .for_each(|(i, dst)| normalize_into(data.image(start + i), dst, mirror));
+                .for_each(|(i, dst)| normalize_into(data.image(start + i), dst, mirror, view_scale));
             let x = Tensor::from_slice(&input[..n * px], (n, 1, s, s), device)?;
             let p = candle_nn::ops::softmax_last_dim(&logits(&x)?)?;
             for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {

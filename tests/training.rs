@@ -140,6 +140,8 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     let classifier = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load");
     assert_eq!(classifier.metadata.get("arch").map(String::as_str), Some("vgg"));
     assert!(classifier.metadata.contains_key("input_contract"));
+    // Trained on random 44-px crops of the 48-px frame: inference views the same part.
+    assert!((classifier.view_scale - 44.0 / 48.0).abs() < 1e-5, "view scale {}", classifier.view_scale);
 
     // evaluate writes a report whose numbers agree with its own confusion matrix.
     let report_dir = dir.path().join("eval");
@@ -161,6 +163,7 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
         assert!(report.get(key).is_some(), "report.json lacks {key}");
     }
     assert_eq!(report["n"], 56);
+    assert!((report["view_scale"].as_f64().expect("view_scale") - 44.0 / 48.0).abs() < 1e-5);
     let confusion: Vec<Vec<u64>> = serde_json::from_value(report["confusion"].clone()).expect("confusion");
     let diagonal: u64 = (0..7).map(|i| confusion[i][i]).sum();
     let accuracy = report["accuracy"].as_f64().expect("accuracy");

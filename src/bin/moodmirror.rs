@@ -165,6 +165,10 @@ struct EvaluateArgs {
     /// Arithmetic of the CNN: auto is int8 on CPUs with AVX-512 VNNI, as in the element.
     #[arg(long, value_enum, default_value_t = emotion::Precision::Auto)]
     precision: emotion::Precision,
+    /// Show the network this central part of each 48x48 image instead of the model's own
+    /// `view_scale` (metadata; 1.0 = the whole image).
+    #[arg(long)]
+    view_scale: Option<f32>,
 }
 
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
@@ -175,10 +179,14 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     };
     classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
     let data = Dataset::load(&args.data)?;
-    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), args.tta)?;
+    let view_scale = args.view_scale.unwrap_or(classifier.view_scale);
+    if !(0.5..=1.0).contains(&view_scale) {
+        anyhow::bail!("--view-scale {view_scale}: expected a number in 0.5..=1");
+    }
+    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), args.tta, view_scale)?;
     let report = evaluate::Report::compute(&probs, &data.labels);
     println!(
-        "model: {} (arch {}, {}){}",
+        "model: {} (arch {}, {}, view scale {view_scale:.4}){}",
         args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
         classifier.arch.name(),
         classifier.precision_name(),
@@ -191,6 +199,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         json["model"] = serde_json::json!(args.model.as_ref().map(|p| p.display().to_string()));
         json["tta"] = serde_json::json!(args.tta);
         json["precision"] = serde_json::json!(classifier.precision_name());
+        json["view_scale"] = serde_json::json!(view_scale);
         json["data"] = serde_json::json!(args.data);
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
         plots::confusion_heatmap(&report, &dir.join("confusion_matrix.png"))?;

@@ -37,6 +37,23 @@ impl InputContract {
         (p as f32 / 255.0 - Self::MEAN) / Self::STD
     }
 
+    /// Metadata key of the view scale: the network sees the central `view_scale` of the 48x48
+    /// face frame, resampled to 48x48. Training shows it random 44-px crops of the frame, so
+    /// its faces look 48/44 times as large as in a whole frame; inference shows the same
+    /// scale. Files without the key (older models) are viewed whole (1.0).
+    pub const VIEW_SCALE_KEY: &'static str = "view_scale";
+
+    /// The view scale recorded in a model's metadata; an error for an unusable value.
+    pub fn view_scale(metadata: &HashMap<String, String>) -> Result<f32, String> {
+        match metadata.get(Self::VIEW_SCALE_KEY) {
+            None => Ok(1.0),
+            Some(text) => match text.parse::<f32>() {
+                Ok(v) if (0.5..=1.0).contains(&v) => Ok(v),
+                _ => Err(format!("metadata {}='{text}' is not a number in 0.5..=1", Self::VIEW_SCALE_KEY)),
+            },
+        }
+    }
+
     pub fn describe() -> String {
         format!(
             "{s}x{s} grayscale, x = (p/255 - {m}) / {d}, NCHW (B,1,{s},{s}) f32, logits in order {}",
@@ -109,6 +126,8 @@ pub struct EmotionClassifier {
     device: Device,
     pub arch: Arch,
     pub metadata: HashMap<String, String>,
+    /// The part of the face frame the network looks at ([`InputContract::view_scale`]).
+    pub view_scale: f32,
     /// Reused input buffer: no allocation per frame for the pixels.
     input: Vec<f32>,
 }
@@ -141,6 +160,7 @@ impl EmotionClassifier {
             reason,
         };
         let metadata = read_metadata(bytes).map_err(format_err)?;
+        let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
         let arch_name = metadata.get("arch").map(String::as_str).unwrap_or("vgg");
         let arch = Arch::from_name(arch_name)
             .ok_or_else(|| format_err(format!("unknown architecture '{arch_name}'")))?;
@@ -159,6 +179,7 @@ impl EmotionClassifier {
             device: device.clone(),
             arch,
             metadata,
+            view_scale,
             input: Vec::new(),
         };
         classifier.set_precision(Precision::Auto).map_err(format_err)?;
@@ -220,9 +241,11 @@ impl EmotionClassifier {
         if n == 0 {
             return Ok(());
         }
-        self.input.clear();
-        self.input
-            .extend(crops[..n * InputContract::PIXELS].iter().map(|&p| InputContract::normalize(p)));
+        let px = InputContract::PIXELS;
+        self.input.resize(n * px, 0.0);
+        for (crop, input) in crops.chunks_exact(px).zip(self.input.chunks_exact_mut(px)) {
+            crate::dataset::normalize_into(crop, input, false, self.view_scale);
+        }
         let logits = match &mut self.int8 {
             Some(net) => net.forward_slice(&self.input, n)?,
             None => {
@@ -276,5 +299,26 @@ pub fn select_device(kind: DeviceKind) -> Result<(Device, Option<String>), Strin
             Err(e) => Ok((Device::Cpu, Some(format!("device=auto: no usable CUDA GPU ({e}), running on the CPU")))),
         },
         DeviceKind::Auto => Ok((Device::Cpu, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_scale_comes_from_metadata_and_bad_values_are_named() {
+        let mut meta = HashMap::new();
+        assert_eq!(InputContract::view_scale(&meta), Ok(1.0));
+        meta.insert(InputContract::VIEW_SCALE_KEY.to_string(), "0.916667".to_string());
+        assert!((InputContract::view_scale(&meta).unwrap() - 0.916667).abs() < 1e-6);
+        for bad in ["0", "1.5", "wide", "NaN"] {
+            meta.insert(InputContract::VIEW_SCALE_KEY.to_string(), bad.to_string());
+            let err = InputContract::view_scale(&meta).unwrap_err();
+            assert!(err.contains("view_scale") && err.contains(bad), "{err}");
+        }
+        // The shipped model records the view it was trained for.
+        let shipped = EmotionClassifier::embedded(&Device::Cpu).unwrap();
+        assert!((shipped.view_scale - 44.0 / 48.0).abs() < 1e-5);
     }
 }
