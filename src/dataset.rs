@@ -208,11 +208,6 @@ impl Default for Augment {
 }
 
 impl Augment {
-    /// The mean part of the frame a training view shows: what inference shows the network.
-    pub fn view_scale(&self) -> f32 {
-        self.crop.min(SIZE) as f32 / SIZE as f32
-    }
-
     /// Writes the augmented, normalised version of `src` (48x48 u8) into `dst` (48x48 f32).
     pub fn apply(&self, src: &[u8], dst: &mut [f32], rng: &mut impl Rng) {
         let c = (SIZE as f32 - 1.0) / 2.0;

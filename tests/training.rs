@@ -140,8 +140,8 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     let classifier = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load");
     assert_eq!(classifier.metadata.get("arch").map(String::as_str), Some("vgg"));
     assert!(classifier.metadata.contains_key("input_contract"));
-    // Trained on random 44-px crops of the 48-px frame: inference views the same part.
-    assert!((classifier.view_scale - 44.0 / 48.0).abs() < 1e-5, "view scale {}", classifier.view_scale);
+    assert_eq!(classifier.metadata.get("view_scale").map(String::as_str), Some("1.000000"));
+    assert_eq!(classifier.view_scale, 1.0);
 
     // evaluate writes a report whose numbers agree with its own confusion matrix.
     let report_dir = dir.path().join("eval");
@@ -163,12 +163,26 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
         assert!(report.get(key).is_some(), "report.json lacks {key}");
     }
     assert_eq!(report["n"], 56);
-    assert!((report["view_scale"].as_f64().expect("view_scale") - 44.0 / 48.0).abs() < 1e-5);
+    assert_eq!(report["view_scale"].as_f64(), Some(1.0));
     let confusion: Vec<Vec<u64>> = serde_json::from_value(report["confusion"].clone()).expect("confusion");
     let diagonal: u64 = (0..7).map(|i| confusion[i][i]).sum();
     let accuracy = report["accuracy"].as_f64().expect("accuracy");
     assert!((accuracy - diagonal as f64 / 56.0).abs() < 1e-9);
     assert!(report_dir.join("confusion_matrix.png").exists() && report_dir.join("roc_curves.png").exists());
+
+    // Another view of each image on request; a view outside 0.5..=1 is refused by name.
+    for (scale, ok) in [("0.9", true), ("2", false)] {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+            .args(["evaluate", "--view-scale", scale, "--data"])
+            .arg(&data_dir)
+            .arg("--model")
+            .arg(&out)
+            .output()
+            .expect("run evaluate");
+        assert_eq!(run.status.success(), ok, "{}", String::from_utf8_lossy(&run.stderr));
+        let text = String::from_utf8_lossy(if ok { &run.stdout } else { &run.stderr }).to_string();
+        assert!(text.contains(if ok { "view scale 0.9000" } else { "--view-scale 2" }), "{text}");
+    }
 }
 
 /// What `--device cuda` runs (candle's own kernels instead of our CPU ops), run on the CPU.

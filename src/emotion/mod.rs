@@ -38,9 +38,8 @@ impl InputContract {
     }
 
     /// Metadata key of the view scale: the network sees the central `view_scale` of the 48x48
-    /// face frame, resampled to 48x48. Training shows it random 44-px crops of the frame, so
-    /// its faces look 48/44 times as large as in a whole frame; inference shows the same
-    /// scale. Files without the key (older models) are viewed whole (1.0).
+    /// face frame, resampled to 48x48. Files without the key are viewed whole (1.0), as are the
+    /// models `moodmirror train` writes (see [`crate::train::WHOLE_FRAME`] for why).
     pub const VIEW_SCALE_KEY: &'static str = "view_scale";
 
     /// The view scale recorded in a model's metadata; an error for an unusable value.
@@ -317,8 +316,8 @@ mod tests {
             let err = InputContract::view_scale(&meta).unwrap_err();
             assert!(err.contains("view_scale") && err.contains(bad), "{err}");
         }
-        // The shipped model records the view it was trained for.
+        // The shipped model views the whole frame.
         let shipped = EmotionClassifier::embedded(&Device::Cpu).unwrap();
-        assert!((shipped.view_scale - 44.0 / 48.0).abs() < 1e-5);
+        assert_eq!(shipped.view_scale, 1.0);
     }
 }
