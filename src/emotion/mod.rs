@@ -320,4 +320,25 @@ mod tests {
         let shipped = EmotionClassifier::embedded(&Device::Cpu).unwrap();
         assert_eq!(shipped.view_scale, 1.0);
     }
+
+    #[test]
+    fn int8_is_refused_by_name_for_an_architecture_without_it() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = layers::SeededInit::varbuilder(&varmap, 3, &Device::Cpu);
+        EmotionNet::load(vb, Arch::Basic).unwrap();
+        let tensors: HashMap<String, Tensor> =
+            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("basic.safetensors");
+        let meta = crate::train::metadata(Arch::Basic, "test", 0.0, 1, 1.0);
+        crate::train::save_safetensors(&tensors, &meta, &path).unwrap();
+        let mut classifier = EmotionClassifier::from_file(&path, &Device::Cpu).unwrap();
+        assert_eq!(classifier.precision_name(), "f32", "auto falls back to f32");
+        let err = classifier.set_precision(Precision::Int8).unwrap_err();
+        assert!(err.contains("'basic' has no int8 version"), "{err}");
+        classifier.set_precision(Precision::F32).unwrap();
+        let mut shipped = EmotionClassifier::embedded(&Device::Cpu).unwrap();
+        shipped.set_precision(Precision::Int8).unwrap();
+        assert_eq!(shipped.precision_name(), "int8");
+    }
 }
