@@ -8,6 +8,7 @@
 use gst::glib;
 
 pub mod analysis;
+pub mod average;
 pub mod annotate;
 pub mod bench;
 pub mod crop_fit;

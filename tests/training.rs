@@ -170,6 +170,25 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     assert!((accuracy - diagonal as f64 / 56.0).abs() < 1e-9);
     assert!(report_dir.join("confusion_matrix.png").exists() && report_dir.join("roc_curves.png").exists());
 
+    // Weight averaging (SWA) of the best and the last weights: a model of the same architecture
+    // that loads, with its sources and val accuracy in the metadata.
+    let averaged = dir.path().join("averaged.safetensors");
+    let average = gstmoodmirror::average::AverageArgs {
+        inputs: vec![out.clone(), train::checkpoint_path(&out)],
+        out: averaged.clone(),
+        train: data_dir.display().to_string(),
+        bn_images: 56,
+        batch: 8,
+        seed: 1,
+        val: Some(data_dir.display().to_string()),
+    };
+    gstmoodmirror::average::run(&average, "test").expect("average");
+    let classifier = EmotionClassifier::from_file(&averaged, &candle_core::Device::Cpu).expect("load averaged");
+    assert_eq!(classifier.arch.name(), "vgg");
+    assert!(classifier.metadata.get("averaged_from").is_some_and(|s| s.contains("model.ckpt.safetensors")));
+    let val_accuracy: f64 = classifier.metadata["val_accuracy"].parse().expect("val_accuracy");
+    assert!((0.0..=1.0).contains(&val_accuracy), "val accuracy {val_accuracy}");
+
     // Another view of each image on request; a view outside 0.5..=1 is refused by name.
     for (scale, ok) in [("0.9", true), ("2", false)] {
         let run = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))

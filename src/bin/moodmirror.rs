@@ -85,7 +85,7 @@ fn keep_freed_memory() {
     }
 }
 
-use gstmoodmirror::{annotate, bench, crop_fit, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
+use gstmoodmirror::{annotate, average, bench, crop_fit, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
 
 #[derive(Parser)]
 #[command(name = "moodmirror", version, about = "Facial emotion estimation: train, evaluate, benchmark, annotate images")]
@@ -98,6 +98,8 @@ struct Cli {
 enum Command {
     /// Train an emotion CNN on FER2013 (class folders or fer2013.csv:Usage).
     Train(train::TrainArgs),
+    /// Average the weights of checkpoints from one run (SWA) and re-estimate batch norm.
+    Average(average::AverageArgs),
     /// Evaluate an emotion model: accuracy, loss, per-class P/R/F1, confusion matrix, ROC AUC.
     Evaluate(EvaluateArgs),
     /// Time training steps and inference with moodmirror's ops against stock candle.
@@ -219,6 +221,7 @@ fn main() -> ExitCode {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let result = match &cli.command {
         Command::Train(args) => train::run(args, &command_line),
+        Command::Average(args) => average::run(args, &command_line),
         Command::Evaluate(args) => evaluate(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchDetect(args) => bench::run_detect(args),

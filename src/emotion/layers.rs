@@ -102,6 +102,9 @@ impl SeparableConv {
     }
 }
 
+/// Weight of each training batch in batch norm's running statistics.
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// Batch normalisation over the channel dim 0 of a CBHW tensor.
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
@@ -125,7 +128,7 @@ impl BatchNorm {
             running_mean: Var::from_tensor(&running_mean)?,
             running_var: Var::from_tensor(&running_var)?,
             eps: 1e-5,
-            momentum: 0.1,
+            momentum: BN_MOMENTUM,
         })
     }
 }
