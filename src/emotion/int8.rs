@@ -118,6 +118,10 @@ impl Int8VggNet {
         })
     }
 
+    pub fn kernel(&self) -> Int8Kernel {
+        self.kernel
+    }
+
     /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         super::layers::check_dtype(x)?;

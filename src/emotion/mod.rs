@@ -198,6 +198,11 @@ impl EmotionClassifier {
             (Precision::Auto, true) => ops::int8::Int8Kernel::detect(),
             (Precision::Int8, true) => Some(ops::int8::Int8Kernel::detect().unwrap_or(ops::int8::Int8Kernel::Portable)),
         };
+        if let (Some(kernel), Some(net)) = (kernel, &self.int8) {
+            if net.kernel() == kernel {
+                return Ok(()); // already quantised for this kernel (the element re-applies its setting)
+            }
+        }
         self.int8 = match kernel {
             None => None,
             Some(kernel) => match int8::Int8VggNet::quantize(&self.net, kernel).map_err(|e| e.to_string())? {
