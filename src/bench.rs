@@ -121,7 +121,7 @@ fn load_net(arch: Arch, variant: Variant, vb: VarBuilder, inference: bool) -> Re
 }
 
 /// Seconds per training step (forward, backward, AdamW) on random data.
-fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, device: &Device) -> Result<f64> {
+fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, device: &Device) -> Result<Timing> {
     let varmap = VarMap::new();
     let vb = SeededInit::varbuilder(&varmap, 1, device);
     let net = load_net(arch, variant, vb, false)?;
@@ -141,11 +141,19 @@ fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, de
         Ok(())
     };
     step()?;
-    median_seconds(steps, step)
+    time_runs(steps, step)
 }
 
-/// Median wall time of `runs` calls: robust to the noisy neighbours of a shared VM.
-fn median_seconds(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Wall times of repeated runs: the median is what is compared (robust to the noisy neighbours
+/// of a shared VM); the range shows how noisy the machine was.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     let mut times = Vec::with_capacity(runs.max(1));
     for _ in 0..runs.max(1) {
         let t = Instant::now();
@@ -153,7 +161,16 @@ fn median_seconds(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64>
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(Timing {
+        median: times[times.len() / 2],
+        min: times[0],
+        max: times[times.len() - 1],
+    })
+}
+
+/// Median wall time of `runs` calls.
+fn median_seconds(runs: usize, f: impl FnMut() -> Result<()>) -> Result<f64> {
+    Ok(time_runs(runs, f)?.median)
 }
 
 /// Seconds per inference call on `batch` faces.
@@ -201,18 +218,20 @@ fn epoch_minutes(batch: usize, step_seconds: f64) -> f64 {
     TRAIN_IMAGES / (batch as f64 / step_seconds) / 60.0
 }
 
-fn print_row(name: &str, batch: usize, train: f64, infer_batch: usize, infer: f64) {
+fn print_row(name: &str, batch: usize, train: Timing, infer_batch: usize, infer: f64) {
     println!(
-        "{name:<44} train {:7.3} s/step {:7.1} img/s ({:5.1} min/epoch) | inference {:7.0} faces/s",
-        train,
-        batch as f64 / train,
-        epoch_minutes(batch, train),
+        "{name:<44} train {:7.3} s/step (range {:.3}–{:.3}) {:7.1} img/s ({:5.1} min/epoch) | inference {:7.0} faces/s",
+        train.median,
+        train.min,
+        train.max,
+        batch as f64 / train.median,
+        epoch_minutes(batch, train.median),
         infer_batch as f64 / infer
     );
 }
 
 /// Times one variant; `(train seconds per step, inference seconds per call)`.
-fn time_variant(args: &BenchArgs, variant: Variant, device: &Device) -> Result<(f64, f64)> {
+fn time_variant(args: &BenchArgs, variant: Variant, device: &Device) -> Result<(Timing, f64)> {
     let steps = if variant == Variant::Ours { args.steps } else { args.stock_steps };
     let train = time_train_steps(args.arch, variant, args.batch, steps, device)?;
     let infer = time_inference(args.arch, variant, args.infer_batch, if variant == Variant::Ours { 20 } else { 10 }, device)?;
@@ -223,7 +242,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.stock_only {
         // Child process of a full run: machine-readable result only.
         let (train, infer) = time_variant(args, Variant::Stock, &Device::Cpu)?;
-        println!("STOCK {train} {infer}");
+        println!("STOCK {} {} {} {infer}", train.median, train.min, train.max);
         return Ok(());
     }
     println!(
@@ -241,7 +260,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         print_row("CPU (moodmirror ops)", args.batch, cpu_train, args.infer_batch, cpu_infer);
         println!(
             "GPU over CPU: training step {:.2}x, inference {:.2}x",
-            cpu_train / gpu_train,
+            cpu_train.median / gpu_train.median,
             cpu_infer / gpu_infer
         );
         return Ok(());
@@ -282,7 +301,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .find_map(|l| l.strip_prefix("STOCK "))
         .and_then(|l| {
             let v: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            (v.len() == 2).then(|| (v[0], v[1]))
+            (v.len() == 4).then(|| (Timing { median: v[0], min: v[1], max: v[2] }, v[3]))
         });
     let Some((stock, stock_infer)) = stock else {
         anyhow::bail!("stock baseline failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -290,10 +309,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     print_row("stock candle (as shipped: defaults)", args.batch, stock, args.infer_batch, stock_infer);
     println!(
         "speedup of a training step: {:.2}x over stock candle ({:.2}x with the same process settings); inference {:.2}x ({:.2}x)",
-        stock / ours,
-        same_alloc / ours,
+        stock.median / ours.median,
+        same_alloc.median / ours.median,
         stock_infer / ours_infer,
         same_alloc_infer / ours_infer
+    );
+    println!(
+        "(medians; the ranges show this machine's noise: the ratio spans {:.2}x–{:.2}x between the slowest and fastest steps)",
+        stock.min / ours.max,
+        stock.max / ours.min
     );
     Ok(())
 }
