@@ -208,13 +208,15 @@ pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: u
     let inv = 1.0 / scale;
     let row = (ow + 2) * c;
     let step = if pool { 2 } else { 1 };
+    // Decided once per image, not per pixel.
+    let vector = c % 16 == 0 && kernel.is_vnni_here();
     for y in 0..oh {
         for x in 0..ow {
             let d = &mut dst[(y + 1) * row + (x + 1) * c..][..c];
             let at = |dy: usize, dx: usize| &src[((y * step + dy) * w + x * step + dx) * c..][..c];
             let quads = if pool { [at(0, 0), at(0, 1), at(1, 0), at(1, 1)] } else { [at(0, 0); 4] };
             #[cfg(target_arch = "x86_64")]
-            if c % 16 == 0 && kernel.is_vnni_here() {
+            if vector {
                 // SAFETY: AVX-512 is present (checked) and every slice holds `c` elements.
                 unsafe { vnni::max4_quantize(quads, inv, d) };
                 continue;
