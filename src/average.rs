@@ -18,7 +18,7 @@ use crate::dataset::{Augment, Dataset};
 use crate::emotion::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
 use crate::emotion::{read_metadata, Arch, EmotionNet, InputContract};
 use crate::evaluate::{predict, Report};
-use crate::train::{metadata, save_safetensors, WHOLE_FRAME};
+use crate::train::{metadata, model_tensors, save_safetensors, WHOLE_FRAME};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
@@ -56,8 +56,7 @@ fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>)> {
     for (i, file) in files.iter().enumerate() {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let meta = read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let name = meta.get("arch").map(String::as_str).unwrap_or("vgg");
-        let this = Arch::from_name(name).with_context(|| format!("{}: unknown architecture '{name}'", file.display()))?;
+        let this = Arch::from_metadata(&meta).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         match arch {
             None => arch = Some(this),
             Some(a) if a != this => bail!("{} holds arch {}, the first file {}", file.display(), this.name(), a.name()),
@@ -189,13 +188,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
         }
         None => f64::NAN,
     };
-    let tensors: HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let tensors = model_tensors(&varmap);
     let mut meta = metadata(arch, command_line, accuracy, 0, WHOLE_FRAME);
     meta.insert(
         "averaged_from".into(),
@@ -217,8 +210,7 @@ mod tests {
     fn write(dir: &std::path::Path, name: &str, arch: Arch, seed: u64) -> PathBuf {
         let varmap = VarMap::new();
         EmotionNet::load(SeededInit::varbuilder(&varmap, seed, &Device::Cpu), arch).unwrap();
-        let tensors: HashMap<String, Tensor> =
-            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let tensors = model_tensors(&varmap);
         let path = dir.join(name);
         save_safetensors(&tensors, &metadata(arch, "test", 0.5, 1, WHOLE_FRAME), &path).unwrap();
         path

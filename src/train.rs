@@ -205,7 +205,8 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, meta: &HashMap<String
     Ok(())
 }
 
-fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+/// The model's tensors by name, as they are saved.
+pub fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
     data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
 }

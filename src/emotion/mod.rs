@@ -160,9 +160,7 @@ impl EmotionClassifier {
         };
         let metadata = read_metadata(bytes).map_err(format_err)?;
         let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
-        let arch_name = metadata.get("arch").map(String::as_str).unwrap_or("vgg");
-        let arch = Arch::from_name(arch_name)
-            .ok_or_else(|| format_err(format!("unknown architecture '{arch_name}'")))?;
+        let arch = Arch::from_metadata(&metadata).map_err(format_err)?;
         let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)
             .map_err(|e| format_err(e.to_string()))?;
         let mut net = EmotionNet::load(vb, arch).map_err(|e| ModelError::Shape {
@@ -331,8 +329,7 @@ mod tests {
         let varmap = candle_nn::VarMap::new();
         let vb = layers::SeededInit::varbuilder(&varmap, 3, &Device::Cpu);
         EmotionNet::load(vb, Arch::Basic).unwrap();
-        let tensors: HashMap<String, Tensor> =
-            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let tensors = crate::train::model_tensors(&varmap);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("basic.safetensors");
         let meta = crate::train::metadata(Arch::Basic, "test", 0.0, 1, 1.0);

@@ -37,6 +37,12 @@ impl Arch {
         }
     }
 
+    /// The architecture a weights file's metadata names (`vgg` when it names none).
+    pub fn from_metadata(metadata: &std::collections::HashMap<String, String>) -> std::result::Result<Self, String> {
+        let name = metadata.get("arch").map(String::as_str).unwrap_or("vgg");
+        Self::from_name(name).ok_or_else(|| format!("unknown architecture '{name}'"))
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "vgg" => Some(Arch::Vgg),
