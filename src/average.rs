@@ -16,9 +16,9 @@ use rand::SeedableRng;
 
 use crate::dataset::{Augment, Dataset};
 use crate::emotion::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
-use crate::emotion::{read_metadata, Arch, EmotionNet, InputContract};
+use crate::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, NUM_CLASSES};
 use crate::evaluate::{predict, Report};
-use crate::train::{metadata, model_tensors, save_safetensors, WHOLE_FRAME};
+use crate::train::{class_weights, metadata, model_tensors, save_safetensors, WHOLE_FRAME};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
@@ -41,6 +41,11 @@ pub struct AverageArgs {
     /// Validation images: print the averaged model's report and store its accuracy.
     #[arg(long)]
     pub val: Option<String>,
+    /// The `--class-weight-power` the inputs were trained with, for files that do not record
+    /// their logit bias (written by `train` since it records one): the averaged file then gets
+    /// the bias that undoes those class weights on `--train`'s class counts.
+    #[arg(long)]
+    pub class_weight_power: Option<f64>,
 }
 
 /// Batch norm statistics are re-estimated, never averaged.
@@ -49,9 +54,12 @@ fn is_running_statistic(name: &str) -> bool {
 }
 
 /// The element-wise mean of the model tensors (optimizer state left out) of `files`, checked
-/// to be of one architecture with the same tensors; also the architecture.
-fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>)> {
+/// to be of one architecture with the same tensors and logit bias; also the architecture and
+/// the bias.
+#[allow(clippy::type_complexity)]
+fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>, Option<[f32; NUM_CLASSES]>)> {
     let mut arch = None;
+    let mut bias = None;
     let mut sum: HashMap<String, Tensor> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -62,6 +70,11 @@ fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>)> {
             Some(a) if a != this => bail!("{} holds arch {}, the first file {}", file.display(), this.name(), a.name()),
             Some(_) => {}
         }
+        let this_bias = LogitBias::from_metadata(&meta).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        if i > 0 && this_bias != bias {
+            bail!("{} has logit bias {this_bias:?}, the first file {bias:?}: trained with other class weights", file.display());
+        }
+        bias = this_bias;
         let tensors: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?
             .into_iter()
             .filter(|(name, _)| !name.starts_with("optim."))
@@ -85,7 +98,7 @@ fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>)> {
     let arch = arch.context("no input files")?;
     let n = files.len() as f64;
     let mean = sum.into_iter().map(|(k, v)| Ok((k, (v / n)?))).collect::<Result<_>>()?;
-    Ok((arch, mean))
+    Ok((arch, mean, bias))
 }
 
 /// Sets batch norm's running statistics to their mean over `batches` (forward passes in
@@ -130,7 +143,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     if args.batch < 2 {
         bail!("--batch must be at least 2 (batch norm)");
     }
-    let (arch, mean) = mean_weights(&args.inputs)?;
+    let (arch, mean, recorded_bias) = mean_weights(&args.inputs)?;
     let device = Device::Cpu;
     let varmap = VarMap::new();
     {
@@ -151,6 +164,13 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     let train = Dataset::load(&args.train).context("loading --train")?;
     if train.len() < args.batch {
         bail!("--train has {} images, fewer than one batch of {}", train.len(), args.batch);
+    }
+    let bias = match args.class_weight_power {
+        Some(power) => Some(LogitBias::undoing_class_weights(&class_weights(&train.class_counts(), power))),
+        None => recorded_bias,
+    };
+    if bias.is_none() {
+        eprintln!("note: the inputs record no logit bias and --class-weight-power is not given: the averaged file gets none");
     }
     let n = args.bn_images.clamp(args.batch, train.len());
     let px = InputContract::PIXELS;
@@ -181,7 +201,12 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     let accuracy = match &args.val {
         Some(val) => {
             let val = Dataset::load(val).context("loading --val")?;
-            let probs = predict(&mut |x| net.forward_t(x, false), &val, &device, 256, false, WHOLE_FRAME)?;
+            let bias = bias.map(|b| Tensor::new(&[b], &device)).transpose()?;
+            let mut logits = |x: &Tensor| match &bias {
+                Some(b) => net.forward_t(x, false)?.broadcast_add(b),
+                None => net.forward_t(x, false),
+            };
+            let probs = predict(&mut logits, &val, &device, 256, false, WHOLE_FRAME)?;
             let report = Report::compute(&probs, &val.labels);
             print!("{}", report.to_text());
             report.accuracy
@@ -195,6 +220,12 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
         args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
     );
     meta.remove("epoch");
+    if let Some(bias) = &bias {
+        meta.insert(LogitBias::KEY.into(), LogitBias::format(bias));
+    }
+    if let Some(power) = args.class_weight_power {
+        meta.insert("class_weight_power".into(), power.to_string());
+    }
     if accuracy.is_nan() {
         meta.remove("val_accuracy");
     }
@@ -207,13 +238,21 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn write(dir: &std::path::Path, name: &str, arch: Arch, seed: u64) -> PathBuf {
+    fn write_biased(dir: &std::path::Path, name: &str, arch: Arch, seed: u64, bias: Option<[f32; NUM_CLASSES]>) -> PathBuf {
         let varmap = VarMap::new();
         EmotionNet::load(SeededInit::varbuilder(&varmap, seed, &Device::Cpu), arch).unwrap();
         let tensors = model_tensors(&varmap);
         let path = dir.join(name);
-        save_safetensors(&tensors, &metadata(arch, "test", 0.5, 1, WHOLE_FRAME), &path).unwrap();
+        let mut meta = metadata(arch, "test", 0.5, 1, WHOLE_FRAME);
+        if let Some(bias) = bias {
+            meta.insert(LogitBias::KEY.into(), LogitBias::format(&bias));
+        }
+        save_safetensors(&tensors, &meta, &path).unwrap();
         path
+    }
+
+    fn write(dir: &std::path::Path, name: &str, arch: Arch, seed: u64) -> PathBuf {
+        write_biased(dir, name, arch, seed, None)
     }
 
     /// Running statistics of the layers before the first dropout (stages 0 and 1 of the VGG nets),
@@ -262,8 +301,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = write(dir.path(), "a.safetensors", Arch::VggSmall, 1);
         let b = write(dir.path(), "b.safetensors", Arch::VggSmall, 2);
-        let (arch, mean) = mean_weights(&[a.clone(), b.clone()]).unwrap();
+        let (arch, mean, bias) = mean_weights(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(arch, Arch::VggSmall);
+        assert_eq!(bias, None);
         let load = |p: &PathBuf| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
         let (ta, tb) = (load(&a), load(&b));
         let name = "fc2.weight";
@@ -273,7 +313,15 @@ mod tests {
         assert_eq!(mean.len(), ta.len());
 
         let other = write(dir.path(), "c.safetensors", Arch::Basic, 3);
-        let err = mean_weights(&[a, other]).unwrap_err().to_string();
+        let err = mean_weights(&[a.clone(), other]).unwrap_err().to_string();
         assert!(err.contains("arch basic") && err.contains("vgg-small"), "{err}");
+
+        // The logit bias is carried over when the files agree on it, refused when they do not.
+        let bias = [0.5, -1.0, 0.0, 0.25, 0.0, 0.0, 0.0];
+        let d = write_biased(dir.path(), "d.safetensors", Arch::VggSmall, 4, Some(bias));
+        let e = write_biased(dir.path(), "e.safetensors", Arch::VggSmall, 5, Some(bias));
+        assert_eq!(mean_weights(&[d.clone(), e]).unwrap().2, Some(bias));
+        let err = mean_weights(&[d, a]).unwrap_err().to_string();
+        assert!(err.contains("logit bias") && err.contains("class weights"), "{err}");
     }
 }

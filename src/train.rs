@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::dataset::{Augment, Dataset};
 use crate::emotion::layers::{seed_dropout, SeededInit};
-use crate::emotion::{Arch, EmotionNet, InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::emotion::{Arch, EmotionNet, InputContract, LogitBias, CLASS_NAMES, NUM_CLASSES};
 use crate::evaluate::{predict, Report};
 use crate::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::plots::{self, EpochRecord};
@@ -220,6 +220,16 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     }
     let counts = train.class_counts();
     let weights = class_weights(&counts, args.class_weight_power);
+    // Validation, model selection and the files written all see the prior-corrected logits,
+    // as the classifier will.
+    let bias = LogitBias::undoing_class_weights(&weights);
+    let bias_tensor = Tensor::new(&[bias], &device)?;
+    let file_metadata = |accuracy: f64, epoch: usize| {
+        let mut m = metadata(args.arch, command_line, accuracy, epoch, WHOLE_FRAME);
+        m.insert(LogitBias::KEY.into(), LogitBias::format(&bias));
+        m.insert("class_weight_power".into(), args.class_weight_power.to_string());
+        m
+    };
     eprintln!(
         "train: {} images {:?}; val: {} images; class weights {:?}",
         train.len(),
@@ -327,7 +337,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             bar.set_message(format!("loss {:.4} acc {:.3} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
         }
         bar.finish_and_clear();
-        let probs = predict(&mut |x| net.forward_t(x, false), &val, &device, 256, false, WHOLE_FRAME)?;
+        let probs = predict(&mut |x| net.forward_t(x, false)?.broadcast_add(&bias_tensor), &val, &device, 256, false, WHOLE_FRAME)?;
         let report = Report::compute(&probs, &val.labels);
         let record = EpochRecord {
             epoch,
@@ -356,7 +366,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         if report.accuracy > state.best_accuracy {
             state.best_accuracy = report.accuracy;
             state.epochs_since_best = 0;
-            save_safetensors(&tensors, &metadata(args.arch, command_line, report.accuracy, epoch, WHOLE_FRAME), &args.out)?;
+            save_safetensors(&tensors, &file_metadata(report.accuracy, epoch), &args.out)?;
             eprintln!("  best val accuracy so far → {}", args.out.display());
         } else {
             state.epochs_since_best += 1;
@@ -364,11 +374,11 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         if report.loss < state.best_loss {
             state.best_loss = report.loss;
             let path = sibling(&args.out, "best-loss");
-            save_safetensors(&tensors, &metadata(args.arch, command_line, report.accuracy, epoch, WHOLE_FRAME), &path)?;
+            save_safetensors(&tensors, &file_metadata(report.accuracy, epoch), &path)?;
         }
         let mut ckpt = tensors;
         ckpt.extend(optimizer.state());
-        let mut meta = metadata(args.arch, command_line, report.accuracy, epoch, WHOLE_FRAME);
+        let mut meta = file_metadata(report.accuracy, epoch);
         meta.insert("train_state".into(), serde_json::to_string(&state)?);
         meta.insert("optimizer".into(), optimizer.kind().name().into());
         save_safetensors(&ckpt, &meta, &checkpoint_path(&args.out))?;

@@ -164,6 +164,7 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     }
     assert_eq!(report["n"], 56);
     assert_eq!(report["view_scale"].as_f64(), Some(1.0));
+    assert_eq!(report["logit_bias"].as_bool(), Some(true), "train records the bias undoing its class weights");
     let confusion: Vec<Vec<u64>> = serde_json::from_value(report["confusion"].clone()).expect("confusion");
     let diagonal: u64 = (0..7).map(|i| confusion[i][i]).sum();
     let accuracy = report["accuracy"].as_f64().expect("accuracy");
@@ -181,11 +182,15 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
         batch: 8,
         seed: 1,
         val: Some(data_dir.display().to_string()),
+        class_weight_power: None,
     };
     gstmoodmirror::average::run(&average, "test").expect("average");
     let classifier = EmotionClassifier::from_file(&averaged, &candle_core::Device::Cpu).expect("load averaged");
     assert_eq!(classifier.arch.name(), "vgg");
     assert!(classifier.metadata.get("averaged_from").is_some_and(|s| s.contains("model.ckpt.safetensors")));
+    let trained = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load trained");
+    assert!(trained.metadata.contains_key("logit_bias"));
+    assert_eq!(classifier.metadata.get("logit_bias"), trained.metadata.get("logit_bias"), "the average keeps the bias");
     let val_accuracy: f64 = classifier.metadata["val_accuracy"].parse().expect("val_accuracy");
     assert!((0.0..=1.0).contains(&val_accuracy), "val accuracy {val_accuracy}");
 

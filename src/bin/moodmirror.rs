@@ -171,6 +171,10 @@ struct EvaluateArgs {
     /// `view_scale` (metadata; 1.0 = the whole image).
     #[arg(long)]
     view_scale: Option<f32>,
+    /// Leave out the model's logit bias (metadata `logit_bias`, which undoes the class weighting
+    /// of training): the raw network, which favours rare classes.
+    #[arg(long)]
+    no_logit_bias: bool,
 }
 
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
@@ -180,6 +184,8 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         None => emotion::EmotionClassifier::embedded(&device)?,
     };
     classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
+    classifier.set_logit_bias_enabled(!args.no_logit_bias);
+    let logit_bias = classifier.logit_bias().is_some();
     let data = Dataset::load(&args.data)?;
     let view_scale = args.view_scale.unwrap_or(classifier.view_scale);
     if !(0.5..=1.0).contains(&view_scale) {
@@ -188,10 +194,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), args.tta, view_scale)?;
     let report = evaluate::Report::compute(&probs, &data.labels);
     println!(
-        "model: {} (arch {}, {}, view scale {view_scale:.4}){}",
+        "model: {} (arch {}, {}, view scale {view_scale:.4}, {}){}",
         args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
         classifier.arch.name(),
         classifier.precision_name(),
+        if logit_bias { "logit bias" } else { "no logit bias" },
         if args.tta { ", with TTA (mirror)" } else { "" }
     );
     print!("{}", report.to_text());
@@ -202,6 +209,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         json["tta"] = serde_json::json!(args.tta);
         json["precision"] = serde_json::json!(classifier.precision_name());
         json["view_scale"] = serde_json::json!(view_scale);
+        json["logit_bias"] = serde_json::json!(logit_bias);
         json["data"] = serde_json::json!(args.data);
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
         plots::confusion_heatmap(&report, &dir.join("confusion_matrix.png"))?;

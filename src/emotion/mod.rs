@@ -64,6 +64,44 @@ impl InputContract {
     }
 }
 
+/// The prior correction a model's file may carry: a bias added to its logits at inference.
+///
+/// Training weights rare classes up (weights `w` ∝ frequency^-power), which teaches the network
+/// `w_k · p(k | x)` instead of `p(k | x)`: it over-calls rare classes. Adding `-ln w_k` to the
+/// logits undoes that (post-hoc logit adjustment), so the argmax follows the training prior
+/// again while the rare classes still got their larger share of the gradient.
+pub struct LogitBias;
+
+impl LogitBias {
+    pub const KEY: &'static str = "logit_bias";
+
+    /// The bias that undoes training with per-class loss `weights`.
+    pub fn undoing_class_weights(weights: &[f32; NUM_CLASSES]) -> [f32; NUM_CLASSES] {
+        weights.map(|w| -w.max(f32::MIN_POSITIVE).ln())
+    }
+
+    /// The metadata value: seven numbers in [`CLASS_NAMES`] order, comma-separated.
+    pub fn format(bias: &[f32; NUM_CLASSES]) -> String {
+        bias.iter().map(|b| format!("{b:.6}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// The bias recorded in a model's metadata (none for files without the key); an error for
+    /// a value that is not seven finite numbers.
+    pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Option<[f32; NUM_CLASSES]>, String> {
+        let Some(text) = metadata.get(Self::KEY) else {
+            return Ok(None);
+        };
+        let invalid = || format!("metadata {}='{text}' is not {NUM_CLASSES} comma-separated finite numbers", Self::KEY);
+        let values = text
+            .split(',')
+            .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(invalid)?;
+        let bias: [f32; NUM_CLASSES] = values.try_into().map_err(|_| invalid())?;
+        Ok(Some(bias))
+    }
+}
+
 /// The default weights, trained by `moodmirror train` (see weights/README.md).
 pub static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../weights/emotion.safetensors");
 
@@ -127,6 +165,10 @@ pub struct EmotionClassifier {
     pub metadata: HashMap<String, String>,
     /// The part of the face frame the network looks at ([`InputContract::view_scale`]).
     pub view_scale: f32,
+    /// [`LogitBias`] from the file, `(1, 7)`, when it has one.
+    logit_bias: Option<Tensor>,
+    /// Whether `logit_bias` is applied (on unless switched off to see the raw network).
+    use_logit_bias: bool,
     /// Reused input buffer: no allocation per frame for the pixels.
     input: Vec<f32>,
 }
@@ -161,6 +203,10 @@ impl EmotionClassifier {
         let metadata = read_metadata(bytes).map_err(format_err)?;
         let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
         let arch = Arch::from_metadata(&metadata).map_err(format_err)?;
+        let logit_bias = match LogitBias::from_metadata(&metadata).map_err(format_err)? {
+            Some(bias) => Some(Tensor::new(&[bias], device).map_err(|e| format_err(e.to_string()))?),
+            None => None,
+        };
         let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)
             .map_err(|e| format_err(e.to_string()))?;
         let mut net = EmotionNet::load(vb, arch).map_err(|e| ModelError::Shape {
@@ -177,6 +223,8 @@ impl EmotionClassifier {
             arch,
             metadata,
             view_scale,
+            logit_bias,
+            use_logit_bias: true,
             input: Vec::new(),
         };
         classifier.set_precision(Precision::Auto).map_err(format_err)?;
@@ -223,12 +271,31 @@ impl EmotionClassifier {
         }
     }
 
-    /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits, in the chosen precision.
-    pub fn logits(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &mut self.int8 {
-            Some(net) => net.forward(x),
-            None => self.net.forward_t(x, false),
+    /// Switches the file's [`LogitBias`] on (the default) or off (the network's raw logits).
+    pub fn set_logit_bias_enabled(&mut self, enabled: bool) {
+        self.use_logit_bias = enabled;
+    }
+
+    /// The [`LogitBias`] in use, if any.
+    pub fn logit_bias(&self) -> Option<&Tensor> {
+        self.logit_bias.as_ref().filter(|_| self.use_logit_bias)
+    }
+
+    fn biased(&self, logits: Tensor) -> candle_core::Result<Tensor> {
+        match self.logit_bias() {
+            Some(bias) => logits.broadcast_add(bias),
+            None => Ok(logits),
         }
+    }
+
+    /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits (with the file's [`LogitBias`]), in
+    /// the chosen precision.
+    pub fn logits(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let raw = match &mut self.int8 {
+            Some(net) => net.forward(x)?,
+            None => self.net.forward_t(x, false)?,
+        };
+        self.biased(raw)
     }
 
     /// Classifies 48x48 grayscale crops (`INPUT_SIZE²` bytes each, row-major) in one batch and
@@ -255,7 +322,7 @@ impl EmotionClassifier {
                 self.net.forward_t(&Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?, false)?
             }
         };
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        let probs = candle_nn::ops::softmax_last_dim(&self.biased(logits)?)?;
         let flat = probs.flatten_all()?.to_vec1::<f32>()?;
         probabilities.extend(flat.chunks_exact(NUM_CLASSES).map(|row| {
             let mut p = [0f32; NUM_CLASSES];
@@ -342,5 +409,47 @@ mod tests {
         let mut shipped = EmotionClassifier::embedded(&Device::Cpu).unwrap();
         shipped.set_precision(Precision::Int8).unwrap();
         assert_eq!(shipped.precision_name(), "int8");
+    }
+
+    #[test]
+    fn logit_bias_is_read_checked_and_applied_to_every_path() {
+        let mut meta = HashMap::new();
+        assert_eq!(LogitBias::from_metadata(&meta), Ok(None));
+        let weights = [1.0, 4.0, 1.0, 0.5, 1.0, 1.0, 1.0];
+        let bias = LogitBias::undoing_class_weights(&weights);
+        assert!((bias[1] + 4f32.ln()).abs() < 1e-6 && (bias[3] - 2f32.ln()).abs() < 1e-6 && bias[0] == 0.0);
+        meta.insert(LogitBias::KEY.to_string(), LogitBias::format(&bias));
+        let read = LogitBias::from_metadata(&meta).unwrap().unwrap();
+        assert!(read.iter().zip(&bias).all(|(a, b)| (a - b).abs() < 1e-5));
+        for bad in ["1,2,3", "0,0,0,0,0,0,0,0", "0,0,0,x,0,0,0", "0,0,0,inf,0,0,0"] {
+            meta.insert(LogitBias::KEY.to_string(), bad.to_string());
+            let err = LogitBias::from_metadata(&meta).unwrap_err();
+            assert!(err.contains("logit_bias") && err.contains(bad), "{err}");
+        }
+
+        // A file whose bias strongly favours "surprise": every path predicts it, until the
+        // bias is switched off.
+        let varmap = candle_nn::VarMap::new();
+        let vb = layers::SeededInit::varbuilder(&varmap, 5, &Device::Cpu);
+        EmotionNet::load(vb, Arch::Vgg).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("biased.safetensors");
+        let mut meta = crate::train::metadata(Arch::Vgg, "test", 0.0, 1, 1.0);
+        meta.insert(LogitBias::KEY.to_string(), LogitBias::format(&[0., 0., 0., 0., 0., 1e3, 0.]));
+        crate::train::save_safetensors(&crate::train::model_tensors(&varmap), &meta, &path).unwrap();
+        let crops: Vec<u8> = (0..4 * InputContract::PIXELS).map(|i| (i * 37 % 251) as u8).collect();
+        let mut probabilities = Vec::new();
+        for precision in [Precision::F32, Precision::Int8] {
+            let mut classifier = EmotionClassifier::from_file(&path, &Device::Cpu).unwrap();
+            classifier.set_precision(precision).unwrap();
+            classifier.classify(&crops, &mut probabilities).unwrap();
+            assert!(probabilities.iter().all(|p| argmax(p).0 == 5), "{precision:?}");
+            let x = Tensor::zeros((2, 1, 48, 48), DType::F32, &Device::Cpu).unwrap();
+            let top = classifier.logits(&x).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
+            assert_eq!(top, [5, 5]);
+            classifier.set_logit_bias_enabled(false);
+            classifier.classify(&crops, &mut probabilities).unwrap();
+            assert!(probabilities.iter().all(|p| p[5] < 0.99), "{precision:?}: raw network");
+        }
     }
 }
