@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Where to time moodmirror's variant; with `cuda` the CPU is timed too, as the baseline.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: crate::train::ComputeDevice,
+    /// Arithmetic of moodmirror's convolution GEMMs in the training step (as `train`); with
+    /// bf16 the f32 step is timed too, in the same run.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub conv_precision: crate::train::ConvPrecision,
     /// Internal: time only stock candle and print a machine-readable line.
     #[arg(long, hide = true)]
     pub stock_only: bool,
@@ -120,8 +124,9 @@ fn load_net(arch: Arch, variant: Variant, vb: VarBuilder, inference: bool) -> Re
     })
 }
 
-/// Seconds per training step (forward, backward, AdamW) on random data.
-fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, device: &Device) -> Result<Timing> {
+/// Seconds per training step (forward, backward, AdamW) on random data; `bf16`: the
+/// convolutions' GEMMs in bf16, as `train` runs them by default.
+fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, device: &Device, bf16: bool) -> Result<Vec<f64>> {
     let varmap = VarMap::new();
     let vb = SeededInit::varbuilder(&varmap, 1, device);
     let net = load_net(arch, variant, vb, false)?;
@@ -140,8 +145,10 @@ fn time_train_steps(arch: Arch, variant: Variant, batch: usize, steps: usize, de
         loss.to_scalar::<f32>()?;
         Ok(())
     };
-    step()?;
-    time_runs(steps, step)
+    crate::ops::with_bf16_matmul(bf16, || {
+        step()?;
+        time_runs(steps, step)
+    })
 }
 
 /// Wall times of repeated runs: the median is what is compared (robust to the noisy neighbours
@@ -153,24 +160,31 @@ struct Timing {
     max: f64,
 }
 
-fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+/// Seconds of each of `runs` calls.
+fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     let mut times = Vec::with_capacity(runs.max(1));
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Ok(Timing {
-        median: times[times.len() / 2],
-        min: times[0],
-        max: times[times.len() - 1],
-    })
+    Ok(times)
+}
+
+impl Timing {
+    fn of(mut times: Vec<f64>) -> Self {
+        times.sort_by(f64::total_cmp);
+        Timing {
+            median: times[times.len() / 2],
+            min: times[0],
+            max: times[times.len() - 1],
+        }
+    }
 }
 
 /// Median wall time of `runs` calls.
 fn median_seconds(runs: usize, f: impl FnMut() -> Result<()>) -> Result<f64> {
-    Ok(time_runs(runs, f)?.median)
+    Ok(Timing::of(time_runs(runs, f)?).median)
 }
 
 /// Seconds per inference call on `batch` faces.
@@ -230,10 +244,11 @@ fn print_row(name: &str, batch: usize, train: Timing, infer_batch: usize, infer:
     );
 }
 
-/// Times one variant; `(train seconds per step, inference seconds per call)`.
-fn time_variant(args: &BenchArgs, variant: Variant, device: &Device) -> Result<(Timing, f64)> {
+/// Times one variant; `(train seconds of each step, inference seconds per call)`.
+fn time_variant(args: &BenchArgs, variant: Variant, device: &Device) -> Result<(Vec<f64>, f64)> {
     let steps = if variant == Variant::Ours { args.steps } else { args.stock_steps };
-    let train = time_train_steps(args.arch, variant, args.batch, steps, device)?;
+    let bf16 = variant == Variant::Ours && args.conv_precision.uses_bf16() && device.is_cpu();
+    let train = time_train_steps(args.arch, variant, args.batch, steps, device, bf16)?;
     let infer = time_inference(args.arch, variant, args.infer_batch, if variant == Variant::Ours { 20 } else { 10 }, device)?;
     Ok((train, infer))
 }
@@ -242,6 +257,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.stock_only {
         // Child process of a full run: machine-readable result only.
         let (train, infer) = time_variant(args, Variant::Stock, &Device::Cpu)?;
+        let train = Timing::of(train);
         println!("STOCK {} {} {} {infer}", train.median, train.min, train.max);
         return Ok(());
     }
@@ -255,8 +271,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.device == crate::train::ComputeDevice::Cuda {
         let gpu = args.device.device()?;
         let (gpu_train, gpu_infer) = time_variant(args, Variant::Ours, &gpu)?;
+        let gpu_train = Timing::of(gpu_train);
         print_row("CUDA GPU 0 (candle kernels)", args.batch, gpu_train, args.infer_batch, gpu_infer);
         let (cpu_train, cpu_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
+        let cpu_train = Timing::of(cpu_train);
         print_row("CPU (moodmirror ops)", args.batch, cpu_train, args.infer_batch, cpu_infer);
         println!(
             "GPU over CPU: training step {:.2}x, inference {:.2}x",
@@ -265,8 +283,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let (ours, ours_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
-    print_row("moodmirror ops + settings", args.batch, ours, args.infer_batch, ours_infer);
+    let (mut ours_steps, ours_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
+    let bf16 = args.conv_precision.uses_bf16();
+    let ours_name = if bf16 { "moodmirror ops + settings (bf16 GEMM)" } else { "moodmirror ops + settings" };
+    let ours = Timing::of(ours_steps.clone());
+    print_row(ours_name, args.batch, ours, args.infer_batch, ours_infer);
+    if bf16 {
+        let f32_step = Timing::of(time_train_steps(args.arch, Variant::Ours, args.batch, args.steps, &Device::Cpu, false)?);
+        println!(
+            "{:<44} train {:7.3} s/step (range {:.3}–{:.3}): bf16 GEMM step {:.2}x faster",
+            "moodmirror ops, f32 GEMM",
+            f32_step.median,
+            f32_step.min,
+            f32_step.max,
+            f32_step.median / ours.median
+        );
+    }
     if let Some((int8, kernel)) = time_int8_inference(args.arch, args.infer_batch, 20)? {
         println!(
             "{:<44} inference {:7.0} faces/s ({:.2}x f32, same run)",
@@ -280,6 +312,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     // Same process, same allocator and threads: what the ops alone buy.
     let (same_alloc, same_alloc_infer) = time_variant(args, Variant::Stock, &Device::Cpu)?;
+    let same_alloc = Timing::of(same_alloc);
     print_row("stock candle (same process settings)", args.batch, same_alloc, args.infer_batch, same_alloc_infer);
     // Stock candle as users run it: candle_nn layers, the system allocator and candle's own
     // thread-count lookup (a child process, since the allocator is chosen at start-up).
@@ -307,6 +340,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         anyhow::bail!("stock baseline failed: {}", String::from_utf8_lossy(&output.stderr));
     };
     print_row("stock candle (as shipped: defaults)", args.batch, stock, args.infer_batch, stock_infer);
+    // Ours again after the baselines: its steps then span the same minutes as stock's, so a
+    // slow or fast phase of this shared VM weighs on both sides of the ratio.
+    let bf16_again = args.conv_precision.uses_bf16();
+    ours_steps.extend(time_train_steps(args.arch, Variant::Ours, args.batch, args.steps, &Device::Cpu, bf16_again)?);
+    let ours = Timing::of(ours_steps);
+    println!(
+        "{:<44} train {:7.3} s/step (range {:.3}–{:.3}) over {} steps, before and after the baselines",
+        ours_name,
+        ours.median,
+        ours.min,
+        ours.max,
+        2 * args.steps
+    );
     println!(
         "speedup of a training step: {:.2}x over stock candle ({:.2}x with the same process settings); inference {:.2}x ({:.2}x)",
         stock.median / ours.median,

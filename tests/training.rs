@@ -104,6 +104,7 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         limit: None,
         quiet: true,
         device: gstmoodmirror::train::ComputeDevice::Cpu,
+        conv_precision: gstmoodmirror::train::ConvPrecision::Bf16,
     }
 }
 

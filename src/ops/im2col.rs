@@ -54,11 +54,11 @@ impl Conv2dGeometry {
         })
     }
 
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.channels * self.kernel_h * self.kernel_w
     }
 
-    fn cols(&self) -> usize {
+    pub(crate) fn cols(&self) -> usize {
         self.batch * self.out_h * self.out_w
     }
 
@@ -82,35 +82,9 @@ impl CustomOp1 for Im2Col {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = contiguous_f32(storage, layout, self.name())?;
-        let ncols = g.cols();
-        let mut out = vec![0f32; g.rows() * ncols];
-        let plane = g.in_h * g.in_w;
-        let out_plane = g.out_h * g.out_w;
-        out.par_chunks_mut(ncols).enumerate().for_each(|(row, dst)| {
-            let c = row / (g.kernel_h * g.kernel_w);
-            let ki = (row / g.kernel_w) % g.kernel_h;
-            let kj = row % g.kernel_w;
-            let (ox0, ox1) = g.valid_range(kj, g.out_w, g.in_w);
-            let (oy0, oy1) = g.valid_range(ki, g.out_h, g.in_h);
-            for b in 0..g.batch {
-                let src = &x[(c * g.batch + b) * plane..][..plane];
-                let dst = &mut dst[b * out_plane..][..out_plane];
-                for oy in oy0..oy1 {
-                    let iy = oy * g.stride + ki - g.padding;
-                    let src_row = &src[iy * g.in_w..][..g.in_w];
-                    let dst_row = &mut dst[oy * g.out_w..][..g.out_w];
-                    if g.stride == 1 {
-                        let ix0 = ox0 + kj - g.padding;
-                        dst_row[ox0..ox1].copy_from_slice(&src_row[ix0..ix0 + (ox1 - ox0)]);
-                    } else {
-                        for ox in ox0..ox1 {
-                            dst_row[ox] = src_row[ox * g.stride + kj - g.padding];
-                        }
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((g.rows(), ncols))))
+        let mut out = vec![0f32; g.rows() * g.cols()];
+        im2col_into(x, g, &mut out, false);
+        Ok((CpuStorage::F32(out), Shape::from((g.rows(), g.cols()))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -126,35 +100,8 @@ impl CustomOp1 for Col2Im {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let cols = contiguous_f32(storage, layout, self.name())?;
-        let ncols = g.cols();
-        let plane = g.in_h * g.in_w;
-        let out_plane = g.out_h * g.out_w;
-        let mut out = vec![0f32; g.channels * g.batch * plane];
-        // One channel per task: the k*k rows of a channel all add into that channel only.
-        out.par_chunks_mut(g.batch * plane)
-            .enumerate()
-            .for_each(|(c, dst)| {
-                for ki in 0..g.kernel_h {
-                    let (oy0, oy1) = g.valid_range(ki, g.out_h, g.in_h);
-                    for kj in 0..g.kernel_w {
-                        let (ox0, ox1) = g.valid_range(kj, g.out_w, g.in_w);
-                        let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                        let src = &cols[row * ncols..][..ncols];
-                        for b in 0..g.batch {
-                            let src = &src[b * out_plane..][..out_plane];
-                            let dst = &mut dst[b * plane..][..plane];
-                            for oy in oy0..oy1 {
-                                let iy = oy * g.stride + ki - g.padding;
-                                let src_row = &src[oy * g.out_w..][..g.out_w];
-                                let dst_row = &mut dst[iy * g.in_w..][..g.in_w];
-                                for ox in ox0..ox1 {
-                                    dst_row[ox * g.stride + kj - g.padding] += src_row[ox];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
+        let mut out = vec![0f32; g.channels * g.batch * g.in_h * g.in_w];
+        col2im_add(cols, g, &mut out);
         Ok((
             CpuStorage::F32(out),
             Shape::from((g.channels, g.batch, g.in_h, g.in_w)),
@@ -164,6 +111,78 @@ impl CustomOp1 for Col2Im {
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(im2col(grad_res, self.0)?))
     }
+}
+
+/// Writes the `(C·kh·kw, B·H_out·W_out)` columns of the CBHW image `x` into `out`. With
+/// `clear_padding` the positions that fall on the zero border are written too (for a reused,
+/// dirty buffer); without, they are left as they are (a zeroed buffer).
+pub(crate) fn im2col_into(x: &[f32], g: Conv2dGeometry, out: &mut [f32], clear_padding: bool) {
+    let ncols = g.cols();
+    let plane = g.in_h * g.in_w;
+    let out_plane = g.out_h * g.out_w;
+    out[..g.rows() * ncols].par_chunks_mut(ncols).enumerate().for_each(|(row, dst)| {
+        let c = row / (g.kernel_h * g.kernel_w);
+        let ki = (row / g.kernel_w) % g.kernel_h;
+        let kj = row % g.kernel_w;
+        let (ox0, ox1) = g.valid_range(kj, g.out_w, g.in_w);
+        let (oy0, oy1) = g.valid_range(ki, g.out_h, g.in_h);
+        for b in 0..g.batch {
+            let src = &x[(c * g.batch + b) * plane..][..plane];
+            let dst = &mut dst[b * out_plane..][..out_plane];
+            if clear_padding {
+                dst[..oy0 * g.out_w].fill(0.0);
+                dst[oy1 * g.out_w..].fill(0.0);
+            }
+            for oy in oy0..oy1 {
+                let iy = oy * g.stride + ki - g.padding;
+                let src_row = &src[iy * g.in_w..][..g.in_w];
+                let dst_row = &mut dst[oy * g.out_w..][..g.out_w];
+                if clear_padding {
+                    dst_row[..ox0].fill(0.0);
+                    dst_row[ox1..].fill(0.0);
+                }
+                if g.stride == 1 {
+                    let ix0 = ox0 + kj - g.padding;
+                    dst_row[ox0..ox1].copy_from_slice(&src_row[ix0..ix0 + (ox1 - ox0)]);
+                } else {
+                    for ox in ox0..ox1 {
+                        dst_row[ox] = src_row[ox * g.stride + kj - g.padding];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adds the columns `cols` (`(C·kh·kw, B·H_out·W_out)`) back onto the CBHW image `out`,
+/// summing overlaps: the adjoint of [`im2col_into`].
+pub(crate) fn col2im_add(cols: &[f32], g: Conv2dGeometry, out: &mut [f32]) {
+    let ncols = g.cols();
+    let plane = g.in_h * g.in_w;
+    let out_plane = g.out_h * g.out_w;
+    // One channel per task: the k*k rows of a channel all add into that channel only.
+    out.par_chunks_mut(g.batch * plane).enumerate().for_each(|(c, dst)| {
+        for ki in 0..g.kernel_h {
+            let (oy0, oy1) = g.valid_range(ki, g.out_h, g.in_h);
+            for kj in 0..g.kernel_w {
+                let (ox0, ox1) = g.valid_range(kj, g.out_w, g.in_w);
+                let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
+                let src = &cols[row * ncols..][..ncols];
+                for b in 0..g.batch {
+                    let src = &src[b * out_plane..][..out_plane];
+                    let dst = &mut dst[b * plane..][..plane];
+                    for oy in oy0..oy1 {
+                        let iy = oy * g.stride + ki - g.padding;
+                        let src_row = &src[oy * g.out_w..][..g.out_w];
+                        let dst_row = &mut dst[iy * g.in_w..][..g.in_w];
+                        for ox in ox0..ox1 {
+                            dst_row[ox * g.stride + kj - g.padding] += src_row[ox];
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// `(C, B, H, W)` → `(C·kh·kw, B·H_out·W_out)`, differentiable.

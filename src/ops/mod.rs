@@ -10,8 +10,10 @@
 //! network, and a grayscale batch `(B, 1, H, W)` is the same memory as `(1, B, H, W)`.
 
 mod batchnorm;
+mod conv_bf16;
 mod depthwise;
 mod direct_conv;
+pub mod gemm_bf16;
 mod im2col;
 pub mod int8;
 mod maxpool;
@@ -42,6 +44,26 @@ pub(crate) fn contiguous_f32<'a>(
 
 thread_local! {
     static CPU_FAST_PATHS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static BF16_MATMUL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the convolutions' matrix products in bf16 (f32 accumulation,
+/// [`gemm_bf16`]) on this thread, where the CPU has AVX-512 BF16: how `train` runs its steps.
+/// Elsewhere (inference, other CPUs) they stay f32.
+pub fn with_bf16_matmul<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    let before = BF16_MATMUL.with(|c| c.replace(enabled && gemm_bf16::available()));
+    let out = f();
+    BF16_MATMUL.with(|c| c.set(before));
+    out
+}
+
+/// The matrix product of the convolutions: bf16 inside [`with_bf16_matmul`], else candle's.
+fn conv_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if BF16_MATMUL.with(|c| c.get()) {
+        gemm_bf16::matmul(a, b)
+    } else {
+        a.matmul(b)
+    }
 }
 
 /// Runs `f` with the GPU code paths (candle's own kernels) on the CPU, on this thread: how
@@ -75,7 +97,10 @@ pub fn conv2d_cbhw(
     let geometry = Conv2dGeometry::new(c_in, b, h, w, kh, kw, stride, padding)?;
     let out = if fast_path(x) && kh == 1 && kw == 1 && stride == 1 && padding == 0 {
         // A 1x1 convolution of a CBHW tensor is one matrix product, no im2col copy.
-        weight.reshape((c_out, c_in))?.matmul(&x.contiguous()?.reshape((c_in, b * h * w))?)?.reshape((c_out, b, h, w))?
+        conv_matmul(&weight.reshape((c_out, c_in))?, &x.contiguous()?.reshape((c_in, b * h * w))?)?.reshape((c_out, b, h, w))?
+    } else if fast_path(x) && BF16_MATMUL.with(|c| c.get()) {
+        let w2 = weight.reshape((c_out, c_in * kh * kw))?;
+        conv_bf16::conv2d_bf16(x, &w2, geometry)?.reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else if fast_path(x) {
         let cols = im2col(x, geometry)?;
         let w2 = weight.reshape((c_out, c_in * kh * kw))?;

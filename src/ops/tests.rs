@@ -31,8 +31,9 @@ fn reference_conv(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: us
         .contiguous()
 }
 
-#[test]
-fn conv2d_matches_candle_values_and_gradients() -> Result<()> {
+/// Our convolution against candle's values and direct gradient sums on random shapes;
+/// `bf16`: inside [`with_bf16_matmul`] (the training path), with bf16's tolerance.
+fn check_conv(bf16: bool, tolerance: f32) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for case in 0..12 {
         let c_in = rng.random_range(1..6);
@@ -46,19 +47,47 @@ fn conv2d_matches_candle_values_and_gradients() -> Result<()> {
         let x = Var::from_tensor(&random(&[c_in, batch, h, w], &mut rng)?)?;
         let weight = Var::from_tensor(&random(&[c_out, c_in, k, k], &mut rng)?)?;
         let bias = Var::from_tensor(&random(&[c_out], &mut rng)?)?;
-        let ours = conv2d_cbhw(&x, &weight, Some(&bias), stride, padding)?;
+        let probe = random(&[c_out, batch, (h + 2 * padding - k) / stride + 1, (w + 2 * padding - k) / stride + 1], &mut rng)?;
+        let (ours, grads) = with_bf16_matmul(bf16, || -> Result<_> {
+            let ours = conv2d_cbhw(&x, &weight, Some(&bias), stride, padding)?;
+            let grads = (&ours * &probe)?.sum_all()?.backward()?;
+            Ok((ours, grads))
+        })?;
         let reference = reference_conv(&x, &weight, &bias, stride, padding, 1)?;
-        let what = format!("case {case}: c {c_in}->{c_out} b {batch} {h}x{w} k {k} s {stride} p {padding}");
-        assert_close(&ours, &reference, 1e-5, &what)?;
+        let what = format!("bf16 {bf16}, case {case}: c {c_in}->{c_out} b {batch} {h}x{w} k {k} s {stride} p {padding}");
+        assert_close(&ours, &reference, tolerance, &what)?;
         // Gradients of <conv(x), probe> against direct sums (candle's own conv backward
         // fails on strided convolutions of odd sizes, so it cannot be the reference here).
-        let probe = random(ours.dims(), &mut rng)?;
-        let grads = (&ours * &probe)?.sum_all()?.backward()?;
         let (gx, gw, gb) = naive_conv_grads(&x, &weight, &probe, stride, padding)?;
-        assert_close(grads.get(&x).expect("grad"), &gx, 1e-4, &format!("{what}: grad input"))?;
-        assert_close(grads.get(&weight).expect("grad"), &gw, 1e-4, &format!("{what}: grad weight"))?;
-        assert_close(grads.get(&bias).expect("grad"), &gb, 1e-4, &format!("{what}: grad bias"))?;
+        assert_close(grads.get(&x).expect("grad"), &gx, 10.0 * tolerance, &format!("{what}: grad input"))?;
+        assert_close(grads.get(&weight).expect("grad"), &gw, 10.0 * tolerance, &format!("{what}: grad weight"))?;
+        assert_close(grads.get(&bias).expect("grad"), &gb, 10.0 * tolerance, &format!("{what}: grad bias"))?;
     }
+    Ok(())
+}
+
+#[test]
+fn conv2d_matches_candle_values_and_gradients() -> Result<()> {
+    check_conv(false, 1e-5)
+}
+
+#[test]
+fn bf16_training_conv_matches_candle_within_bf16_error() -> Result<()> {
+    if !gemm_bf16::available() {
+        eprintln!("skipped: no AVX-512 BF16 on this CPU");
+        return Ok(());
+    }
+    // bf16 keeps 8 bits of mantissa: errors of a few 2^-9 of the values' scale.
+    check_conv(true, 2e-2)?;
+    // The bf16 path really runs (its rounding shows), and outside the closure f32 is back.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let x = random(&[8, 2, 10, 10], &mut rng)?;
+    let w = random(&[16, 8, 3, 3], &mut rng)?;
+    let f32_out = conv2d_cbhw(&x, &w, None, 1, 1)?;
+    let bf16_out = with_bf16_matmul(true, || conv2d_cbhw(&x, &w, None, 1, 1))?;
+    let diff = (&f32_out - &bf16_out)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    assert!(diff > 0.0 && diff < 0.1, "bf16 vs f32: {diff}");
+    assert_close(&conv2d_cbhw(&x, &w, None, 1, 1)?, &f32_out, 0.0, "f32 after the bf16 closure")?;
     Ok(())
 }
 
