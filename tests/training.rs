@@ -261,3 +261,57 @@ fn embedded_model_gives_the_same_probabilities_on_the_gpu_code_paths() {
     let happy = CLASS_NAMES.iter().position(|c| *c == "happy").expect("class");
     assert!(cpu.iter().all(|p| p[happy] > 0.5), "the smiling astronaut: {cpu:?}");
 }
+
+/// Gradients of the shipped network on one batch with the convolutions' GEMMs in bf16 and in
+/// f32: the bf16 rounding must be small against the difference between two batches (the noise
+/// SGD itself works with), or bf16 training would follow another path than f32 training.
+#[test]
+fn bf16_training_gradients_stay_close_to_f32_ones() {
+    use candle_core::{DType, Device, Tensor};
+    use gstmoodmirror::emotion::layers::{seed_dropout, SeededInit};
+    use gstmoodmirror::emotion::{Arch, EmotionNet, EMBEDDED_WEIGHTS};
+    if !gstmoodmirror::ops::gemm_bf16::available() {
+        eprintln!("skipped: no AVX-512 BF16 on this CPU");
+        return;
+    }
+    let device = Device::Cpu;
+    let varmap = candle_nn::VarMap::new();
+    let net = EmotionNet::load(SeededInit::varbuilder(&varmap, 1, &device), Arch::Vgg).expect("net");
+    let shipped = candle_core::safetensors::load_buffer(EMBEDDED_WEIGHTS, &device).expect("weights");
+    let vars = varmap.data().lock().expect("vars").clone();
+    for (name, var) in &vars {
+        var.set(&shipped[name]).expect("set");
+    }
+    let batch = |offset: usize| {
+        let pixels: Vec<f32> = (0..64).flat_map(|i| pattern(i % 7, offset + i)).map(|p| (p as f32 / 255.0 - 0.5) / 0.25).collect();
+        let labels: Vec<u8> = (0..64).map(|i| (i % 7) as u8).collect();
+        (Tensor::from_vec(pixels, (64, 1, 48, 48), &device).expect("batch"), labels)
+    };
+    let gradients = |offset: usize, bf16: bool| {
+        let (x, labels) = batch(offset);
+        seed_dropout(5); // the same dropout masks in every pass
+        gstmoodmirror::ops::with_bf16_matmul(bf16, || {
+            let logits = net.forward_t(&x, true).expect("forward");
+            let loss = train::smoothed_weighted_ce(&logits, &labels, &[1.0; 7], 0.1).expect("loss");
+            let grads = loss.backward().expect("backward");
+            vars.iter()
+                .filter(|(name, _)| name.contains("conv"))
+                .map(|(name, var)| (name.clone(), grads.get(var).expect("grad").to_dtype(DType::F32).expect("f32")))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+    };
+    let relative = |a: &Tensor, b: &Tensor| {
+        let norm = |t: &Tensor| t.sqr().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).expect("norm").sqrt();
+        norm(&(a - b).expect("diff")) / norm(b)
+    };
+    let (f32_grads, bf16_grads, other_batch) = (gradients(0, false), gradients(0, true), gradients(1000, false));
+    assert!(f32_grads.len() >= 6, "conv weights of vgg: {:?}", f32_grads.keys());
+    let mut worst = 0f32;
+    for (name, g) in &f32_grads {
+        let rounding = relative(&bf16_grads[name], g);
+        let sampling = relative(&other_batch[name], g);
+        eprintln!("{name}: bf16 vs f32 {rounding:.4}, another batch vs this one {sampling:.4}");
+        worst = worst.max(rounding / sampling);
+    }
+    assert!(worst < 0.2, "bf16 rounding reaches {worst} of the batch-to-batch difference");
+}
