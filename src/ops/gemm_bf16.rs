@@ -142,14 +142,17 @@ fn pack_a(a: &MatrixView, k_pairs: usize, packed: &mut Vec<u32>) {
     packed.clear();
     packed.resize(panels * k_pairs * MR, 0);
     packed.par_chunks_mut(k_pairs * MR).enumerate().for_each(|(p, panel)| {
-        for r in 0..MR.min(a.rows - p * MR) {
+        let rows = MR.min(a.rows - p * MR);
+        #[cfg(target_arch = "x86_64")]
+        if a.col_stride == 1 {
+            // Row-major A: the pairs (k, k+1) of a row are adjacent.
+            let lines: Vec<&[f32]> = (0..rows).map(|r| &a.data[(p * MR + r) * a.row_stride..]).collect();
+            // SAFETY: `available()` was checked; each row holds `a.cols` values from its start.
+            unsafe { avx512::pack_lines_transposed(&lines, a.cols, 0, k_pairs, panel, 0, MR) };
+            return;
+        }
+        for r in 0..rows {
             let row = p * MR + r;
-            #[cfg(target_arch = "x86_64")]
-            if a.col_stride == 1 {
-                // SAFETY: `available()` was checked; row `row` holds `a.cols` values from its start.
-                unsafe { avx512::convert_pairs_strided(&a.data[row * a.row_stride..], a.cols, 0, k_pairs, panel, r, MR) };
-                continue;
-            }
             for kp in 0..k_pairs {
                 panel[kp * MR + r] = a.row_pair(row, 2 * kp);
             }
@@ -176,10 +179,10 @@ fn pack_b(b: &MatrixView, kp0: usize, kpn: usize, c0: usize, n: usize, packed: &
         #[cfg(target_arch = "x86_64")]
         if b.row_stride == 1 {
             // Column-major B (a transposed operand): the pairs (k, k+1) of a column are adjacent.
-            for j in 0..cols {
-                let column = &b.data[(c0 + p * NR + j) * b.col_stride..];
-                // SAFETY: as above; column j holds `b.rows` values from its start.
-                unsafe { avx512::convert_pairs_strided(column, b.rows, kp0, kpn, panel, j, NR) };
+            for j0 in (0..cols).step_by(16) {
+                let lines: Vec<&[f32]> = (j0..cols.min(j0 + 16)).map(|j| &b.data[(c0 + p * NR + j) * b.col_stride..]).collect();
+                // SAFETY: as above; each column holds `b.rows` values from its start.
+                unsafe { avx512::pack_lines_transposed(&lines, b.rows, kp0, kpn, panel, j0, NR) };
             }
             continue;
         }
@@ -392,11 +395,42 @@ mod avx512 {
         }
     }
 
-    /// Converts the pairs `kp0..kp0+kpn` of a contiguous line of `len` values (a row of A or a
-    /// column of column-major B) and writes pair `kp` to `dst[(kp - kp0)·stride + lane]`.
+    /// Transposes the 16x16 matrix of u32 in `r` (row i → lane i of every output).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose16(r: &mut [__m512i; 16]) {
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + j], 128-bit lane l: rows 4i..4i+4 of column 4l + j.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        // Column 4l + j gathers lane l of u[j], u[4 + j], u[8 + j], u[12 + j].
+        for j in 0..4 {
+            let v0 = _mm512_shuffle_i32x4::<0x44>(u[j], u[4 + j]);
+            let v1 = _mm512_shuffle_i32x4::<0xEE>(u[j], u[4 + j]);
+            let v2 = _mm512_shuffle_i32x4::<0x44>(u[8 + j], u[12 + j]);
+            let v3 = _mm512_shuffle_i32x4::<0xEE>(u[8 + j], u[12 + j]);
+            r[j] = _mm512_shuffle_i32x4::<0x88>(v0, v2);
+            r[4 + j] = _mm512_shuffle_i32x4::<0xDD>(v0, v2);
+            r[8 + j] = _mm512_shuffle_i32x4::<0x88>(v1, v3);
+            r[12 + j] = _mm512_shuffle_i32x4::<0xDD>(v1, v3);
+        }
+    }
+
+    /// Packs up to 16 contiguous lines of `len` values (rows of A, or columns of a
+    /// column-major B), pairs `kp0..kp0+kpn`: pair `kp` of line `i` goes to
+    /// `dst[(kp - kp0)·stride + offset + i]`. 16 pairs of 16 lines are converted by 16
+    /// `vcvtne2ps2bf16` and turned into rows of the packed layout by one register transpose.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn convert_pairs_strided(line: &[f32], len: usize, kp0: usize, kpn: usize, dst: &mut [u32], lane: usize, stride: usize) {
-        let mut pairs = [0u32; 16];
+    pub(super) unsafe fn pack_lines_transposed(lines: &[&[f32]], len: usize, kp0: usize, kpn: usize, dst: &mut [u32], offset: usize, stride: usize) {
+        let lanes: __mmask16 = if lines.len() >= 16 { 0xFFFF } else { (1u16 << lines.len()) - 1 };
         let mut kp = 0;
         while kp < kpn {
             let k = 2 * (kp0 + kp);
@@ -405,13 +439,17 @@ mod avx512 {
                 let n = avail.saturating_sub(from).min(16);
                 if n == 16 { 0xFFFF } else { (1u16 << n) - 1 }
             };
-            let lo = _mm512_maskz_loadu_ps(mask(0), line.as_ptr().add(k));
-            let hi = _mm512_maskz_loadu_ps(mask(16), line.as_ptr().add(k + 16.min(avail)));
-            // bf16 of values k..k+32 in order: u32 i holds the pair (k+2i, k+2i+1).
-            _mm512_storeu_si512(pairs.as_mut_ptr() as *mut __m512i, std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+            let mut rows = [_mm512_setzero_si512(); 16];
+            for (row, line) in rows.iter_mut().zip(lines) {
+                let lo = _mm512_maskz_loadu_ps(mask(0), line.as_ptr().add(k));
+                let hi = _mm512_maskz_loadu_ps(mask(16), line.as_ptr().add(k + 16.min(avail)));
+                // bf16 of values k..k+32 in order: u32 i holds the pair (k+2i, k+2i+1).
+                *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            }
+            transpose16(&mut rows);
             let n = 16.min(kpn - kp);
-            for (i, &v) in pairs.iter().enumerate().take(n) {
-                *dst.get_unchecked_mut((kp + i) * stride + lane) = v;
+            for (i, row) in rows.iter().enumerate().take(n) {
+                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add((kp + i) * stride + offset) as *mut i32, lanes, *row);
             }
             kp += n;
         }
