@@ -351,3 +351,17 @@ fn precision_f32_and_int8_agree_on_the_face() {
     let element = gst::ElementFactory::make("moodmirror").build().expect("element");
     assert_eq!(element.property_value("precision").get::<gstmoodmirror::emotion::Precision>().ok(), Some(gstmoodmirror::emotion::Precision::Auto));
 }
+
+#[test]
+fn logit_bias_shifts_probabilities_toward_frequent_classes_and_can_be_switched_off() {
+    init();
+    let with_bias = meta::faces(&run_in_format("RGB", "")).expect("MoodMirrorMeta");
+    let raw = meta::faces(&run_in_format("RGB", "logit-bias=false")).expect("MoodMirrorMeta");
+    assert_one_face_at_the_face(&with_bias, "");
+    assert_one_face_at_the_face(&raw, "logit-bias=false");
+    // The shipped model's bias lowers rare disgust (index 1) and raises frequent happy (3).
+    let (b, r) = (&with_bias[0].probabilities, &raw[0].probabilities);
+    assert!(b[1] < r[1] && b[3] > r[3], "with bias {b:?}, raw {r:?}");
+    let element = gst::ElementFactory::make("moodmirror").build().expect("element");
+    assert_eq!(element.property_value("logit-bias").get::<bool>().ok(), Some(true));
+}
