@@ -48,6 +48,7 @@ pub struct EpochRecord {
 }
 
 /// Loss and accuracy per epoch, train and val, side by side.
+#[allow(clippy::type_complexity)] // the (name, accessor, panel) table of the two plots
 pub fn training_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
     save_png(path, 1200, 450, |root| {
         let (left, right) = root.split_horizontally(600);
@@ -136,6 +137,7 @@ pub fn confusion_heatmap(report: &Report, path: &Path) -> Result<()> {
 }
 
 /// ROC curves per class and micro-average, AUC in the legend.
+#[allow(clippy::type_complexity)] // (label, points, colour, width) per curve
 pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
     save_png(path, 760, 700, |root| {
         let mut chart = ChartBuilder::on(root)

@@ -272,7 +272,7 @@ fn image_command_writes_json_for_the_fixture() {
     assert_eq!(p.len(), 7);
     let sum: f64 = p.values().map(|v| v.as_f64().expect("number")).sum();
     assert!((sum - 1.0).abs() < 1e-3);
-    assert_eq!(f["emotion"].as_str().is_some(), true);
+    assert!(f["emotion"].as_str().is_some());
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
         .args(["image", "/nonexistent.png"])

@@ -17,7 +17,7 @@ fn pattern(class: usize, seed: usize) -> Vec<u8> {
             state ^= state >> 17;
             state ^= state << 5;
             let y = i / 48;
-            let stripe = if (y / (class + 2)) % 2 == 0 { 200 } else { 50 };
+            let stripe = if (y / (class + 2)).is_multiple_of(2) { 200 } else { 50 };
             (stripe + (state % 40) as i32 - 20).clamp(0, 255) as u8
         })
         .collect()

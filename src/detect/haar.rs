@@ -400,7 +400,7 @@ mod tests {
         assert_eq!(c.stages.len(), 25);
         assert_eq!(c.stages[0].stumps.len(), 9);
         assert_eq!(c.features.len(), 2913);
-        assert!((c.stages[0].threshold - (-5.0425500869750977 - THRESHOLD_EPS)).abs() < 1e-6);
+        assert!((c.stages[0].threshold - (-5.042_55 - THRESHOLD_EPS)).abs() < 1e-6);
     }
 
     #[test]

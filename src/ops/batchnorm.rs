@@ -20,7 +20,7 @@ struct BnRelu {
 
 fn channel_slices(len: usize, layout: &Layout) -> Result<(usize, usize)> {
     let c = layout.dims().first().copied().unwrap_or(0);
-    if c == 0 || len % c != 0 {
+    if c == 0 || !len.is_multiple_of(c) {
         candle_core::bail!("batch_norm_relu: bad shape {:?}", layout.shape());
     }
     Ok((c, len / c))

@@ -72,7 +72,7 @@ impl Int8Conv3x3 {
     /// From f32 weights `(c_out, c_in, 3, 3)` (row-major) and a bias of `c_out`. The VNNI kernel
     /// needs `c_in` divisible by 4 and `c_out` by 16.
     pub fn quantize(weight: &[f32], bias: &[f32], c_out: usize, c_in: usize) -> Result<Self, String> {
-        if c_in % 4 != 0 || c_out % 16 != 0 {
+        if !c_in.is_multiple_of(4) || !c_out.is_multiple_of(16) {
             return Err(format!("int8 convolution needs input channels divisible by 4 and output channels by 16, got {c_in} → {c_out}"));
         }
         if weight.len() != c_out * c_in * 9 || bias.len() != c_out {
@@ -200,6 +200,7 @@ pub fn padded_len(h: usize, w: usize, c: usize) -> usize {
 /// Quantises `src` (`h·w·c` NHWC, values in `0..=max`) into the interior of the padded u8
 /// `dst`, max-pooled 2x2 first when `pool`; zeroes the border. Returns the scale (`value =
 /// byte · scale`).
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: usize, max: f32, pool: bool, dst: &mut Vec<u8>) -> f32 {
     let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
     dst.clear();
@@ -209,7 +210,7 @@ pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: u
     let row = (ow + 2) * c;
     let step = if pool { 2 } else { 1 };
     // Decided once per image, not per pixel.
-    let vector = c % 16 == 0 && kernel.is_vnni_here();
+    let vector = c.is_multiple_of(16) && kernel.is_vnni_here();
     for y in 0..oh {
         for x in 0..ow {
             let d = &mut dst[(y + 1) * row + (x + 1) * c..][..c];
@@ -239,7 +240,7 @@ pub fn conv3x3_one_channel(kernel: Int8Kernel, weight: &[f32], bias: &[f32], inp
         return Err(format!("one-channel convolution on {h}x{w} → {c}: buffers too small"));
     }
     #[cfg(target_arch = "x86_64")]
-    if c % 16 == 0 && kernel.is_vnni_here() {
+    if c.is_multiple_of(16) && kernel.is_vnni_here() {
         // SAFETY: AVX-512 is present (checked) and the buffer sizes were checked above.
         return Ok(unsafe { vnni::conv3x3_one_channel(weight, bias, input, h, w, out) });
     }
@@ -331,7 +332,7 @@ mod vnni {
     /// One block of `16·L` output channels over the whole image, `TILE_PIXELS` pixels at a time:
     /// `TILE_PIXELS·L` i32 accumulators stay in registers for the whole 3x3xC_in reduction.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // register tiles: indexed on purpose
     unsafe fn block<const L: usize>(
         conv: &Int8Conv3x3,
         input: &[u8],
@@ -398,6 +399,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// f32 convolution of the dequantised input with the f32 weights: what int8 approximates.
+    #[allow(clippy::too_many_arguments)]
     fn reference(weight: &[f32], bias: &[f32], input: &[u8], scale: f32, h: usize, w: usize, c_in: usize, c_out: usize) -> Vec<f32> {
         let row = (w + 2) * c_in;
         let mut out = vec![0f32; h * w * c_out];
