@@ -201,11 +201,8 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     let accuracy = match &args.val {
         Some(val) => {
             let val = Dataset::load(val).context("loading --val")?;
-            let bias = bias.map(|b| Tensor::new(&[b], &device)).transpose()?;
-            let mut logits = |x: &Tensor| match &bias {
-                Some(b) => net.forward_t(x, false)?.broadcast_add(b),
-                None => net.forward_t(x, false),
-            };
+            let bias = bias.map(|b| LogitBias::tensor(&b, &device)).transpose()?;
+            let mut logits = |x: &Tensor| LogitBias::add(net.forward_t(x, false)?, bias.as_ref());
             let probs = predict(&mut logits, &val, &device, 256, false, WHOLE_FRAME)?;
             let report = Report::compute(&probs, &val.labels);
             print!("{}", report.to_text());

@@ -243,7 +243,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     // Validation, model selection and the files written all see the prior-corrected logits,
     // as the classifier will.
     let bias = LogitBias::undoing_class_weights(&weights);
-    let bias_tensor = Tensor::new(&[bias], &device)?;
+    let bias_tensor = LogitBias::tensor(&bias, &device)?;
     let file_metadata = |accuracy: f64, epoch: usize| {
         let mut m = metadata(args.arch, command_line, accuracy, epoch, WHOLE_FRAME);
         m.insert(LogitBias::KEY.into(), LogitBias::format(&bias));
@@ -367,7 +367,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             bar.set_message(format!("loss {:.4} acc {:.3} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
         }
         bar.finish_and_clear();
-        let probs = predict(&mut |x| net.forward_t(x, false)?.broadcast_add(&bias_tensor), &val, &device, 256, false, WHOLE_FRAME)?;
+        let probs = predict(&mut |x| LogitBias::add(net.forward_t(x, false)?, Some(&bias_tensor)), &val, &device, 256, false, WHOLE_FRAME)?;
         let report = Report::compute(&probs, &val.labels);
         let record = EpochRecord {
             epoch,

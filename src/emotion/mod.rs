@@ -80,6 +80,19 @@ impl LogitBias {
         weights.map(|w| -w.max(f32::MIN_POSITIVE).ln())
     }
 
+    /// The bias as a `(1, 7)` tensor that [`LogitBias::add`] broadcasts over a batch.
+    pub fn tensor(bias: &[f32; NUM_CLASSES], device: &Device) -> candle_core::Result<Tensor> {
+        Tensor::new(&[*bias], device)
+    }
+
+    /// `(B, 7)` logits plus the bias, if any.
+    pub fn add(logits: Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        match bias {
+            Some(bias) => logits.broadcast_add(bias),
+            None => Ok(logits),
+        }
+    }
+
     /// The metadata value: seven numbers in [`CLASS_NAMES`] order, comma-separated.
     pub fn format(bias: &[f32; NUM_CLASSES]) -> String {
         bias.iter().map(|b| format!("{b:.6}")).collect::<Vec<_>>().join(",")
@@ -204,7 +217,7 @@ impl EmotionClassifier {
         let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
         let arch = Arch::from_metadata(&metadata).map_err(format_err)?;
         let logit_bias = match LogitBias::from_metadata(&metadata).map_err(format_err)? {
-            Some(bias) => Some(Tensor::new(&[bias], device).map_err(|e| format_err(e.to_string()))?),
+            Some(bias) => Some(LogitBias::tensor(&bias, device).map_err(|e| format_err(e.to_string()))?),
             None => None,
         };
         let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)
@@ -281,13 +294,6 @@ impl EmotionClassifier {
         self.logit_bias.as_ref().filter(|_| self.use_logit_bias)
     }
 
-    fn biased(&self, logits: Tensor) -> candle_core::Result<Tensor> {
-        match self.logit_bias() {
-            Some(bias) => logits.broadcast_add(bias),
-            None => Ok(logits),
-        }
-    }
-
     /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits (with the file's [`LogitBias`]), in
     /// the chosen precision.
     pub fn logits(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -295,7 +301,7 @@ impl EmotionClassifier {
             Some(net) => net.forward(x)?,
             None => self.net.forward_t(x, false)?,
         };
-        self.biased(raw)
+        LogitBias::add(raw, self.logit_bias())
     }
 
     /// Classifies 48x48 grayscale crops (`INPUT_SIZE²` bytes each, row-major) in one batch and
@@ -322,7 +328,7 @@ impl EmotionClassifier {
                 self.net.forward_t(&Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?, false)?
             }
         };
-        let probs = candle_nn::ops::softmax_last_dim(&self.biased(logits)?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&LogitBias::add(logits, self.logit_bias())?)?;
         let flat = probs.flatten_all()?.to_vec1::<f32>()?;
         probabilities.extend(flat.chunks_exact(NUM_CLASSES).map(|row| {
             let mut p = [0f32; NUM_CLASSES];
