@@ -342,8 +342,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     print_row("stock candle (as shipped: defaults)", args.batch, stock, args.infer_batch, stock_infer);
     // Ours again after the baselines: its steps then span the same minutes as stock's, so a
     // slow or fast phase of this shared VM weighs on both sides of the ratio.
-    let bf16_again = args.conv_precision.uses_bf16();
-    ours_steps.extend(time_train_steps(args.arch, Variant::Ours, args.batch, args.steps, &Device::Cpu, bf16_again)?);
+    ours_steps.extend(time_train_steps(args.arch, Variant::Ours, args.batch, args.steps, &Device::Cpu, bf16)?);
     let ours = Timing::of(ours_steps);
     println!(
         "{:<44} train {:7.3} s/step (range {:.3}–{:.3}) over {} steps, before and after the baselines",

@@ -23,15 +23,11 @@ thread_local! {
 
 /// Runs `f` on a scratch buffer of `len` values (contents undefined: `f` overwrites them).
 fn with_columns<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
-    let run = |buffer: &mut Vec<f32>| {
+    super::with_scratch(&COLUMNS, |buffer| {
         if buffer.len() < len {
             buffer.resize(len, 0.0);
         }
         f(&mut buffer[..len])
-    };
-    COLUMNS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => run(&mut buffer),
-        Err(_) => run(&mut Vec::new()),
     })
 }
 

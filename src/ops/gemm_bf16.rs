@@ -130,8 +130,8 @@ impl<'a> MatrixView<'a> {
 }
 
 thread_local! {
-    /// Packing buffers, kept per thread: fresh multi-megabyte buffers on every product cost
-    /// page faults and zeroing (a tenth of a training step).
+    /// Packing buffers, kept per thread ([`super::with_scratch`]): fresh ones on every product
+    /// cost a tenth of a training step in page faults and zeroing.
     static PACKED_A: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     static PACKED_B: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -206,11 +206,7 @@ unsafe impl Sync for SharedOut {}
 /// (overwriting when `accumulate` is false in the first block).
 #[allow(clippy::too_many_arguments)]
 fn multiply_columns(a_packed: &[u32], k_pairs: usize, m: usize, b: &MatrixView, kp0: usize, kpn: usize, c0: usize, n: usize, out: SharedOut, ldc: usize) {
-    PACKED_B.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => multiply_columns_with(&mut buffer, a_packed, k_pairs, m, b, kp0, kpn, c0, n, out, ldc),
-        // Re-entered on this thread (rayon work stealing inside a product): a buffer of its own.
-        Err(_) => multiply_columns_with(&mut Vec::new(), a_packed, k_pairs, m, b, kp0, kpn, c0, n, out, ldc),
-    })
+    super::with_scratch(&PACKED_B, |buffer| multiply_columns_with(buffer, a_packed, k_pairs, m, b, kp0, kpn, c0, n, out, ldc))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -309,10 +305,7 @@ unsafe fn matmul_raw(a: &MatrixView, b: &MatrixView, out: *mut f32, len: usize) 
         return Ok(());
     }
     let k_pairs = k.div_ceil(2);
-    PACKED_A.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => multiply_packed(&mut buffer, a, b, k_pairs, SharedOut(out)),
-        Err(_) => multiply_packed(&mut Vec::new(), a, b, k_pairs, SharedOut(out)),
-    });
+    super::with_scratch(&PACKED_A, |buffer| multiply_packed(buffer, a, b, k_pairs, SharedOut(out)));
     Ok(())
 }
 

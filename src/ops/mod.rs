@@ -51,10 +51,25 @@ thread_local! {
 /// [`gemm_bf16`]) on this thread, where the CPU has AVX-512 BF16: how `train` runs its steps.
 /// Elsewhere (inference, other CPUs) they stay f32.
 pub fn with_bf16_matmul<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
-    let before = BF16_MATMUL.with(|c| c.replace(enabled && gemm_bf16::available()));
+    with_flag(&BF16_MATMUL, enabled && gemm_bf16::available(), f)
+}
+
+/// Runs `f` with this thread's `flag` set to `value`, restoring it afterwards.
+fn with_flag<T>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, value: bool, f: impl FnOnce() -> T) -> T {
+    let before = flag.with(|c| c.replace(value));
     let out = f();
-    BF16_MATMUL.with(|c| c.set(before));
+    flag.with(|c| c.set(before));
     out
+}
+
+/// Runs `f` on this thread's scratch vector in `cell`, kept between calls (fresh multi-megabyte
+/// buffers on every call cost page faults and zeroing); a vector of its own when re-entered on
+/// the same thread (rayon work stealing inside an op).
+pub(crate) fn with_scratch<T, R>(cell: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    cell.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// The matrix product of the convolutions: bf16 inside [`with_bf16_matmul`], else candle's.
@@ -69,10 +84,7 @@ fn conv_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Runs `f` with the GPU code paths (candle's own kernels) on the CPU, on this thread: how
 /// tests check, without a GPU, the code that a GPU runs.
 pub fn with_gpu_paths<T>(f: impl FnOnce() -> T) -> T {
-    let before = CPU_FAST_PATHS.with(|c| c.replace(false));
-    let out = f();
-    CPU_FAST_PATHS.with(|c| c.set(before));
-    out
+    with_flag(&CPU_FAST_PATHS, false, f)
 }
 
 /// These ops are written for the CPU; on a GPU candle's own kernels run instead.
