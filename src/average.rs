@@ -14,7 +14,7 @@ use candle_nn::VarMap;
 
 use rand::SeedableRng;
 
-use crate::dataset::{Augment, Dataset};
+use crate::dataset::{Augment, Dataset, View};
 use crate::emotion::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
 use crate::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, NUM_CLASSES};
 use crate::evaluate::{predict, Report};
@@ -203,7 +203,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
             let val = Dataset::load(val).context("loading --val")?;
             let bias = bias.map(|b| LogitBias::tensor(&b, &device)).transpose()?;
             let mut logits = |x: &Tensor| LogitBias::add(net.forward_t(x, false)?, bias.as_ref());
-            let probs = predict(&mut logits, &val, &device, 256, false, WHOLE_FRAME)?;
+            let probs = predict(&mut logits, &val, &device, 256, &[View::centred(WHOLE_FRAME, false)])?;
             let report = Report::compute(&probs, &val.labels);
             print!("{}", report.to_text());
             report.accuracy

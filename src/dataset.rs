@@ -253,25 +253,48 @@ fn bilinear_clamped(src: &[u8], x: f32, y: f32) -> f32 {
     top * (1.0 - fy) + bottom * fy
 }
 
+/// One way of showing a 48x48 image to the network at inference: the `scale` part of the frame
+/// around its centre moved by (`dx`, `dy`) source pixels, resampled to 48x48, optionally mirrored.
+/// The element uses one view (the model's `view_scale`); test-time augmentation averages several.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    pub mirror: bool,
+    pub scale: f32,
+    pub dx: f32,
+    pub dy: f32,
+}
+
+impl View {
+    /// The central `scale` of the frame, not shifted.
+    pub fn centred(scale: f32, mirror: bool) -> Self {
+        Self { mirror, scale, dx: 0.0, dy: 0.0 }
+    }
+}
+
 /// Normalised, un-augmented pixels of one 48x48 image as the network sees it at inference:
 /// the central `view_scale` of the frame resampled to 48x48 (bilinear, as in training; see
 /// [`InputContract::view_scale`]), optionally mirrored (TTA).
 pub fn normalize_into(src: &[u8], dst: &mut [f32], mirror: bool, view_scale: f32) {
-    if view_scale == 1.0 {
+    normalize_view_into(src, dst, View::centred(view_scale, mirror));
+}
+
+/// [`normalize_into`] for any [`View`]; the whole unshifted frame is a plain copy.
+pub fn normalize_view_into(src: &[u8], dst: &mut [f32], view: View) {
+    if view.scale == 1.0 && view.dx == 0.0 && view.dy == 0.0 {
         for y in 0..SIZE {
             for x in 0..SIZE {
-                let sx = if mirror { SIZE - 1 - x } else { x };
+                let sx = if view.mirror { SIZE - 1 - x } else { x };
                 dst[y * SIZE + x] = InputContract::normalize(src[y * SIZE + sx]);
             }
         }
         return;
     }
     let c = (SIZE as f32 - 1.0) / 2.0;
-    let flip = if mirror { -1.0 } else { 1.0 };
+    let flip = if view.mirror { -1.0 } else { 1.0 };
     for y in 0..SIZE {
-        let sy = view_scale * (y as f32 - c) + c;
+        let sy = view.scale * (y as f32 - c) + c + view.dy;
         for x in 0..SIZE {
-            let sx = view_scale * (x as f32 - c) * flip + c;
+            let sx = view.scale * (x as f32 - c) * flip + c + view.dx;
             dst[y * SIZE + x] = (bilinear_clamped(src, sx, sy) / 255.0 - InputContract::MEAN) / InputContract::STD;
         }
     }
@@ -312,5 +335,19 @@ mod view_tests {
         }
         let c = (SIZE as f32 - 1.0) / 2.0;
         assert!((grey(row[24]) - 5.0 * (s * (24.0 - c) + c)).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_shifted_view_samples_the_frame_moved_by_dx_dy() {
+        let img: Vec<u8> = (0..SIZE * SIZE).map(|i| ((i % SIZE) * 3 + (i / SIZE) * 2) as u8).collect();
+        let mut shifted = vec![0f32; SIZE * SIZE];
+        normalize_view_into(&img, &mut shifted, View { mirror: false, scale: 1.0, dx: 2.0, dy: -1.0 });
+        // Inside the frame, output (x, y) is source (x + 2, y - 1); past the edge it replicates.
+        for y in 1..SIZE {
+            for x in 0..SIZE - 2 {
+                assert_eq!(shifted[y * SIZE + x], InputContract::normalize(img[(y - 1) * SIZE + x + 2]), "({x}, {y})");
+            }
+        }
+        assert_eq!(shifted[SIZE - 1], InputContract::normalize(img[SIZE - 1]));
     }
 }

@@ -5,19 +5,77 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dataset::{normalize_into, Dataset};
+use crate::dataset::{normalize_view_into, Dataset, View};
 use crate::emotion::{InputContract, CLASS_NAMES, NUM_CLASSES};
 
-/// Class probabilities for every image of `data` from `logits` (`(B, 1, 48, 48)` → `(B, 7)`);
-/// with `tta` the average over the image and its mirror; `view_scale` as
-/// [`InputContract::view_scale`].
+/// Test-time augmentation: which views of each image `evaluate` averages (each view also
+/// mirrored, except for `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tta {
+    /// The model's own view only.
+    None,
+    /// The model's own view and its mirror image (2 views).
+    Mirror,
+    /// The usual FER2013 ten-crop: 44x44 crops (training's mean view) at the centre and the four
+    /// corners, and their mirrors (10 views).
+    TenCrop,
+    /// A grid over the middle of training's augmentation: view scales 42, 44 and 46 of 48 px,
+    /// shifted by -3, 0 and +3 px in x and y, and their mirrors (54 views).
+    Grid,
+}
+
+impl Tta {
+    /// Training's mean view: random 44-px crops of the 48-px frame ([`crate::dataset::Augment`]).
+    const CROP_SIDE: f32 = 44.0;
+
+    /// The views to average, around the model's own view scale `view_scale`.
+    pub fn views(self, view_scale: f32) -> Vec<View> {
+        let plain = |scale: f32, dx: f32, dy: f32| View { mirror: false, scale, dx, dy };
+        let unmirrored: Vec<View> = match self {
+            Tta::None => return vec![View::centred(view_scale, false)],
+            Tta::Mirror => vec![View::centred(view_scale, false)],
+            Tta::TenCrop => {
+                // A 44-px crop of 48 px can move 2 px either way.
+                let size = InputContract::SIZE as f32;
+                let d = (size - Self::CROP_SIDE) / 2.0;
+                [(0.0, 0.0), (-d, -d), (d, -d), (-d, d), (d, d)]
+                    .into_iter()
+                    .map(|(dx, dy)| plain(Self::CROP_SIDE / size, dx, dy))
+                    .collect()
+            }
+            Tta::Grid => {
+                let mut views = Vec::new();
+                for side in [42.0, 44.0, 46.0] {
+                    for dy in [-3.0, 0.0, 3.0] {
+                        for dx in [-3.0, 0.0, 3.0] {
+                            views.push(plain(side / InputContract::SIZE as f32, dx, dy));
+                        }
+                    }
+                }
+                views
+            }
+        };
+        unmirrored.into_iter().flat_map(|v| [v, View { mirror: true, ..v }]).collect()
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Tta::None => "",
+            Tta::Mirror => ", with TTA (mirror)",
+            Tta::TenCrop => ", with TTA (ten-crop)",
+            Tta::Grid => ", with TTA (grid of 54 views)",
+        }
+    }
+}
+
+/// Class probabilities for every image of `data` from `logits` (`(B, 1, 48, 48)` → `(B, 7)`),
+/// averaged over `views` (one view: no test-time augmentation).
 pub fn predict(
     logits: &mut dyn FnMut(&Tensor) -> candle_core::Result<Tensor>,
     data: &Dataset,
     device: &Device,
     batch: usize,
-    tta: bool,
-    view_scale: f32,
+    views: &[View],
 ) -> candle_core::Result<Vec<[f32; NUM_CLASSES]>> {
     let s = InputContract::SIZE;
     let px = InputContract::PIXELS;
@@ -26,12 +84,11 @@ pub fn predict(
     for start in (0..data.len()).step_by(batch) {
         let n = batch.min(data.len() - start);
         let mut sum = vec![0f32; n * NUM_CLASSES];
-        let views: &[bool] = if tta { &[false, true] } else { &[false] };
-        for &mirror in views {
+        for &view in views {
             input[..n * px]
                 .par_chunks_mut(px)
                 .enumerate()
-                .for_each(|(i, dst)| normalize_into(data.image(start + i), dst, mirror, view_scale));
+                .for_each(|(i, dst)| normalize_view_into(data.image(start + i), dst, view));
             let x = Tensor::from_slice(&input[..n * px], (n, 1, s, s), device)?;
             let p = candle_nn::ops::softmax_last_dim(&logits(&x)?)?;
             for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {
@@ -253,6 +310,25 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tta_views_come_in_mirror_pairs_and_ten_crop_reaches_the_corners() {
+        assert_eq!(Tta::None.views(0.9), vec![View::centred(0.9, false)]);
+        assert_eq!(Tta::Mirror.views(1.0), vec![View::centred(1.0, false), View::centred(1.0, true)]);
+        for (tta, n) in [(Tta::Mirror, 2), (Tta::TenCrop, 10), (Tta::Grid, 54)] {
+            let views = tta.views(1.0);
+            assert_eq!(views.len(), n, "{tta:?}");
+            for pair in views.chunks_exact(2) {
+                assert_eq!(pair[1], View { mirror: true, ..pair[0] });
+            }
+        }
+        let ten = Tta::TenCrop.views(1.0);
+        assert!(ten.iter().all(|v| (v.scale - 44.0 / 48.0).abs() < 1e-6));
+        // The corner crops touch the frame's edges: 44 px placed 2 px off centre each way.
+        let mut offsets: Vec<(i32, i32)> = ten.iter().map(|v| (v.dx as i32, v.dy as i32)).collect();
+        offsets.dedup();
+        assert_eq!(offsets, vec![(0, 0), (-2, -2), (2, -2), (-2, 2), (2, 2)]);
+    }
 
     #[test]
     fn roc_auc_matches_hand_computation() {

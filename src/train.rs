@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use crate::dataset::{Augment, Dataset};
+use crate::dataset::{Augment, Dataset, View};
 use crate::emotion::layers::{seed_dropout, SeededInit};
 use crate::emotion::{Arch, EmotionNet, InputContract, LogitBias, CLASS_NAMES, NUM_CLASSES};
 use crate::evaluate::{predict, Report};
@@ -368,7 +368,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             bar.set_message(format!("loss {:.4} acc {:.3} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
         }
         bar.finish_and_clear();
-        let probs = predict(&mut |x| LogitBias::add(net.forward_t(x, false)?, Some(&bias_tensor)), &val, &device, 256, false, WHOLE_FRAME)?;
+        let probs = predict(&mut |x| LogitBias::add(net.forward_t(x, false)?, Some(&bias_tensor)), &val, &device, 256, &[View::centred(WHOLE_FRAME, false)])?;
         let report = Report::compute(&probs, &val.labels);
         let record = EpochRecord {
             epoch,

@@ -159,9 +159,10 @@ struct EvaluateArgs {
     /// Where to write report.json, confusion_matrix.png and roc_curves.png.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Test-time augmentation: average the predictions of each image and its mirror.
-    #[arg(long)]
-    tta: bool,
+    /// Test-time augmentation: average the predictions of several views of each image
+    /// (`--tta` alone: the image and its mirror).
+    #[arg(long, value_enum, num_args = 0..=1, default_value_t = evaluate::Tta::None, default_missing_value = "mirror")]
+    tta: evaluate::Tta,
     #[arg(long, default_value_t = 256)]
     batch: usize,
     /// Arithmetic of the CNN: auto is int8 on CPUs with AVX-512 VNNI, as in the element.
@@ -191,7 +192,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     if !(0.5..=1.0).contains(&view_scale) {
         anyhow::bail!("--view-scale {view_scale}: expected a number in 0.5..=1");
     }
-    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), args.tta, view_scale)?;
+    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), &args.tta.views(view_scale))?;
     let report = evaluate::Report::compute(&probs, &data.labels);
     println!(
         "model: {} (arch {}, {}, view scale {view_scale:.4}, {}){}",
@@ -199,14 +200,15 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         classifier.arch.name(),
         classifier.precision_name(),
         if logit_bias { "logit bias" } else { "no logit bias" },
-        if args.tta { ", with TTA (mirror)" } else { "" }
+        args.tta.describe()
     );
     print!("{}", report.to_text());
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut json = serde_json::to_value(&report)?;
         json["model"] = serde_json::json!(args.model.as_ref().map(|p| p.display().to_string()));
-        json["tta"] = serde_json::json!(args.tta);
+        json["tta"] = serde_json::json!(args.tta != evaluate::Tta::None);
+        json["tta_views"] = serde_json::json!(args.tta.views(view_scale).len());
         json["precision"] = serde_json::json!(classifier.precision_name());
         json["view_scale"] = serde_json::json!(view_scale);
         json["logit_bias"] = serde_json::json!(logit_bias);
