@@ -95,13 +95,18 @@ pub fn predict(
                 *acc += v / views.len() as f32;
             }
         }
-        out.extend(sum.chunks_exact(NUM_CLASSES).map(|r| {
-            let mut a = [0f32; NUM_CLASSES];
-            a.copy_from_slice(r);
-            a
-        }));
+        out.extend(probability_rows(&sum));
     }
     Ok(out)
+}
+
+/// Rows of `NUM_CLASSES` values from a flat `(N, NUM_CLASSES)` buffer.
+pub fn probability_rows(flat: &[f32]) -> impl Iterator<Item = [f32; NUM_CLASSES]> + '_ {
+    flat.chunks_exact(NUM_CLASSES).map(|r| {
+        let mut a = [0f32; NUM_CLASSES];
+        a.copy_from_slice(r);
+        a
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

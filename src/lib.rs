@@ -14,6 +14,7 @@ pub mod bench;
 pub mod crop_fit;
 pub mod dataset;
 pub mod detect;
+pub mod distill;
 pub mod draw;
 pub mod emotion;
 pub mod evaluate;

@@ -17,7 +17,8 @@ use rayon::prelude::*;
 use crate::dataset::{Augment, Dataset, View};
 use crate::emotion::layers::{seed_dropout, SeededInit};
 use crate::emotion::{Arch, EmotionNet, InputContract, LogitBias, CLASS_NAMES, NUM_CLASSES};
-use crate::evaluate::{predict, Report};
+use crate::distill::TeacherTargets;
+use crate::evaluate::{predict, Report, Tta};
 use crate::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::plots::{self, EpochRecord};
 
@@ -79,6 +80,21 @@ pub struct TrainArgs {
     /// 1.3–1.6x; f32 elsewhere) or f32.
     #[arg(long, value_enum, default_value = "bf16")]
     pub conv_precision: ConvPrecision,
+    /// Start from these weights (a model file, e.g. the shipped default) with a fresh optimizer
+    /// and schedule, instead of from random ones.
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+    /// Teacher model for knowledge distillation (repeat for several; their probabilities are
+    /// averaged). Each training target mixes the label with the teachers' raw probabilities on
+    /// that image (computed once under `--teacher-tta`, cached in `<stem>.teacher.safetensors`).
+    #[arg(long)]
+    pub teacher: Vec<PathBuf>,
+    /// Views of each training image the teachers average.
+    #[arg(long, value_enum, default_value = "ten-crop")]
+    pub teacher_tta: Tta,
+    /// Share of the teachers' probabilities in each target (0..=1; the rest is the label).
+    #[arg(long, default_value_t = 0.5)]
+    pub distill_weight: f64,
 }
 
 /// Checkpoint metadata that `--resume` reads back.
@@ -130,6 +146,22 @@ impl ComputeDevice {
     }
 }
 
+/// Sets `vars` from a model file of architecture `arch` (`--init`).
+fn load_model_weights(path: &Path, arch: Arch, vars: &HashMap<String, candle_core::Var>, device: &Device) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta = crate::emotion::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file_arch = Arch::from_metadata(&meta).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if file_arch != arch {
+        bail!("{} holds arch {}, not {}", path.display(), file_arch.name(), arch.name());
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    for (name, var) in vars {
+        let t = tensors.get(name).with_context(|| format!("{} lacks {name}", path.display()))?;
+        var.set(t).with_context(|| format!("{}: tensor {name}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     sibling(out, "ckpt")
 }
@@ -148,20 +180,47 @@ pub fn class_weights(counts: &[usize; NUM_CLASSES], power: f64) -> [f32; NUM_CLA
 /// Weighted cross-entropy with label smoothing: mean over the batch of
 /// `w[y] * -(Σ_c q_c log p_c)`, q = (1-ε)·onehot(y) + ε/K.
 pub fn smoothed_weighted_ce(logits: &Tensor, labels: &[u8], weights: &[f32; NUM_CLASSES], eps: f64) -> candle_core::Result<Tensor> {
+    distilled_weighted_ce(logits, labels, weights, eps, None)
+}
+
+/// [`smoothed_weighted_ce`] with knowledge distillation: with `soft = Some((teacher, α))` each
+/// sample adds the cross-entropy against its teacher probabilities `teacher[i]` with weight α,
+/// beside its label term with weight `(1-α)·w[y]`; the loss is the weighted mean of both.
+pub fn distilled_weighted_ce(
+    logits: &Tensor,
+    labels: &[u8],
+    weights: &[f32; NUM_CLASSES],
+    eps: f64,
+    soft: Option<(&[[f32; NUM_CLASSES]], f32)>,
+) -> candle_core::Result<Tensor> {
     let b = labels.len();
     let k = NUM_CLASSES;
-    let mut target = vec![(eps / k as f64) as f32; b * k];
-    let mut sample_w = vec![0f32; b];
-    for (i, &y) in labels.iter().enumerate() {
-        target[i * k + y as usize] += (1.0 - eps) as f32;
-        sample_w[i] = weights[y as usize];
+    let alpha = soft.map_or(0.0, |(_, a)| a);
+    if let Some((teacher, _)) = soft {
+        if teacher.len() != b {
+            candle_core::bail!("{} teacher targets for a batch of {b}", teacher.len());
+        }
     }
-    let dev = logits.device();
-    let target = Tensor::from_vec(target, (b, k), dev)?;
-    let sample_w = Tensor::from_vec(sample_w, b, dev)?;
+    // One combined target per sample: label part and teacher part, each with its weight.
+    let mut target = vec![0f32; b * k];
+    let mut total_weight = 0f64;
+    for (i, &y) in labels.iter().enumerate() {
+        let label_w = (1.0 - alpha) * weights[y as usize];
+        let row = &mut target[i * k..(i + 1) * k];
+        for (c, t) in row.iter_mut().enumerate() {
+            let q = (eps / k as f64) as f32 + if c == y as usize { (1.0 - eps) as f32 } else { 0.0 };
+            *t = label_w * q;
+        }
+        if let Some((teacher, _)) = soft {
+            for (t, p) in row.iter_mut().zip(&teacher[i]) {
+                *t += alpha * p;
+            }
+        }
+        total_weight += (label_w + alpha) as f64;
+    }
+    let target = Tensor::from_vec(target, (b, k), logits.device())?;
     let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let per_sample = (target * log_p)?.sum(D::Minus1)?.neg()?;
-    (per_sample * &sample_w)?.sum_all()? / sample_w.sum_all()?.to_scalar::<f32>()? as f64
+    (target * log_p)?.sum_all()?.neg()? / total_weight.max(f64::MIN_POSITIVE)
 }
 
 /// The view scale new models record and are validated at: the whole 48x48 frame. Training's
@@ -304,6 +363,26 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         state = saved;
     }
 
+    if let Some(init) = &args.init {
+        load_model_weights(init, args.arch, &vars, &device)?;
+        eprintln!("initial weights from {}", init.display());
+    }
+    let teacher = if args.teacher.is_empty() {
+        None
+    } else {
+        if !(0.0..=1.0).contains(&args.distill_weight) {
+            bail!("--distill-weight {}: expected a number in 0..=1", args.distill_weight);
+        }
+        let targets = TeacherTargets::load_or_compute(&sibling(&args.out, "teacher"), &args.teacher, args.teacher_tta, &train, &device)?;
+        eprintln!(
+            "distill: teachers agree with the training labels on {:.2} % of images; weight {}",
+            100.0 * targets.accuracy(&train.labels),
+            args.distill_weight
+        );
+        Some(targets)
+    };
+    let mut soft = Vec::with_capacity(args.batch);
+
     let n_train = args.limit.unwrap_or(train.len()).min(train.len());
     let steps_per_epoch = n_train / args.batch;
     let schedule = CosineSchedule {
@@ -349,11 +428,16 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
                     augment.apply(train.image(idx), dst, &mut r);
                 });
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
+            if let Some(t) = &teacher {
+                soft.clear();
+                soft.extend(chunk.iter().map(|&i| t.probabilities[i]));
+            }
             let x = Tensor::from_slice(&input, (args.batch, 1, s, s), &device)?;
             // Forward and backward with the GEMMs of `--conv-precision`; validation stays f32.
             let (logits, loss, grads) = crate::ops::with_bf16_matmul(bf16, || -> candle_core::Result<_> {
                 let logits = net.forward_t(&x, true)?;
-                let loss = smoothed_weighted_ce(&logits, &labels, &weights, args.label_smoothing)?;
+                let soft_targets = teacher.as_ref().map(|_| (&soft[..], args.distill_weight as f32));
+                let loss = distilled_weighted_ce(&logits, &labels, &weights, args.label_smoothing, soft_targets)?;
                 let grads = loss.backward()?;
                 Ok((logits, loss, grads))
             })?;
@@ -451,6 +535,36 @@ mod tests {
         assert!((mean - 1.0).abs() < 1e-5);
         assert!(w[1] > w[0] && w[0] > w[3]);
         assert_eq!(class_weights(&counts, 0.0), [1.0; NUM_CLASSES]);
+    }
+
+    #[test]
+    fn distilled_ce_mixes_label_and_teacher_targets_by_weight() -> candle_core::Result<()> {
+        let logits = Tensor::new(&[[1f32, 0., 0., 0., 0., 0., 0.], [0., 0., 2., 0., 0., 0., 0.]], &Device::Cpu)?;
+        let mut w = [1f32; NUM_CLASSES];
+        w[4] = 3.0;
+        let teacher = [[0.5, 0.5, 0., 0., 0., 0., 0.], [0., 0., 0.25, 0., 0.75, 0., 0.]];
+        let labels = [0u8, 4];
+        let log_p = |row: usize, c: usize| -> f64 {
+            let z: Vec<f64> = if row == 0 { vec![1., 0., 0., 0., 0., 0., 0.] } else { vec![0., 0., 2., 0., 0., 0., 0.] };
+            z[c] - z.iter().map(|v| v.exp()).sum::<f64>().ln()
+        };
+        let scalar = |t: Tensor| -> candle_core::Result<f64> { Ok(t.to_scalar::<f32>()? as f64) };
+        // α = 0: the weighted label loss (weights 1 and 3), whatever the teacher says.
+        let weighted_label_sum = -log_p(0, 0) - 3.0 * log_p(1, 4);
+        let hard = weighted_label_sum / 4.0;
+        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher, 0.0)))?)?;
+        assert!((got - hard).abs() < 1e-5, "{got} vs {hard}");
+        assert!((scalar(smoothed_weighted_ce(&logits, &labels, &w, 0.0)?)? - hard).abs() < 1e-5);
+        // α = 1: plain cross-entropy against the teacher's probabilities, labels ignored.
+        let soft = -(0.5 * log_p(0, 0) + 0.5 * log_p(0, 1) + 0.25 * log_p(1, 2) + 0.75 * log_p(1, 4)) / 2.0;
+        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher, 1.0)))?)?;
+        assert!((got - soft).abs() < 1e-5, "{got} vs {soft}");
+        // α = 0.5: label part weighted (1-α)·w[y], teacher part α, normalised by their sum.
+        let mixed = (0.5 * weighted_label_sum + 0.5 * 2.0 * soft) / (0.5 * 4.0 + 0.5 * 2.0);
+        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher, 0.5)))?)?;
+        assert!((got - mixed).abs() < 1e-5, "{got} vs {mixed}");
+        assert!(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher[..1], 0.5))).is_err());
+        Ok(())
     }
 
     #[test]

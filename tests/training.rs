@@ -105,6 +105,10 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         quiet: true,
         device: gstmoodmirror::train::ComputeDevice::Cpu,
         conv_precision: gstmoodmirror::train::ConvPrecision::Bf16,
+        init: None,
+        teacher: Vec::new(),
+        teacher_tta: gstmoodmirror::evaluate::Tta::TenCrop,
+        distill_weight: 0.5,
     }
 }
 
@@ -208,6 +212,63 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
         let text = String::from_utf8_lossy(if ok { &run.stdout } else { &run.stderr }).to_string();
         assert!(text.contains(if ok { "view scale 0.9000" } else { "--view-scale 2" }), "{text}");
     }
+}
+
+#[test]
+fn distillation_from_a_teacher_and_init_from_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().join("data");
+    write_folders(&data_dir, 8, false);
+    let teacher = dir.path().join("teacher/model.safetensors");
+    std::fs::create_dir_all(teacher.parent().expect("dir")).expect("mkdir");
+    train::run(&args(&data_dir, &teacher, 4), "test").expect("train the teacher");
+    let teacher_first_loss = history(teacher.parent().expect("dir"))[0]["train_loss"].as_f64().expect("loss");
+
+    // The student learns from the teacher's ten-crop probabilities, starting from its weights:
+    // its first epoch already starts where the teacher ended, far below the teacher's first.
+    let student = dir.path().join("student/model.safetensors");
+    std::fs::create_dir_all(student.parent().expect("dir")).expect("mkdir");
+    let mut a = args(&data_dir, &student, 2);
+    a.teacher = vec![teacher.clone()];
+    a.distill_weight = 0.7;
+    a.init = Some(teacher.clone());
+    train::run(&a, "test").expect("distil");
+    let h = history(student.parent().expect("dir"));
+    let student_first_loss = h[0]["train_loss"].as_f64().expect("loss");
+    assert!(student_first_loss < teacher_first_loss * 0.8, "init: {student_first_loss} vs teacher's first epoch {teacher_first_loss}");
+    let cache = dir.path().join("student/model.teacher.safetensors");
+    let written = std::fs::metadata(&cache).and_then(|m| m.modified()).expect("teacher targets cached");
+
+    // Resuming reuses the cached targets; other teachers or views would recompute them.
+    let mut resume = args(&data_dir, &student, 3);
+    resume.teacher = vec![teacher.clone()];
+    resume.distill_weight = 0.7;
+    resume.resume = Some(train::checkpoint_path(&student));
+    train::run(&resume, "test").expect("resume the distillation");
+    assert_eq!(std::fs::metadata(&cache).and_then(|m| m.modified()).expect("cache"), written);
+    assert_eq!(history(student.parent().expect("dir")).len(), 3);
+
+    // Out-of-range weights and missing teachers are refused by name.
+    let mut bad = args(&data_dir, &dir.path().join("bad.safetensors"), 1);
+    bad.teacher = vec![teacher.clone()];
+    bad.distill_weight = 1.5;
+    let err = format!("{:#}", train::run(&bad, "test").expect_err("weight 1.5"));
+    assert!(err.contains("--distill-weight 1.5"), "{err}");
+    bad.distill_weight = 0.5;
+    bad.teacher = vec![dir.path().join("no-such-teacher.safetensors")];
+    let err = format!("{:#}", train::run(&bad, "test").expect_err("missing teacher"));
+    assert!(err.contains("no-such-teacher"), "{err}");
+
+    // evaluate's multi-view TTA runs on the student and says which views it averaged.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["evaluate", "--tta", "grid", "--data"])
+        .arg(&data_dir)
+        .arg("--model")
+        .arg(&student)
+        .output()
+        .expect("run evaluate");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("grid of 54 views"));
 }
 
 /// What `--device cuda` runs (candle's own kernels instead of our CPU ops), run on the CPU.

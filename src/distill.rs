@@ -1,0 +1,103 @@
+//! Knowledge distillation for `train --teacher`: the averaged class probabilities of one or more
+//! trained models (under test-time augmentation) for every training image, used as soft targets.
+//!
+//! The teachers' raw probabilities are used (without their logit bias): a teacher trained with
+//! the same class weights predicts `∝ w_k · p(k | x)`, the distribution the student's weighted
+//! hard-label loss also aims at, so the student's own logit bias stays right.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+use crate::dataset::Dataset;
+use crate::emotion::{EmotionClassifier, NUM_CLASSES};
+use crate::evaluate::{predict, probability_rows, Tta};
+
+/// Soft targets of the teachers for each image of the training set, in dataset order.
+pub struct TeacherTargets {
+    pub probabilities: Vec<[f32; NUM_CLASSES]>,
+}
+
+impl TeacherTargets {
+    /// Runs every teacher over `data` under `tta` and averages their probabilities.
+    pub fn compute(teachers: &[PathBuf], tta: Tta, data: &Dataset, device: &Device) -> Result<Self> {
+        if teachers.is_empty() {
+            bail!("distillation needs at least one --teacher");
+        }
+        let mut sum = vec![[0f32; NUM_CLASSES]; data.len()];
+        for path in teachers {
+            let mut teacher = EmotionClassifier::from_file(path, device).with_context(|| format!("loading teacher {}", path.display()))?;
+            teacher.set_logit_bias_enabled(false);
+            let views = tta.views(teacher.view_scale);
+            let probs = predict(&mut |x| teacher.logits(x), data, device, 256, &views)?;
+            for (acc, p) in sum.iter_mut().zip(&probs) {
+                for (a, v) in acc.iter_mut().zip(p) {
+                    *a += v / teachers.len() as f32;
+                }
+            }
+        }
+        Ok(Self { probabilities: sum })
+    }
+
+    /// What identifies a set of targets: the teachers (path and size), the views and the data.
+    fn key(teachers: &[PathBuf], tta: Tta, data: &Dataset) -> String {
+        let files: Vec<String> = teachers
+            .iter()
+            .map(|p| format!("{}:{}", p.display(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)))
+            .collect();
+        format!("{}|{tta:?}|{} images|labels {:?}", files.join(","), data.len(), data.class_counts())
+    }
+
+    /// The targets cached at `cache` when they were made from the same teachers, views and data;
+    /// otherwise computed and written there (a resumed run does not pay for them again).
+    pub fn load_or_compute(cache: &Path, teachers: &[PathBuf], tta: Tta, data: &Dataset, device: &Device) -> Result<Self> {
+        let key = Self::key(teachers, tta, data);
+        if let Ok(bytes) = std::fs::read(cache) {
+            let meta = crate::emotion::read_metadata(&bytes).unwrap_or_default();
+            if meta.get("teacher_key") == Some(&key) {
+                let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+                if let Some(t) = tensors.get("probabilities") {
+                    let flat = t.flatten_all()?.to_vec1::<f32>()?;
+                    if flat.len() == data.len() * NUM_CLASSES {
+                        eprintln!("distill: teacher targets from {}", cache.display());
+                        return Ok(Self::from_flat(&flat));
+                    }
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let targets = Self::compute(teachers, tta, data, device)?;
+        eprintln!(
+            "distill: {} teacher(s) x {} views over {} images in {:.0} s",
+            teachers.len(),
+            tta.views(1.0).len(),
+            data.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let flat: Vec<f32> = targets.probabilities.iter().flatten().copied().collect();
+        let tensors = HashMap::from([(
+            "probabilities".to_string(),
+            Tensor::from_vec(flat, (data.len(), NUM_CLASSES), &Device::Cpu)?,
+        )]);
+        let meta = HashMap::from([("teacher_key".to_string(), key)]);
+        crate::train::save_safetensors(&tensors, &meta, cache)?;
+        Ok(targets)
+    }
+
+    fn from_flat(flat: &[f32]) -> Self {
+        Self { probabilities: probability_rows(flat).collect() }
+    }
+
+    /// Agreement of the averaged teachers with the labels (a sanity figure for the log).
+    pub fn accuracy(&self, labels: &[u8]) -> f64 {
+        let right = self
+            .probabilities
+            .iter()
+            .zip(labels)
+            .filter(|(p, &y)| crate::emotion::argmax(&p[..]).0 == y as usize)
+            .count();
+        right as f64 / labels.len().max(1) as f64
+    }
+}
