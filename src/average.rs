@@ -217,6 +217,13 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
         args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
     );
     meta.remove("epoch");
+    // How the averaged checkpoints were trained (the first one's command; one run made them all).
+    if let Some(first) = args.inputs.first() {
+        let bytes = std::fs::read(first).with_context(|| format!("reading {}", first.display()))?;
+        if let Some(command) = read_metadata(&bytes).ok().and_then(|m| m.get("training_command").cloned()) {
+            meta.insert("inputs_training_command".into(), command);
+        }
+    }
     if let Some(bias) = &bias {
         meta.insert(LogitBias::KEY.into(), LogitBias::format(bias));
     }

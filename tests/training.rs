@@ -193,6 +193,7 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     let classifier = EmotionClassifier::from_file(&averaged, &candle_core::Device::Cpu).expect("load averaged");
     assert_eq!(classifier.arch.name(), "vgg");
     assert!(classifier.metadata.get("averaged_from").is_some_and(|s| s.contains("model.ckpt.safetensors")));
+    assert_eq!(classifier.metadata.get("inputs_training_command").map(String::as_str), Some("test"), "the checkpoints' own command");
     let trained = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load trained");
     assert!(trained.metadata.contains_key("logit_bias"));
     assert_eq!(classifier.metadata.get("logit_bias"), trained.metadata.get("logit_bias"), "the average keeps the bias");
