@@ -92,6 +92,14 @@ pub(crate) fn fast_path(x: &Tensor) -> bool {
     x.device().is_cpu() && CPU_FAST_PATHS.with(|c| c.get())
 }
 
+/// Shallowest reduction (input values per output: `c_in·k·k`) that runs its GEMMs in bf16. The
+/// first layer (one channel, 9 values) stays f32, as mixed-precision training keeps it: its GEMMs
+/// are memory-bound, so bf16 saves nothing there, and its weight gradient sums 147 k products
+/// per weight for a 64-image batch, where bf16 rounding of a gradient small against its terms
+/// shows most (on the shipped distilled model its bf16 rounding reached 36 % of the batch-to-batch
+/// difference; 15 % with this layer in f32: `tests/training.rs`).
+const BF16_MIN_DEPTH: usize = 32;
+
 /// 2-D convolution on a CBHW tensor. `weight` is `(C_out, C_in, k, k)`; returns
 /// `(C_out, B, H_out, W_out)`.
 pub fn conv2d_cbhw(
@@ -110,7 +118,7 @@ pub fn conv2d_cbhw(
     let out = if fast_path(x) && kh == 1 && kw == 1 && stride == 1 && padding == 0 {
         // A 1x1 convolution of a CBHW tensor is one matrix product, no im2col copy.
         conv_matmul(&weight.reshape((c_out, c_in))?, &x.contiguous()?.reshape((c_in, b * h * w))?)?.reshape((c_out, b, h, w))?
-    } else if fast_path(x) && BF16_MATMUL.with(|c| c.get()) {
+    } else if fast_path(x) && BF16_MATMUL.with(|c| c.get()) && c_in * kh * kw >= BF16_MIN_DEPTH {
         let w2 = weight.reshape((c_out, c_in * kh * kw))?;
         conv_bf16::conv2d_bf16(x, &w2, geometry)?.reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else if fast_path(x) {
