@@ -41,11 +41,17 @@ impl TeacherTargets {
         Ok(Self { probabilities: sum })
     }
 
-    /// What identifies a set of targets: the teachers (path and size), the views and the data.
+    /// What identifies a set of targets: the teachers (path and a hash of the contents: models
+    /// of one architecture all have the same size), the views and the data.
     fn key(teachers: &[PathBuf], tta: Tta, data: &Dataset) -> String {
+        use std::hash::{Hash, Hasher};
         let files: Vec<String> = teachers
             .iter()
-            .map(|p| format!("{}:{}", p.display(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)))
+            .map(|p| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(p).unwrap_or_default().hash(&mut hasher);
+                format!("{}:{:016x}", p.display(), hasher.finish())
+            })
             .collect();
         format!("{}|{tta:?}|{} images|labels {:?}", files.join(","), data.len(), data.class_counts())
     }

@@ -248,6 +248,11 @@ fn distillation_from_a_teacher_and_init_from_weights() {
     train::run(&resume, "test").expect("resume the distillation");
     assert_eq!(std::fs::metadata(&cache).and_then(|m| m.modified()).expect("cache"), written);
     assert_eq!(history(student.parent().expect("dir")).len(), 3);
+    // Other weights at the teacher's path (the same size: the same architecture) are noticed.
+    std::fs::copy(&student, &teacher).expect("replace the teacher");
+    resume.epochs = 4;
+    train::run(&resume, "test").expect("resume with a changed teacher");
+    assert_ne!(std::fs::metadata(&cache).and_then(|m| m.modified()).expect("cache"), written, "stale teacher targets");
 
     // Out-of-range weights and missing teachers are refused by name.
     let mut bad = args(&data_dir, &dir.path().join("bad.safetensors"), 1);
