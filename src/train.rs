@@ -155,10 +155,14 @@ fn load_model_weights(path: &Path, arch: Arch, vars: &HashMap<String, candle_cor
     if file_arch != arch {
         bail!("{} holds arch {}, not {}", path.display(), file_arch.name(), arch.name());
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    set_vars(vars, &candle_core::safetensors::load_buffer(&bytes, device)?, path)
+}
+
+/// Sets every variable from the tensor of the same name read from `origin`.
+fn set_vars(vars: &HashMap<String, candle_core::Var>, tensors: &HashMap<String, Tensor>, origin: &Path) -> Result<()> {
     for (name, var) in vars {
-        let t = tensors.get(name).with_context(|| format!("{} lacks {name}", path.display()))?;
-        var.set(t).with_context(|| format!("{}: tensor {name}", path.display()))?;
+        let t = tensors.get(name).with_context(|| format!("{} lacks {name}", origin.display()))?;
+        var.set(t).with_context(|| format!("{}: tensor {name}", origin.display()))?;
     }
     Ok(())
 }
@@ -355,10 +359,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             bail!("{} holds arch {:?}, not {}", resume.display(), meta.get("arch"), args.arch.name());
         }
         let tensors = candle_core::safetensors::load_buffer(&bytes, &device)?;
-        for (name, var) in &vars {
-            let t = tensors.get(name).with_context(|| format!("checkpoint lacks {name}"))?;
-            var.set(t).with_context(|| format!("checkpoint tensor {name}"))?;
-        }
+        set_vars(&vars, &tensors, resume)?;
         optimizer.load_state(&tensors, saved.step)?;
         eprintln!("resumed from {} after epoch {}", resume.display(), saved.epoch);
         state = saved;
