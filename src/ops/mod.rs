@@ -72,9 +72,16 @@ pub(crate) fn with_scratch<T, R>(cell: &'static std::thread::LocalKey<std::cell:
     })
 }
 
-/// The matrix product of the convolutions: bf16 inside [`with_bf16_matmul`], else candle's.
+/// Whether a convolution whose GEMM reduces over `depth` values (`c_in·k·k`) runs in bf16:
+/// inside [`with_bf16_matmul`] and at least [`BF16_MIN_DEPTH`] deep.
+fn conv_uses_bf16(depth: usize) -> bool {
+    BF16_MATMUL.with(|c| c.get()) && depth >= BF16_MIN_DEPTH
+}
+
+/// The matrix product of the convolutions, `a` the `(C_out, depth)` weights: bf16 where
+/// [`conv_uses_bf16`], else candle's.
 fn conv_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if BF16_MATMUL.with(|c| c.get()) {
+    if conv_uses_bf16(a.dim(1)?) {
         gemm_bf16::matmul(a, b)
     } else {
         a.matmul(b)
@@ -118,7 +125,7 @@ pub fn conv2d_cbhw(
     let out = if fast_path(x) && kh == 1 && kw == 1 && stride == 1 && padding == 0 {
         // A 1x1 convolution of a CBHW tensor is one matrix product, no im2col copy.
         conv_matmul(&weight.reshape((c_out, c_in))?, &x.contiguous()?.reshape((c_in, b * h * w))?)?.reshape((c_out, b, h, w))?
-    } else if fast_path(x) && BF16_MATMUL.with(|c| c.get()) && c_in * kh * kw >= BF16_MIN_DEPTH {
+    } else if fast_path(x) && conv_uses_bf16(c_in * kh * kw) {
         let w2 = weight.reshape((c_out, c_in * kh * kw))?;
         conv_bf16::conv2d_bf16(x, &w2, geometry)?.reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else if fast_path(x) {
