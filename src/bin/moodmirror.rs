@@ -192,7 +192,8 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     if !(0.5..=1.0).contains(&view_scale) {
         anyhow::bail!("--view-scale {view_scale}: expected a number in 0.5..=1");
     }
-    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), &args.tta.views(view_scale))?;
+    let views = args.tta.views(view_scale);
+    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), &views)?;
     let report = evaluate::Report::compute(&probs, &data.labels);
     println!(
         "model: {} (arch {}, {}, view scale {view_scale:.4}, {}){}",
@@ -208,7 +209,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         let mut json = serde_json::to_value(&report)?;
         json["model"] = serde_json::json!(args.model.as_ref().map(|p| p.display().to_string()));
         json["tta"] = serde_json::json!(args.tta != evaluate::Tta::None);
-        json["tta_views"] = serde_json::json!(args.tta.views(view_scale).len());
+        json["tta_views"] = serde_json::json!(views.len());
         json["precision"] = serde_json::json!(classifier.precision_name());
         json["view_scale"] = serde_json::json!(view_scale);
         json["logit_bias"] = serde_json::json!(logit_bias);
