@@ -239,6 +239,50 @@ impl Augment {
     }
 }
 
+/// Mixup within a batch: sample `i` becomes `lambda[i]·image i + (1 − lambda[i])·image
+/// partner[i]` (a random pairing of the batch), its target the same mix of both targets.
+#[derive(Debug, Clone, Default)]
+pub struct BatchMix {
+    pub partner: Vec<usize>,
+    pub lambda: Vec<f32>,
+}
+
+impl BatchMix {
+    /// A pairing of `batch` samples with `lambda ~ Beta(alpha, alpha)` (`alpha > 0`; small
+    /// values keep most samples close to one of the two images).
+    pub fn sample(batch: usize, alpha: f64, rng: &mut impl Rng) -> Result<Self> {
+        use rand::seq::SliceRandom;
+        use rand_distr::Distribution;
+        let beta = rand_distr::Beta::new(alpha, alpha).map_err(|e| anyhow::anyhow!("mixup Beta({alpha}, {alpha}): {e}"))?;
+        let mut partner: Vec<usize> = (0..batch).collect();
+        partner.shuffle(rng);
+        let lambda = (0..batch).map(|_| beta.sample(rng) as f32).collect();
+        Ok(Self { partner, lambda })
+    }
+
+    /// Mixes the images of `src` (`batch` x `pixels` values) into `dst`.
+    pub fn mix_images(&self, src: &[f32], dst: &mut [f32], pixels: usize) {
+        for (i, out) in dst.chunks_exact_mut(pixels).enumerate().take(self.lambda.len()) {
+            let (l, j) = (self.lambda[i], self.partner[i]);
+            let (a, b) = (&src[i * pixels..(i + 1) * pixels], &src[j * pixels..(j + 1) * pixels]);
+            for ((o, &va), &vb) in out.iter_mut().zip(a).zip(b) {
+                *o = l * va + (1.0 - l) * vb;
+            }
+        }
+    }
+
+    /// Mixes per-sample probability rows (e.g. teacher targets computed on the unmixed images).
+    pub fn mix_rows(&self, rows: &mut [[f32; NUM_CLASSES]]) {
+        let original = rows.to_vec();
+        for (i, row) in rows.iter_mut().enumerate().take(self.lambda.len()) {
+            let (l, j) = (self.lambda[i], self.partner[i]);
+            for ((o, &a), &b) in row.iter_mut().zip(&original[i]).zip(&original[j]) {
+                *o = l * a + (1.0 - l) * b;
+            }
+        }
+    }
+}
+
 /// Bilinear sample of a 48x48 image with edge replication (as Keras' `fill_mode="nearest"`).
 fn bilinear_clamped(src: &[u8], x: f32, y: f32) -> f32 {
     let max = (SIZE - 1) as f32;
@@ -349,5 +393,40 @@ mod view_tests {
             }
         }
         assert_eq!(shifted[SIZE - 1], InputContract::normalize(img[SIZE - 1]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn batch_mix_blends_images_and_rows_with_the_same_lambda() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mix = BatchMix::sample(4, 0.4, &mut rng).expect("mixup pairing");
+        let mut seen = mix.partner.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 2, 3], "the partners are a permutation of the batch");
+        assert!(mix.lambda.iter().all(|l| (0.0..=1.0).contains(l)));
+        // Image i holds the value i everywhere; row i is the one-hot of class i.
+        let images: Vec<f32> = (0..4).flat_map(|i| [i as f32; 3]).collect();
+        let mut mixed = vec![0f32; 12];
+        mix.mix_images(&images, &mut mixed, 3);
+        let mut rows = [[0f32; NUM_CLASSES]; 4];
+        for (i, r) in rows.iter_mut().enumerate() {
+            r[i] = 1.0;
+        }
+        mix.mix_rows(&mut rows);
+        for i in 0..4 {
+            let (l, j) = (mix.lambda[i], mix.partner[i]);
+            let want = l * i as f32 + (1.0 - l) * j as f32;
+            assert!(mixed[i * 3..(i + 1) * 3].iter().all(|v| (v - want).abs() < 1e-6));
+            assert!((rows[i].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            if i != j {
+                assert!((rows[i][i] - l).abs() < 1e-6 && (rows[i][j] - (1.0 - l)).abs() < 1e-6);
+            }
+        }
+        assert!(BatchMix::sample(4, -1.0, &mut rng).is_err());
     }
 }

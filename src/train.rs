@@ -14,10 +14,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use crate::dataset::{Augment, Dataset, View};
+use crate::dataset::{Augment, BatchMix, Dataset, View};
 use crate::emotion::layers::{seed_dropout, SeededInit};
 use crate::emotion::{Arch, EmotionNet, InputContract, LogitBias, CLASS_NAMES, NUM_CLASSES};
-use crate::distill::TeacherTargets;
+use crate::distill::{OnlineTeachers, TeacherTargets};
 use crate::evaluate::{predict, Report, Tta};
 use crate::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::plots::{self, EpochRecord};
@@ -96,6 +96,22 @@ pub struct TrainArgs {
     /// 0.7 made the shipped model (weights/README.md).
     #[arg(long, default_value_t = 0.7)]
     pub distill_weight: f64,
+    /// Run the teachers on every training batch as the student sees it (augmented, and mixed
+    /// with `--mixup`) instead of once on the clean images; `--teacher-tta` none or mirror.
+    #[arg(long, requires = "teacher")]
+    pub teacher_online: bool,
+    /// Mixup: each training image is blended with another of its batch, λ ~ Beta(A, A), and its
+    /// target (labels, and teacher probabilities) with the same λ. 0 turns it off.
+    #[arg(long, default_value_t = 0.0)]
+    pub mixup: f64,
+}
+
+/// Where the soft targets of distillation come from.
+enum Teaching {
+    /// Computed once per training image (clean, under `--teacher-tta`).
+    Cached(TeacherTargets),
+    /// The teachers run on each batch.
+    Online(OnlineTeachers),
 }
 
 /// Checkpoint metadata that `--resume` reads back.
@@ -185,17 +201,20 @@ pub fn class_weights(counts: &[usize; NUM_CLASSES], power: f64) -> [f32; NUM_CLA
 /// Weighted cross-entropy with label smoothing: mean over the batch of
 /// `w[y] * -(Σ_c q_c log p_c)`, q = (1-ε)·onehot(y) + ε/K.
 pub fn smoothed_weighted_ce(logits: &Tensor, labels: &[u8], weights: &[f32; NUM_CLASSES], eps: f64) -> candle_core::Result<Tensor> {
-    distilled_weighted_ce(logits, labels, weights, eps, None)
+    distilled_weighted_ce(logits, labels, weights, eps, None, None)
 }
 
-/// [`smoothed_weighted_ce`] with knowledge distillation: with `soft = Some((teacher, α))` each
-/// sample adds the cross-entropy against its teacher probabilities `teacher[i]` with weight α,
-/// beside its label term with weight `(1-α)·w[y]`; the loss is the weighted mean of both.
+/// [`smoothed_weighted_ce`] with knowledge distillation and mixup. With `soft = Some((teacher,
+/// α))` each sample adds the cross-entropy against its teacher probabilities `teacher[i]` with
+/// weight α, beside its label term with weight `(1-α)·w[y]`; the loss is the weighted mean of
+/// both. With `mix`, sample i's label term is `λ_i` of its own label's and `1-λ_i` of its
+/// partner's (each with its class weight); `teacher[i]` is taken as already mixed.
 pub fn distilled_weighted_ce(
     logits: &Tensor,
     labels: &[u8],
     weights: &[f32; NUM_CLASSES],
     eps: f64,
+    mix: Option<&BatchMix>,
     soft: Option<(&[[f32; NUM_CLASSES]], f32)>,
 ) -> candle_core::Result<Tensor> {
     let b = labels.len();
@@ -206,22 +225,34 @@ pub fn distilled_weighted_ce(
             candle_core::bail!("{} teacher targets for a batch of {b}", teacher.len());
         }
     }
-    // One combined target per sample: label part and teacher part, each with its weight.
+    if let Some(m) = mix {
+        if m.lambda.len() != b || m.partner.len() != b || m.partner.iter().any(|&j| j >= b) {
+            candle_core::bail!("mixup pairing of {} samples for a batch of {b}", m.lambda.len());
+        }
+    }
+    // One combined target per sample: label part(s) and teacher part, each with its weight.
     let mut target = vec![0f32; b * k];
     let mut total_weight = 0f64;
-    for (i, &y) in labels.iter().enumerate() {
-        let label_w = (1.0 - alpha) * weights[y as usize];
+    for i in 0..b {
         let row = &mut target[i * k..(i + 1) * k];
-        for (c, t) in row.iter_mut().enumerate() {
-            let q = (eps / k as f64) as f32 + if c == y as usize { (1.0 - eps) as f32 } else { 0.0 };
-            *t = label_w * q;
+        let shares = match mix {
+            Some(m) => [(labels[i], m.lambda[i]), (labels[m.partner[i]], 1.0 - m.lambda[i])],
+            None => [(labels[i], 1.0), (labels[i], 0.0)],
+        };
+        for (y, share) in shares {
+            let label_w = (1.0 - alpha) * share * weights[y as usize];
+            for (c, t) in row.iter_mut().enumerate() {
+                let q = (eps / k as f64) as f32 + if c == y as usize { (1.0 - eps) as f32 } else { 0.0 };
+                *t += label_w * q;
+            }
+            total_weight += label_w as f64;
         }
         if let Some((teacher, _)) = soft {
             for (t, p) in row.iter_mut().zip(&teacher[i]) {
                 *t += alpha * p;
             }
         }
-        total_weight += (label_w + alpha) as f64;
+        total_weight += alpha as f64;
     }
     let target = Tensor::from_vec(target, (b, k), logits.device())?;
     let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
@@ -369,19 +400,25 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         load_model_weights(init, args.arch, &vars, &device)?;
         eprintln!("initial weights from {}", init.display());
     }
-    let teacher = if args.teacher.is_empty() {
+    if !(0.0..=1.0).contains(&args.distill_weight) {
+        bail!("--distill-weight {}: expected a number in 0..=1", args.distill_weight);
+    }
+    if !(args.mixup >= 0.0 && args.mixup.is_finite()) {
+        bail!("--mixup {}: expected a Beta parameter ≥ 0 (0 turns mixup off)", args.mixup);
+    }
+    let mut teaching = if args.teacher.is_empty() {
         None
+    } else if args.teacher_online {
+        eprintln!("distill: {} teacher(s) on every batch, weight {}", args.teacher.len(), args.distill_weight);
+        Some(Teaching::Online(OnlineTeachers::load(&args.teacher, args.teacher_tta, &device)?))
     } else {
-        if !(0.0..=1.0).contains(&args.distill_weight) {
-            bail!("--distill-weight {}: expected a number in 0..=1", args.distill_weight);
-        }
         let targets = TeacherTargets::load_or_compute(&sibling(&args.out, "teacher"), &args.teacher, args.teacher_tta, &train, &device)?;
         eprintln!(
             "distill: teachers agree with the training labels on {:.2} % of images; weight {}",
             100.0 * targets.accuracy(&train.labels),
             args.distill_weight
         );
-        Some(targets)
+        Some(Teaching::Cached(targets))
     };
     let mut soft = Vec::with_capacity(args.batch);
 
@@ -397,6 +434,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     let px = InputContract::PIXELS;
     let s = InputContract::SIZE;
     let mut input = vec![0f32; args.batch * px];
+    let mut mixed = if args.mixup > 0.0 { vec![0f32; args.batch * px] } else { Vec::new() };
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir)?;
     }
@@ -430,16 +468,32 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
                     augment.apply(train.image(idx), dst, &mut r);
                 });
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
-            if let Some(t) = &teacher {
-                soft.clear();
-                soft.extend(chunk.iter().map(|&i| t.probabilities[i]));
+            let mix = if args.mixup > 0.0 {
+                let mut r = rand::rngs::StdRng::seed_from_u64(base_seed ^ 0x6d69_7875_7000);
+                let m = BatchMix::sample(args.batch, args.mixup, &mut r)?;
+                m.mix_images(&input, &mut mixed, px);
+                Some(m)
+            } else {
+                None
+            };
+            let batch_input = if mix.is_some() { &mixed } else { &input };
+            match &mut teaching {
+                Some(Teaching::Cached(t)) => {
+                    soft.clear();
+                    soft.extend(chunk.iter().map(|&i| t.probabilities[i]));
+                    if let Some(m) = &mix {
+                        m.mix_rows(&mut soft);
+                    }
+                }
+                Some(Teaching::Online(t)) => t.probabilities(batch_input, args.batch, &device, &mut soft)?,
+                None => {}
             }
-            let x = Tensor::from_slice(&input, (args.batch, 1, s, s), &device)?;
+            let x = Tensor::from_slice(batch_input, (args.batch, 1, s, s), &device)?;
             // Forward and backward with the GEMMs of `--conv-precision`; validation stays f32.
             let (logits, loss, grads) = crate::ops::with_bf16_matmul(bf16, || -> candle_core::Result<_> {
                 let logits = net.forward_t(&x, true)?;
-                let soft_targets = teacher.as_ref().map(|_| (&soft[..], args.distill_weight as f32));
-                let loss = distilled_weighted_ce(&logits, &labels, &weights, args.label_smoothing, soft_targets)?;
+                let soft_targets = teaching.as_ref().map(|_| (&soft[..], args.distill_weight as f32));
+                let loss = distilled_weighted_ce(&logits, &labels, &weights, args.label_smoothing, mix.as_ref(), soft_targets)?;
                 let grads = loss.backward()?;
                 Ok((logits, loss, grads))
             })?;
@@ -447,7 +501,12 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             optimizer.apply(&grads, lr)?;
             state.step += 1;
             let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            correct += preds.iter().zip(&labels).filter(|(p, y)| **p == **y as u32).count();
+            // Under mixup a prediction counts as right when it names the larger share.
+            let dominant = |i: usize| match &mix {
+                Some(m) if m.lambda[i] < 0.5 => labels[m.partner[i]],
+                _ => labels[i],
+            };
+            correct += preds.iter().enumerate().filter(|(i, p)| **p == dominant(*i) as u32).count();
             seen += labels.len();
             loss_sum += loss.to_scalar::<f32>()? as f64 * labels.len() as f64;
             bar.inc(1);
@@ -554,18 +613,46 @@ mod tests {
         // α = 0: the weighted label loss (weights 1 and 3), whatever the teacher says.
         let weighted_label_sum = -log_p(0, 0) - 3.0 * log_p(1, 4);
         let hard = weighted_label_sum / 4.0;
-        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher, 0.0)))?)?;
+        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher, 0.0)))?)?;
         assert!((got - hard).abs() < 1e-5, "{got} vs {hard}");
         assert!((scalar(smoothed_weighted_ce(&logits, &labels, &w, 0.0)?)? - hard).abs() < 1e-5);
         // α = 1: plain cross-entropy against the teacher's probabilities, labels ignored.
         let soft = -(0.5 * log_p(0, 0) + 0.5 * log_p(0, 1) + 0.25 * log_p(1, 2) + 0.75 * log_p(1, 4)) / 2.0;
-        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher, 1.0)))?)?;
+        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher, 1.0)))?)?;
         assert!((got - soft).abs() < 1e-5, "{got} vs {soft}");
         // α = 0.5: label part weighted (1-α)·w[y], teacher part α, normalised by their sum.
         let mixed = (0.5 * weighted_label_sum + 0.5 * 2.0 * soft) / (0.5 * 4.0 + 0.5 * 2.0);
-        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher, 0.5)))?)?;
+        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher, 0.5)))?)?;
         assert!((got - mixed).abs() < 1e-5, "{got} vs {mixed}");
-        assert!(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some((&teacher[..1], 0.5))).is_err());
+        assert!(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher[..1], 0.5))).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn mixup_ce_mixes_the_two_labels_with_their_class_weights() -> candle_core::Result<()> {
+        let logits = Tensor::new(&[[1f32, 0., 0., 0., 0., 0., 0.], [0., 0., 2., 0., 0., 0., 0.]], &Device::Cpu)?;
+        let mut w = [1f32; NUM_CLASSES];
+        w[4] = 3.0;
+        let labels = [0u8, 4];
+        let log_p = |row: usize, c: usize| -> f64 {
+            let z: Vec<f64> = if row == 0 { vec![1., 0., 0., 0., 0., 0., 0.] } else { vec![0., 0., 2., 0., 0., 0., 0.] };
+            z[c] - z.iter().map(|v| v.exp()).sum::<f64>().ln()
+        };
+        // Sample 0 is 0.75 of itself (class 0) and 0.25 of sample 1 (class 4, weight 3);
+        // sample 1 is itself only.
+        let mix = BatchMix { partner: vec![1, 1], lambda: vec![0.75, 1.0] };
+        let sum = -(0.75 * log_p(0, 0) + 0.25 * 3.0 * log_p(0, 4)) - 3.0 * log_p(1, 4);
+        let want = sum / (0.75 + 0.75 + 3.0);
+        let got = distilled_weighted_ce(&logits, &labels, &w, 0.0, Some(&mix), None)?.to_scalar::<f32>()? as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // With a teacher (α = 0.5): its rows are taken as they are.
+        let teacher = [[0.5, 0., 0., 0., 0.5, 0., 0.], [0., 0., 0., 0., 1., 0., 0.]];
+        let soft = -(0.5 * log_p(0, 0) + 0.5 * log_p(0, 4)) - log_p(1, 4);
+        let want = (0.5 * sum + 0.5 * soft) / (0.5 * 4.5 + 0.5 * 2.0);
+        let got = distilled_weighted_ce(&logits, &labels, &w, 0.0, Some(&mix), Some((&teacher, 0.5)))?.to_scalar::<f32>()? as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let bad = BatchMix { partner: vec![2, 0], lambda: vec![0.5, 0.5] };
+        assert!(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some(&bad), None).is_err());
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
+use candle_core::Device;
 use gstmoodmirror::dataset::Dataset;
+use gstmoodmirror::distill::{OnlineTeachers, TeacherTargets};
+use gstmoodmirror::evaluate::Tta;
 use gstmoodmirror::emotion::{EmotionClassifier, CLASS_NAMES};
 use gstmoodmirror::train::{self, TrainArgs};
 
@@ -109,6 +112,8 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         teacher: Vec::new(),
         teacher_tta: gstmoodmirror::evaluate::Tta::TenCrop,
         distill_weight: 0.5,
+        teacher_online: false,
+        mixup: 0.0,
     }
 }
 
@@ -264,6 +269,43 @@ fn distillation_from_a_teacher_and_init_from_weights() {
     bad.teacher = vec![dir.path().join("no-such-teacher.safetensors")];
     let err = format!("{:#}", train::run(&bad, "test").expect_err("missing teacher"));
     assert!(err.contains("no-such-teacher"), "{err}");
+
+    // Online teaching: on clean images the teachers give what the cached targets hold.
+    let data = Dataset::load(&data_dir.display().to_string()).expect("data");
+    let cached = TeacherTargets::compute(std::slice::from_ref(&teacher), Tta::Mirror, &data, &Device::Cpu).expect("cached targets");
+    let mut online = OnlineTeachers::load(std::slice::from_ref(&teacher), Tta::Mirror, &Device::Cpu).expect("online teachers");
+    let n = 5;
+    let mut clean = vec![0f32; n * 48 * 48];
+    for (i, dst) in clean.chunks_exact_mut(48 * 48).enumerate() {
+        gstmoodmirror::dataset::normalize_into(data.image(i), dst, false, 1.0);
+    }
+    let mut rows = Vec::new();
+    online.probabilities(&clean, n, &Device::Cpu, &mut rows).expect("online targets");
+    assert_eq!(rows.len(), n);
+    for (got, want) in rows.iter().zip(&cached.probabilities) {
+        assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{got:?} vs {want:?}");
+    }
+    // ... and a run with them and mixup trains without writing a target cache.
+    let mixed = dir.path().join("mixup/model.safetensors");
+    std::fs::create_dir_all(mixed.parent().expect("dir")).expect("mkdir");
+    let mut m = args(&data_dir, &mixed, 2);
+    m.teacher = vec![teacher.clone()];
+    m.teacher_online = true;
+    m.teacher_tta = Tta::Mirror;
+    m.mixup = 0.4;
+    m.init = Some(teacher.clone());
+    train::run(&m, "test").expect("online distillation with mixup");
+    let h = history(mixed.parent().expect("dir"));
+    assert_eq!(h.len(), 2);
+    assert!(h.iter().all(|e| e["train_loss"].as_f64().is_some_and(f64::is_finite)));
+    assert!(!dir.path().join("mixup/model.teacher.safetensors").exists());
+    m.teacher_tta = Tta::Grid;
+    let err = format!("{:#}", train::run(&m, "test").expect_err("grid online"));
+    assert!(err.contains("--teacher-tta none or mirror"), "{err}");
+    m.teacher_tta = Tta::Mirror;
+    m.mixup = -1.0;
+    let err = format!("{:#}", train::run(&m, "test").expect_err("negative mixup"));
+    assert!(err.contains("--mixup -1"), "{err}");
 
     // evaluate's multi-view TTA runs on the student and says which views it averaged.
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
