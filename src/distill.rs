@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 
 use crate::dataset::Dataset;
 use crate::emotion::{EmotionClassifier, InputContract, NUM_CLASSES};
-use crate::evaluate::{predict, probability_rows, Tta};
+use crate::evaluate::{add_probabilities, predict, probability_rows, Tta};
 
 /// A teacher as distillation uses it: its raw probabilities, without its logit bias.
 fn load_teacher(path: &Path, device: &Device) -> Result<EmotionClassifier> {
@@ -156,14 +156,11 @@ impl OnlineTeachers {
         if self.mirror {
             views.push(Tensor::from_slice(&self.mirrored, (batch, 1, s, s), device)?);
         }
-        let share = 1.0 / (views.len() * self.teachers.len()) as f32;
+        let parts = views.len() * self.teachers.len();
         let mut sum = vec![0f32; batch * NUM_CLASSES];
         for teacher in &mut self.teachers {
             for x in &views {
-                let p = candle_nn::ops::softmax_last_dim(&teacher.logits(x)?)?;
-                for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {
-                    *acc += v * share;
-                }
+                add_probabilities(&mut sum, &teacher.logits(x)?, parts)?;
             }
         }
         out.clear();

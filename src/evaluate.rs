@@ -90,14 +90,21 @@ pub fn predict(
                 .enumerate()
                 .for_each(|(i, dst)| normalize_view_into(data.image(start + i), dst, view));
             let x = Tensor::from_slice(&input[..n * px], (n, 1, s, s), device)?;
-            let p = candle_nn::ops::softmax_last_dim(&logits(&x)?)?;
-            for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {
-                *acc += v / views.len() as f32;
-            }
+            add_probabilities(&mut sum, &logits(&x)?, views.len())?;
         }
         out.extend(probability_rows(&sum));
     }
     Ok(out)
+}
+
+/// Adds `softmax(logits) / parts` to `sum` (flat `(N, NUM_CLASSES)`): one of `parts` equal shares
+/// of an average over views or models.
+pub fn add_probabilities(sum: &mut [f32], logits: &Tensor, parts: usize) -> candle_core::Result<()> {
+    let p = candle_nn::ops::softmax_last_dim(logits)?;
+    for (acc, v) in sum.iter_mut().zip(p.flatten_all()?.to_vec1::<f32>()?) {
+        *acc += v / parts as f32;
+    }
+    Ok(())
 }
 
 /// Rows of `NUM_CLASSES` values from a flat `(N, NUM_CLASSES)` buffer.
