@@ -53,13 +53,24 @@ fn is_running_statistic(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
+/// What [`mean_weights`] reads from the checkpoints.
+#[derive(Debug)]
+struct MeanWeights {
+    arch: Arch,
+    /// The element-wise mean of each model tensor.
+    mean: HashMap<String, Tensor>,
+    /// The logit bias they share, if they have one.
+    bias: Option<[f32; NUM_CLASSES]>,
+    /// How they were trained: the first one's command (one run made them all).
+    training_command: Option<String>,
+}
+
 /// The element-wise mean of the model tensors (optimizer state left out) of `files`, checked
-/// to be of one architecture with the same tensors and logit bias; also the architecture and
-/// the bias.
-#[allow(clippy::type_complexity)]
-fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>, Option<[f32; NUM_CLASSES]>)> {
+/// to be of one architecture with the same tensors and logit bias.
+fn mean_weights(files: &[PathBuf]) -> Result<MeanWeights> {
     let mut arch = None;
     let mut bias = None;
+    let mut training_command = None;
     let mut sum: HashMap<String, Tensor> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -75,6 +86,9 @@ fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>, Opt
             bail!("{} has logit bias {this_bias:?}, the first file {bias:?}: trained with other class weights", file.display());
         }
         bias = this_bias;
+        if i == 0 {
+            training_command = meta.get("training_command").cloned();
+        }
         let tensors: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?
             .into_iter()
             .filter(|(name, _)| !name.starts_with("optim."))
@@ -98,7 +112,7 @@ fn mean_weights(files: &[PathBuf]) -> Result<(Arch, HashMap<String, Tensor>, Opt
     let arch = arch.context("no input files")?;
     let n = files.len() as f64;
     let mean = sum.into_iter().map(|(k, v)| Ok((k, (v / n)?))).collect::<Result<_>>()?;
-    Ok((arch, mean, bias))
+    Ok(MeanWeights { arch, mean, bias, training_command })
 }
 
 /// Sets batch norm's running statistics to their mean over `batches` (forward passes in
@@ -143,7 +157,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     if args.batch < 2 {
         bail!("--batch must be at least 2 (batch norm)");
     }
-    let (arch, mean, recorded_bias) = mean_weights(&args.inputs)?;
+    let MeanWeights { arch, mean, bias: recorded_bias, training_command } = mean_weights(&args.inputs)?;
     let device = Device::Cpu;
     let varmap = VarMap::new();
     {
@@ -217,12 +231,8 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
         args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
     );
     meta.remove("epoch");
-    // How the averaged checkpoints were trained (the first one's command; one run made them all).
-    if let Some(first) = args.inputs.first() {
-        let bytes = std::fs::read(first).with_context(|| format!("reading {}", first.display()))?;
-        if let Some(command) = read_metadata(&bytes).ok().and_then(|m| m.get("training_command").cloned()) {
-            meta.insert("inputs_training_command".into(), command);
-        }
+    if let Some(command) = training_command {
+        meta.insert("inputs_training_command".into(), command);
     }
     if let Some(bias) = &bias {
         meta.insert(LogitBias::KEY.into(), LogitBias::format(bias));
@@ -305,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = write(dir.path(), "a.safetensors", Arch::VggSmall, 1);
         let b = write(dir.path(), "b.safetensors", Arch::VggSmall, 2);
-        let (arch, mean, bias) = mean_weights(&[a.clone(), b.clone()]).unwrap();
+        let MeanWeights { arch, mean, bias, .. } = mean_weights(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(arch, Arch::VggSmall);
         assert_eq!(bias, None);
         let load = |p: &PathBuf| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
@@ -324,7 +334,7 @@ mod tests {
         let bias = [0.5, -1.0, 0.0, 0.25, 0.0, 0.0, 0.0];
         let d = write_biased(dir.path(), "d.safetensors", Arch::VggSmall, 4, Some(bias));
         let e = write_biased(dir.path(), "e.safetensors", Arch::VggSmall, 5, Some(bias));
-        assert_eq!(mean_weights(&[d.clone(), e]).unwrap().2, Some(bias));
+        assert_eq!(mean_weights(&[d.clone(), e]).unwrap().bias, Some(bias));
         let err = mean_weights(&[d, a]).unwrap_err().to_string();
         assert!(err.contains("logit bias") && err.contains("class weights"), "{err}");
     }
