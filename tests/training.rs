@@ -317,6 +317,42 @@ fn distillation_from_a_teacher_and_init_from_weights() {
         .expect("run evaluate");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stdout).contains("grid of 54 views"));
+
+    // Several --model flags evaluate the ensemble: the report's loss and accuracy are those of
+    // the two models' probabilities averaged image by image (computed here independently). The
+    // teacher file now holds the first student's weights; the mixup student differs from it.
+    let report_dir = dir.path().join("ensemble");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["evaluate", "--precision", "f32", "--data"])
+        .arg(&data_dir)
+        .args([std::ffi::OsStr::new("--model"), teacher.as_os_str(), std::ffi::OsStr::new("--model"), mixed.as_os_str()])
+        .arg("--report")
+        .arg(&report_dir)
+        .output()
+        .expect("run evaluate");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("ensemble of 2 models"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report")).expect("json");
+    assert_eq!(report["model"].as_array().map(Vec::len), Some(2));
+    let data = Dataset::load(&data_dir.display().to_string()).expect("data");
+    let device = Device::Cpu;
+    let mut mean = vec![[0f32; 7]; data.len()];
+    let mut single_losses = Vec::new();
+    for path in [&teacher, &mixed] {
+        let mut model = EmotionClassifier::from_file(path, &device).expect("load");
+        model.set_precision(gstmoodmirror::emotion::Precision::F32).expect("f32");
+        let views = Tta::None.views(model.view_scale);
+        let probs = gstmoodmirror::evaluate::predict(&mut |x| model.logits(x), &data, &device, 16, &views).expect("predict");
+        single_losses.push(gstmoodmirror::evaluate::Report::compute(&probs, &data.labels).loss);
+        for (acc, row) in mean.iter_mut().zip(&probs) {
+            acc.iter_mut().zip(row).for_each(|(a, p)| *a += p / 2.0);
+        }
+    }
+    let expected = gstmoodmirror::evaluate::Report::compute(&mean, &data.labels);
+    assert!(single_losses.iter().all(|l| (l - expected.loss).abs() > 1e-3), "{single_losses:?} vs {}", expected.loss);
+    assert!((report["accuracy"].as_f64().expect("accuracy") - expected.accuracy).abs() < 1e-9);
+    assert!((report["loss"].as_f64().expect("loss") - expected.loss).abs() < 1e-4, "{} vs {}", report["loss"], expected.loss);
 }
 
 /// What `--device cuda` runs (candle's own kernels instead of our CPU ops), run on the CPU.

@@ -153,9 +153,11 @@ struct EvaluateArgs {
     /// Directory with one folder per class, or fer2013.csv:PublicTest (:Training, :PrivateTest).
     #[arg(long)]
     data: String,
-    /// Weights (.safetensors); the embedded default when omitted.
+    /// Weights (.safetensors); the embedded default when omitted. Give it several times to
+    /// evaluate the ensemble (class probabilities averaged over the models), e.g. a set of
+    /// distillation teachers.
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Where to write report.json, confusion_matrix.png and roc_curves.png.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -180,39 +182,65 @@ struct EvaluateArgs {
 
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let device = candle_core::Device::Cpu;
-    let mut classifier = match &args.model {
-        Some(path) => emotion::EmotionClassifier::from_file(path, &device)?,
-        None => emotion::EmotionClassifier::embedded(&device)?,
-    };
-    classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
-    classifier.set_logit_bias_enabled(!args.no_logit_bias);
-    let logit_bias = classifier.logit_bias().is_some();
-    let data = Dataset::load(&args.data)?;
-    let view_scale = args.view_scale.unwrap_or(classifier.view_scale);
-    if !(0.5..=1.0).contains(&view_scale) {
-        anyhow::bail!("--view-scale {view_scale}: expected a number in 0.5..=1");
+    let mut classifiers = Vec::new();
+    if args.model.is_empty() {
+        classifiers.push(emotion::EmotionClassifier::embedded(&device)?);
     }
-    let views = args.tta.views(view_scale);
-    let probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), &views)?;
+    for path in &args.model {
+        classifiers.push(emotion::EmotionClassifier::from_file(path, &device)?);
+    }
+    if let Some(scale) = args.view_scale {
+        if !(0.5..=1.0).contains(&scale) {
+            anyhow::bail!("--view-scale {scale}: expected a number in 0.5..=1");
+        }
+    }
+    let data = Dataset::load(&args.data)?;
+    let mut probs: Vec<[f32; emotion::NUM_CLASSES]> = vec![[0.0; emotion::NUM_CLASSES]; data.len()];
+    let mut described = Vec::new();
+    let mut view_count = 0;
+    let share = 1.0 / classifiers.len() as f32;
+    for classifier in &mut classifiers {
+        classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
+        classifier.set_logit_bias_enabled(!args.no_logit_bias);
+        let view_scale = args.view_scale.unwrap_or(classifier.view_scale);
+        let views = args.tta.views(view_scale);
+        view_count = views.len();
+        let model_probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), &views)?;
+        for (acc, row) in probs.iter_mut().zip(&model_probs) {
+            acc.iter_mut().zip(row).for_each(|(a, p)| *a += p * share);
+        }
+        described.push(format!(
+            "arch {}, {}, view scale {view_scale:.4}, {}",
+            classifier.arch.name(),
+            classifier.precision_name(),
+            if classifier.logit_bias().is_some() { "logit bias" } else { "no logit bias" }
+        ));
+    }
     let report = evaluate::Report::compute(&probs, &data.labels);
-    println!(
-        "model: {} (arch {}, {}, view scale {view_scale:.4}, {}){}",
-        args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
-        classifier.arch.name(),
-        classifier.precision_name(),
-        if logit_bias { "logit bias" } else { "no logit bias" },
-        args.tta.describe()
-    );
+    let names: Vec<String> = args.model.iter().map(|p| p.display().to_string()).collect();
+    if names.len() > 1 {
+        println!("ensemble of {} models (probabilities averaged){}", names.len(), args.tta.describe());
+        for (name, about) in names.iter().zip(&described) {
+            println!("  model: {name} ({about})");
+        }
+    } else {
+        let name = names.first().cloned().unwrap_or_else(|| "embedded default".into());
+        println!("model: {name} ({}){}", described.join(""), args.tta.describe());
+    }
     print!("{}", report.to_text());
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut json = serde_json::to_value(&report)?;
-        json["model"] = serde_json::json!(args.model.as_ref().map(|p| p.display().to_string()));
+        json["model"] = match names.len() {
+            0 => serde_json::Value::Null,
+            1 => serde_json::json!(names[0]),
+            _ => serde_json::json!(names),
+        };
         json["tta"] = serde_json::json!(args.tta != evaluate::Tta::None);
-        json["tta_views"] = serde_json::json!(views.len());
-        json["precision"] = serde_json::json!(classifier.precision_name());
-        json["view_scale"] = serde_json::json!(view_scale);
-        json["logit_bias"] = serde_json::json!(logit_bias);
+        json["tta_views"] = serde_json::json!(view_count);
+        json["precision"] = serde_json::json!(classifiers[0].precision_name());
+        json["view_scale"] = serde_json::json!(args.view_scale.unwrap_or(classifiers[0].view_scale));
+        json["logit_bias"] = serde_json::json!(classifiers.iter().all(|c| c.logit_bias().is_some()));
         json["data"] = serde_json::json!(args.data);
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
         plots::confusion_heatmap(&report, &dir.join("confusion_matrix.png"))?;
