@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 
 use crate::dataset::Dataset;
 use crate::emotion::{EmotionClassifier, InputContract, NUM_CLASSES};
-use crate::evaluate::{add_probabilities, predict, probability_rows, Tta};
+use crate::evaluate::{add_probabilities, predict_ensemble, probability_rows, Tta};
 
 /// A teacher as distillation uses it: its raw probabilities, without its logit bias.
 fn load_teacher(path: &Path, device: &Device) -> Result<EmotionClassifier> {
@@ -35,18 +35,9 @@ impl TeacherTargets {
         if teachers.is_empty() {
             bail!("distillation needs at least one --teacher");
         }
-        let mut sum = vec![[0f32; NUM_CLASSES]; data.len()];
-        for path in teachers {
-            let mut teacher = load_teacher(path, device)?;
-            let views = tta.views(teacher.view_scale);
-            let probs = predict(&mut |x| teacher.logits(x), data, device, 256, &views)?;
-            for (acc, p) in sum.iter_mut().zip(&probs) {
-                for (a, v) in acc.iter_mut().zip(p) {
-                    *a += v / teachers.len() as f32;
-                }
-            }
-        }
-        Ok(Self { probabilities: sum })
+        let mut models = teachers.iter().map(|path| load_teacher(path, device)).collect::<Result<Vec<_>>>()?;
+        let probabilities = predict_ensemble(&mut models, |t| tta.views(t.view_scale), data, device, 256)?;
+        Ok(Self { probabilities })
     }
 
     /// What identifies a set of targets: the teachers (path and a hash of the contents: models

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::dataset::{normalize_view_into, Dataset, View};
-use crate::emotion::{InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::emotion::{EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
 
 /// Test-time augmentation: which views of each image `evaluate` averages (each view also
 /// mirrored, except for `none`).
@@ -95,6 +95,27 @@ pub fn predict(
         out.extend(probability_rows(&sum));
     }
     Ok(out)
+}
+
+/// The class probabilities of several models averaged image by image, each model over its own
+/// `views_of(model)` (an ensemble, e.g. distillation teachers).
+pub fn predict_ensemble(
+    models: &mut [EmotionClassifier],
+    views_of: impl Fn(&EmotionClassifier) -> Vec<View>,
+    data: &Dataset,
+    device: &Device,
+    batch: usize,
+) -> candle_core::Result<Vec<[f32; NUM_CLASSES]>> {
+    let share = 1.0 / models.len().max(1) as f32;
+    let mut mean = vec![[0f32; NUM_CLASSES]; data.len()];
+    for model in models.iter_mut() {
+        let views = views_of(model);
+        let probs = predict(&mut |x| model.logits(x), data, device, batch, &views)?;
+        for (acc, row) in mean.iter_mut().zip(&probs) {
+            acc.iter_mut().zip(row).for_each(|(a, p)| *a += p * share);
+        }
+    }
+    Ok(mean)
 }
 
 /// Adds `softmax(logits) / parts` to `sum` (flat `(N, NUM_CLASSES)`): one of `parts` equal shares

@@ -195,20 +195,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         }
     }
     let data = Dataset::load(&args.data)?;
-    let mut probs: Vec<[f32; emotion::NUM_CLASSES]> = vec![[0.0; emotion::NUM_CLASSES]; data.len()];
     let mut described = Vec::new();
-    let mut view_count = 0;
-    let share = 1.0 / classifiers.len() as f32;
     for classifier in &mut classifiers {
         classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
         classifier.set_logit_bias_enabled(!args.no_logit_bias);
         let view_scale = args.view_scale.unwrap_or(classifier.view_scale);
-        let views = args.tta.views(view_scale);
-        view_count = views.len();
-        let model_probs = evaluate::predict(&mut |x| classifier.logits(x), &data, &device, args.batch.max(1), &views)?;
-        for (acc, row) in probs.iter_mut().zip(&model_probs) {
-            acc.iter_mut().zip(row).for_each(|(a, p)| *a += p * share);
-        }
         described.push(format!(
             "arch {}, {}, view scale {view_scale:.4}, {}",
             classifier.arch.name(),
@@ -216,6 +207,9 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
             if classifier.logit_bias().is_some() { "logit bias" } else { "no logit bias" }
         ));
     }
+    let views_of = |c: &emotion::EmotionClassifier| args.tta.views(args.view_scale.unwrap_or(c.view_scale));
+    let view_count = views_of(&classifiers[0]).len();
+    let probs = evaluate::predict_ensemble(&mut classifiers, views_of, &data, &device, args.batch.max(1))?;
     let report = evaluate::Report::compute(&probs, &data.labels);
     let names: Vec<String> = args.model.iter().map(|p| p.display().to_string()).collect();
     if names.len() > 1 {
