@@ -195,11 +195,12 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         }
     }
     let data = Dataset::load(&args.data)?;
+    let view_scale_of = |c: &emotion::EmotionClassifier| args.view_scale.unwrap_or(c.view_scale);
     let mut described = Vec::new();
     for classifier in &mut classifiers {
         classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
         classifier.set_logit_bias_enabled(!args.no_logit_bias);
-        let view_scale = args.view_scale.unwrap_or(classifier.view_scale);
+        let view_scale = view_scale_of(classifier);
         described.push(format!(
             "arch {}, {}, view scale {view_scale:.4}, {}",
             classifier.arch.name(),
@@ -207,7 +208,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
             if classifier.logit_bias().is_some() { "logit bias" } else { "no logit bias" }
         ));
     }
-    let views_of = |c: &emotion::EmotionClassifier| args.tta.views(args.view_scale.unwrap_or(c.view_scale));
+    let views_of = |c: &emotion::EmotionClassifier| args.tta.views(view_scale_of(c));
     let view_count = views_of(&classifiers[0]).len();
     let probs = evaluate::predict_ensemble(&mut classifiers, views_of, &data, &device, args.batch.max(1))?;
     let report = evaluate::Report::compute(&probs, &data.labels);
