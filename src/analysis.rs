@@ -221,8 +221,12 @@ impl FaceAnalyzer {
         self.classifier.classify(&self.crops, &mut self.probabilities)?;
         for (face, p) in self.faces.iter().zip(&self.probabilities) {
             let (emotion, confidence) = argmax(p);
+            // The crop used the whole box; what is reported is its part inside the picture.
+            let Some(face) = face.clipped_to(image.width as i32, image.height as i32) else {
+                continue;
+            };
             self.results.push(FaceResult {
-                face: *face,
+                face,
                 probabilities: *p,
                 emotion,
                 confidence,
@@ -370,13 +374,14 @@ impl FaceAnalyzer {
         if image.width == 0 || image.height == 0 {
             return Ok(&self.results);
         }
+        let frame_size = (image.width as i32, image.height as i32);
         if full_detection {
             self.detect_full(image, frame, params)?;
             self.faces.truncate(params.max_faces);
-            self.tracker.update(&self.faces, now_ns, &video.tracker, true);
+            self.tracker.update(&self.faces, now_ns, &video.tracker, true, frame_size);
         } else if !self.tracker.tracks.is_empty() {
             self.redetect_tracks(image, frame, params)?;
-            self.tracker.update(&self.faces, now_ns, &video.tracker, false);
+            self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
         }
         // Classify the faces seen now whose last classification is old enough, in one batch.
         self.due.clear();
@@ -397,10 +402,11 @@ impl FaceAnalyzer {
         }
         for t in &self.tracker.tracks {
             let recent = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS;
-            if t.classified && recent && self.results.len() < params.max_faces {
+            let visible = t.face.clipped_to(frame_size.0, frame_size.1);
+            if let (true, true, true, Some(face)) = (t.classified, recent, self.results.len() < params.max_faces, visible) {
                 let (emotion, confidence) = t.emotion();
                 self.results.push(FaceResult {
-                    face: t.face,
+                    face,
                     probabilities: t.probabilities,
                     emotion,
                     confidence,

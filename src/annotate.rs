@@ -132,6 +132,21 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
             }
         }
     });
+    // A file without video (audio only, or nothing decodable) would leave mp4mux waiting for
+    // video forever: once decodebin has exposed all its pads, no linked video is an error.
+    let weak = pipeline.downgrade();
+    let video_pad = vin.static_pad("sink").context("queue sink")?;
+    dec.connect_no_more_pads(move |_| {
+        if let Some(pipeline) = weak.upgrade() {
+            if !video_pad.is_linked() {
+                let _ = pipeline.post_message(gst::message::Application::new(
+                    gst::Structure::builder("moodmirror-annotate-error")
+                        .field("reason", "the input has no video stream (nothing to annotate)")
+                        .build(),
+                ));
+            }
+        }
+    });
     let frames = Arc::new(AtomicU64::new(0));
     let counter = frames.clone();
     mm.static_pad("src").context("moodmirror src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -152,11 +167,24 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     let started = Instant::now();
+    let interrupts = signals::Interrupts::install();
     if pipeline.set_state(gst::State::Playing).is_err() {
         // The bus has the reason.
     }
     let bus = pipeline.bus().context("pipeline bus")?;
+    let mut finishing = false;
     let result: Result<()> = loop {
+        match interrupts.count() {
+            0 => {}
+            1 if !finishing => {
+                // First Ctrl-C / SIGTERM: end the stream here so the MP4 and JSONL are complete.
+                finishing = true;
+                bar.suspend(|| eprintln!("interrupted: finishing the files with the frames so far (again to abort)"));
+                pipeline.send_event(gst::event::Eos::new());
+            }
+            1 => {}
+            _ => break Err(anyhow::anyhow!("interrupted twice")),
+        }
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
             let position = pipeline.query_position::<gst::ClockTime>();
             let duration = pipeline.query_duration::<gst::ClockTime>();
@@ -187,6 +215,7 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
         }
     };
     let _ = pipeline.set_state(gst::State::Null);
+    drop(interrupts);
     bar.finish_and_clear();
     let n = frames.load(Ordering::Relaxed);
     if let Err(e) = result {
@@ -202,6 +231,14 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
         std::fs::rename(tmp, jsonl).with_context(|| format!("writing {}", jsonl.display()))?;
     }
     let secs = started.elapsed().as_secs_f64();
+    if finishing {
+        eprintln!(
+            "interrupted: wrote the first {n} frames → {}{}",
+            output.display(),
+            args.jsonl.as_ref().map(|j| format!(", {}", j.display())).unwrap_or_default()
+        );
+        return Err(Interrupted { frames: n }.into());
+    }
     eprintln!(
         "annotated {n} frames in {secs:.1} s ({:.1} frames/s) → {}{}",
         n as f64 / secs,
@@ -209,4 +246,53 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
         args.jsonl.as_ref().map(|j| format!(", {}", j.display())).unwrap_or_default()
     );
     Ok(())
+}
+
+/// `annotate` was stopped by a signal after writing complete, shorter outputs.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted after {frames} frames (the outputs hold those frames)")]
+pub struct Interrupted {
+    pub frames: u64,
+}
+
+/// Counting SIGINT and SIGTERM while `annotate` runs, instead of dying with half-written files.
+mod signals {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic add: async-signal-safe.
+        COUNT.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The handlers, installed until dropped (the previous ones are put back).
+    pub struct Interrupts {
+        previous: [(libc::c_int, libc::sighandler_t); 2],
+    }
+
+    impl Interrupts {
+        pub fn install() -> Self {
+            COUNT.store(0, Ordering::SeqCst);
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            // SAFETY: `on_signal` only touches an atomic, which is async-signal-safe.
+            let previous = [libc::SIGINT, libc::SIGTERM].map(|sig| (sig, unsafe { libc::signal(sig, handler) }));
+            Self { previous }
+        }
+
+        pub fn count(&self) -> usize {
+            COUNT.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Interrupts {
+        fn drop(&mut self) {
+            for (sig, handler) in self.previous {
+                // SAFETY: restores the disposition that was in place before `install`.
+                unsafe {
+                    libc::signal(sig, handler);
+                }
+            }
+        }
+    }
 }

@@ -119,10 +119,13 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let mut gray = Vec::new();
     let mut failures = 0;
     for path in &args.files {
-        let mut rgb = match image::open(path) {
+        let mut rgb = match crate::image_io::decode_file(path) {
             Ok(img) => img.into_rgb8(),
             Err(e) => {
-                eprintln!("moodmirror image: skipping {}: {e}", path.display());
+                // Recorded in the output too, so a failed file is not mistaken for one without faces.
+                let reason = format!("{e:#}");
+                eprintln!("moodmirror image: {reason}");
+                writeln!(out, "{}", json!({ "file": path.display().to_string(), "error": reason }))?;
                 failures += 1;
                 continue;
             }
@@ -161,8 +164,8 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         }
     }
     out.flush()?;
-    if failures == args.files.len() {
-        anyhow::bail!("none of the {} images could be read", failures);
+    if failures > 0 {
+        anyhow::bail!("{failures} of the {} images could not be read (see their \"error\" lines)", args.files.len());
     }
     Ok(())
 }

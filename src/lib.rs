@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod export;
 pub mod frame;
 pub mod image_cmd;
+pub mod image_io;
 pub mod meta;
 mod moodmirror;
 mod moodmirrorjson;

@@ -18,7 +18,18 @@ pub struct Track {
     pub last_seen_ns: u64,
     /// Whether a detector saw it in the current frame.
     pub seen_now: bool,
+    /// Width and height at the last full detection: local re-detections may not grow the box
+    /// past [`MAX_GROWTH`] times this.
+    pub detected_size: (i32, i32),
 }
+
+/// How much a face may grow between full detections before its track is ended (re-detection
+/// drifting onto a larger region rather than a face walking toward the camera: at 30 fps and a
+/// detection every 10 frames, a real face seldom grows 1.5x in a third of a second).
+pub const MAX_GROWTH: f32 = 1.5;
+
+/// A track whose box has less than this share of its area inside the frame ends.
+pub const MIN_VISIBLE: f32 = 0.5;
 
 impl Track {
     pub fn emotion(&self) -> (usize, f32) {
@@ -77,7 +88,9 @@ impl Tracker {
     /// Matches `detections` (the full set found in this frame, or the local re-detections of
     /// existing tracks) to tracks; unmatched detections start new tracks when `may_create`.
     /// Afterwards each track's `seen_now` says whether it was matched.
-    pub fn update(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, may_create: bool) {
+    /// `frame` is the picture's (width, height): tracks mostly outside it, larger than it, or
+    /// grown past [`MAX_GROWTH`] since their last full detection end.
+    pub fn update(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, may_create: bool, frame: (i32, i32)) {
         for t in &mut self.tracks {
             t.seen_now = false;
         }
@@ -102,6 +115,9 @@ impl Tracker {
             t.face = detections[di];
             t.seen_now = true;
             t.last_seen_ns = now_ns;
+            if may_create {
+                t.detected_size = (t.face.width, t.face.height);
+            }
             self.matched_detection[di] = true;
         }
         if may_create {
@@ -115,13 +131,20 @@ impl Tracker {
                         last_classified: 0,
                         last_seen_ns: now_ns,
                         seen_now: true,
+                        detected_size: (d.width, d.height),
                     });
                     self.next_id += 1;
                 }
             }
         }
-        self.tracks
-            .retain(|t| t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= params.max_age_ns);
+        let (frame_w, frame_h) = frame;
+        self.tracks.retain(|t| {
+            let grown = t.face.width as f32 > MAX_GROWTH * t.detected_size.0 as f32
+                || t.face.height as f32 > MAX_GROWTH * t.detected_size.1 as f32;
+            let too_big = t.face.width > frame_w || t.face.height > frame_h;
+            let fresh = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= params.max_age_ns;
+            fresh && !grown && !too_big && t.face.visible_fraction(frame_w, frame_h) >= MIN_VISIBLE
+        });
     }
 
     /// Folds a new classification into a track's smoothed probabilities.
@@ -139,8 +162,47 @@ impl Tracker {
 mod tests {
     use super::*;
 
+    const FRAME: (i32, i32) = (1920, 1080);
+
     fn face(x: i32, y: i32) -> Face {
         Face::new(x, y, 100, 100, 5.0)
+    }
+
+    #[test]
+    fn tracks_that_grow_leave_or_outsize_the_frame_end() {
+        let params = TrackerParams::default();
+        let mut t = Tracker::default();
+        t.update(&[face(100, 100), face(600, 100), face(1000, 100)], 0, &params, true, (1280, 720));
+        // Local re-detections: the first drifts 1.6x larger, the second mostly leaves the
+        // frame, the third moves a little and stays.
+        let grown = Face::new(70, 70, 160, 160, 5.0);
+        let leaving = Face::new(1240, 100, 100, 100, 5.0); // 60 of 100 px outside
+        let staying = Face::new(1010, 305, 104, 100, 5.0);
+        t.update(&[grown], 1, &params, false, (1280, 720));
+        assert!(t.tracks.iter().all(|tr| tr.id != 0), "a track grown 1.6x ends");
+        let mut t2 = Tracker::default();
+        t2.update(&[face(1200, 100), face(1000, 300)], 0, &params, true, (1280, 720));
+        t2.update(&[leaving, staying], 1, &params, false, (1280, 720));
+        assert_eq!(t2.tracks.iter().map(|tr| tr.id).collect::<Vec<_>>(), vec![1]);
+        // A face larger than the frame never survives, even from a full detection.
+        let mut t3 = Tracker::default();
+        t3.update(&[Face::new(0, 0, 300, 300, 1.0)], 0, &params, true, (200, 200));
+        assert!(t3.tracks.is_empty());
+        // A full detection resets the size the track may grow from.
+        let mut t4 = Tracker::default();
+        t4.update(&[face(100, 100)], 0, &params, true, FRAME);
+        t4.update(&[Face::new(90, 90, 140, 140, 5.0)], 1, &params, true, FRAME);
+        t4.update(&[Face::new(80, 80, 190, 190, 5.0)], 2, &params, false, FRAME);
+        assert_eq!(t4.tracks.len(), 1);
+    }
+
+    #[test]
+    fn boxes_are_clipped_to_the_frame() {
+        let f = Face::new(-10, 700, 100, 100, 1.0);
+        let c = f.clipped_to(1280, 720).expect("partly inside");
+        assert_eq!((c.x, c.y, c.width, c.height), (0, 700, 90, 20));
+        assert!((f.visible_fraction(1280, 720) - 0.18).abs() < 1e-6);
+        assert!(Face::new(1300, 0, 10, 10, 1.0).clipped_to(1280, 720).is_none());
     }
 
     fn one_hot(c: usize, p: f32) -> [f32; NUM_CLASSES] {
@@ -153,18 +215,18 @@ mod tests {
     fn ids_stay_with_moving_faces_and_expire() {
         let params = TrackerParams::default();
         let mut t = Tracker::default();
-        t.update(&[face(0, 0), face(300, 0)], 0, &params, true);
+        t.update(&[face(0, 0), face(300, 0)], 0, &params, true, FRAME);
         assert_eq!(t.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![0, 1]);
         // Both move 10 px, listed in the other order: ids follow the faces.
-        t.update(&[face(310, 5), face(10, 5)], 33_000_000, &params, true);
+        t.update(&[face(310, 5), face(10, 5)], 33_000_000, &params, true, FRAME);
         let id_at = |t: &Tracker, x: i32| t.tracks.iter().find(|tr| tr.face.x == x).map(|tr| tr.id);
         assert_eq!(id_at(&t, 10), Some(0));
         assert_eq!(id_at(&t, 310), Some(1));
         // Face 1 leaves; kept while young, dropped after max age; a new face gets a new id.
-        t.update(&[face(20, 5)], 500_000_000, &params, true);
+        t.update(&[face(20, 5)], 500_000_000, &params, true, FRAME);
         assert_eq!(t.tracks.len(), 2);
         assert!(!t.tracks[1].seen_now);
-        t.update(&[face(30, 5), face(600, 0)], 1_600_000_000, &params, true);
+        t.update(&[face(30, 5), face(600, 0)], 1_600_000_000, &params, true, FRAME);
         assert_eq!(t.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![0, 2]);
     }
 
@@ -180,7 +242,7 @@ mod tests {
         raw.extend((0..30).map(|_| one_hot(neutral, 0.7)));
         let label_changes = |smoothing: f32| {
             let mut track = Tracker::default();
-            track.update(&[face(0, 0)], 0, &TrackerParams::default(), true);
+            track.update(&[face(0, 0)], 0, &TrackerParams::default(), true, FRAME);
             let tr = &mut track.tracks[0];
             let mut labels = Vec::new();
             for (i, p) in raw.iter().enumerate() {

@@ -222,6 +222,8 @@ fn bad_model_location_gives_a_bus_error_naming_the_file() {
     init();
     let text = error_text("/nonexistent/model.safetensors");
     assert!(text.contains("/nonexistent/model.safetensors"), "{text}");
+    // The file is in the error's message itself, not only in its debug details.
+    assert!(!text.contains("Could not configure supporting library"), "{text}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let garbage = dir.path().join("garbage.safetensors");

@@ -212,3 +212,150 @@ fn rtsp_server_and_client_on_loopback_carry_faces() {
 }
 
 use gst::glib;
+
+/// A faceless 320x240 H.264 MP4 of `frames` frames at 30 fps.
+fn make_plain_clip(path: &Path, frames: u32) {
+    run_to_eos(&format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,width=320,height=240,framerate=30/1 ! x264enc speed-preset=ultrafast \
+         ! mp4mux ! filesink location={}",
+        path.display()
+    ));
+}
+
+fn annotate_command(input: &Path, out: &Path, jsonl: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_moodmirror"));
+    command.args(["annotate", "--quiet"]).arg(input).arg("-o").arg(out).arg("--jsonl").arg(jsonl);
+    command
+}
+
+#[test]
+fn annotate_refuses_an_input_without_video_within_seconds() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let wav = dir.path().join("tone.wav");
+    run_to_eos(&format!("audiotestsrc num-buffers=50 ! wavenc ! filesink location={}", wav.display()));
+    let (out, jsonl) = (dir.path().join("out.mp4"), dir.path().join("out.jsonl"));
+    let started = std::time::Instant::now();
+    let mut child = annotate_command(&wav, &out, &jsonl).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed().as_secs() > 30 {
+            let _ = child.kill();
+            panic!("annotate on an audio-only file hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(!status.success());
+    assert!(stderr.contains("no video stream"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("tone.wav")], "nothing written");
+}
+
+#[test]
+fn annotate_finishes_valid_shorter_files_on_the_first_interrupt_and_aborts_on_the_second() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let clip = dir.path().join("clip.mp4");
+    make_plain_clip(&clip, 3000);
+    // One SIGINT: EOS through the pipeline, complete MP4 and JSONL of the frames so far, exit 130.
+    let (out, jsonl) = (dir.path().join("out.mp4"), dir.path().join("out.jsonl"));
+    let child = annotate_command(&clip, &out, &jsonl).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let result = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("wrote the first"), "{stderr}");
+    let frames = run_to_eos(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! appsink name=sink sync=false",
+        out.display()
+    ));
+    let lines = std::fs::read_to_string(&jsonl).expect("jsonl").lines().count();
+    assert!(!frames.is_empty() && frames.len() < 3000, "{} frames", frames.len());
+    assert_eq!(lines, frames.len(), "one JSON line per written frame");
+    assert!(!dir.path().join("out.mp4.partial").exists() && !dir.path().join("out.jsonl.partial").exists());
+
+    // Two signals: abort, nothing left behind.
+    let (out2, jsonl2) = (dir.path().join("out2.mp4"), dir.path().join("out2.jsonl"));
+    let child = annotate_command(&clip, &out2, &jsonl2).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for _ in 0..2 {
+        // SAFETY: as above. Spaced: a signal sent while the same one is pending is merged.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let result = child.wait_with_output().expect("wait");
+    assert!(!result.status.success());
+    for name in ["out2.mp4", "out2.jsonl", "out2.mp4.partial", "out2.jsonl.partial"] {
+        assert!(!dir.path().join(name).exists(), "{name} left behind");
+    }
+}
+
+#[test]
+fn moodmirrorjson_reports_a_write_error_once_and_the_pipeline_reaches_null() {
+    init();
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let pipeline = gst::parse::launch("videotestsrc num-buffers=30 ! moodmirror draw=false ! moodmirrorjson location=/dev/full ! fakesink")
+        .expect("pipeline");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let bus = pipeline.bus().expect("bus");
+    let mut errors = 0;
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(10)) {
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                errors += 1;
+                assert!(e.error().to_string().contains("writing JSON lines"), "{}", e.error());
+                break;
+            }
+            gst::MessageView::Eos(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(errors, 1, "the write error is reported");
+    let (done, tx) = (std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)), pipeline.clone());
+    let flag = done.clone();
+    let stopper = std::thread::spawn(move || {
+        let result = tx.set_state(gst::State::Null);
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    });
+    let started = std::time::Instant::now();
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(started.elapsed().as_secs() < 30, "the pipeline cannot reach NULL");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stopper.join().expect("join").expect("NULL");
+    // Stopping did not post a second error for the same failure.
+    let again = std::iter::from_fn(|| bus.pop()).filter(|m| matches!(m.view(), gst::MessageView::Error(_))).count();
+    assert_eq!(again, 0);
+}
+
+#[test]
+fn image_records_unreadable_files_in_its_json_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let whole = std::fs::read(fixture("astronaut.jpg")).expect("fixture");
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).expect("write");
+    let run = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["image", "--jsonl", "-"])
+        .arg(fixture("astronaut.jpg"))
+        .arg(&cut)
+        .output()
+        .expect("run image");
+    assert!(!run.status.success(), "a failed input makes the exit code non-zero");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["faces"].as_array().map(Vec::len), Some(1), "the good photo is still analysed");
+    assert!(lines[1]["error"].as_str().is_some_and(|e| e.contains("truncated")), "{}", lines[1]);
+    assert!(lines[1].get("faces").is_none());
+}

@@ -44,6 +44,24 @@ impl Face {
     pub fn new(x: i32, y: i32, width: i32, height: i32, score: f32) -> Self {
         Self { x, y, width, height, score, landmarks: None }
     }
+
+    /// The box cut to a `width` x `height` frame (the rule for every output: metas, messages,
+    /// JSON); `None` when nothing of it is inside.
+    pub fn clipped_to(&self, width: i32, height: i32) -> Option<Face> {
+        let (x0, y0) = (self.x.max(0), self.y.max(0));
+        let x1 = self.x.saturating_add(self.width).min(width);
+        let y1 = self.y.saturating_add(self.height).min(height);
+        (x1 > x0 && y1 > y0).then_some(Face { x: x0, y: y0, width: x1 - x0, height: y1 - y0, ..*self })
+    }
+
+    /// The share of the box's area inside a `width` x `height` frame (0 for an empty box).
+    pub fn visible_fraction(&self, width: i32, height: i32) -> f32 {
+        let area = self.width as f32 * self.height as f32;
+        match self.clipped_to(width, height) {
+            Some(c) if area > 0.0 => c.width as f32 * c.height as f32 / area,
+            _ => 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -360,21 +360,21 @@ impl BaseTransformImpl for MoodMirror {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let (device, warning) = select_device(settings.device)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         if let Some(warning) = warning {
             gst::warning!(CAT, imp = self, "{warning}");
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ["{}", warning]);
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", warning));
         }
         let mut classifier = EmotionClassifier::load(&settings.model_location, &device).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Settings, ["model-location: {}", e])
+            gst::error_msg!(gst::LibraryError::Settings, ("model-location: {}", e))
         })?;
         classifier
             .set_precision(settings.precision)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["precision: {}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("precision: {}", e)))?;
         classifier.set_logit_bias_enabled(settings.logit_bias);
         let detector = Detector::new(settings.detector, &device)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["face detector: {}", e]))?;
-        let painter = Painter::new().map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("face detector: {}", e)))?;
+        let painter = Painter::new().map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
         gst::info!(
             CAT,
             imp = self,
@@ -424,11 +424,11 @@ impl BaseTransformImpl for MoodMirror {
         let settings = lock(&self.settings).frame_settings();
         let mut state_guard = lock(&self.state);
         let Some(state) = state_guard.as_mut() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["moodmirror is not started"]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("moodmirror is not started"));
             return Err(gst::FlowError::Error);
         };
         let Some(format) = state.format.as_ref() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["no caps negotiated before the first buffer"]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("no caps negotiated before the first buffer"));
             return Err(gst::FlowError::NotNegotiated);
         };
         if state.analyzer.detector.kind() != settings.detector {
@@ -440,7 +440,7 @@ impl BaseTransformImpl for MoodMirror {
         let (width, height) = (format.info.width(), format.info.height());
         {
             let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &format.info).map_err(|_| {
-                gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the input buffer"]);
+                gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the input buffer"));
                 gst::FlowError::Error
             })?;
             let n_planes = frame.n_planes() as usize;
@@ -478,14 +478,14 @@ impl BaseTransformImpl for MoodMirror {
                     state.results.extend_from_slice(results);
                 }
                 Err(e) => {
-                    gst::element_imp_error!(self, gst::LibraryError::Failed, ["emotion model failed: {}", e]);
+                    gst::element_imp_error!(self, gst::LibraryError::Failed, ("emotion model failed: {}", e));
                     return Err(gst::FlowError::Error);
                 }
             }
         }
         if settings.draw && !state.results.is_empty() {
             let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(&mut *buf, &format.info).map_err(|_| {
-                gst::element_imp_error!(self, gst::CoreError::Failed, ["cannot map the buffer for drawing"]);
+                gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the buffer for drawing"));
                 gst::FlowError::Error
             })?;
             let strides = frame.plane_stride();

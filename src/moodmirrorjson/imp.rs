@@ -30,6 +30,9 @@ struct State {
     width: u32,
     height: u32,
     line: Vec<u8>,
+    /// A write failed and was reported: nothing more is written, and stopping does not fail
+    /// again on the flush (a failing stop() would keep the pipeline from reaching NULL).
+    failed: bool,
 }
 
 #[derive(Default)]
@@ -123,17 +126,21 @@ impl BaseTransformImpl for MoodMirrorJson {
             Box::new(std::io::stdout())
         } else {
             let file = std::fs::File::create(&location).map_err(|e| {
-                gst::error_msg!(gst::ResourceError::OpenWrite, ["cannot write JSON lines to '{}': {}", location, e])
+                gst::error_msg!(gst::ResourceError::OpenWrite, ("cannot write JSON lines to '{}': {}", location, e))
             })?;
             Box::new(std::io::BufWriter::new(file))
         };
-        *lock(&self.state) = Some(State { out, width: 0, height: 0, line: Vec::new() });
+        *lock(&self.state) = Some(State { out, width: 0, height: 0, line: Vec::new(), failed: false });
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let Some(mut state) = lock(&self.state).take() {
-            state.out.flush().map_err(|e| gst::error_msg!(gst::ResourceError::Write, ["flushing JSON lines: {}", e]))?;
+        let state = lock(&self.state).take();
+        if let Some(mut state) = state.filter(|s| !s.failed) {
+            // Reported on the bus, not returned: stop() must succeed so the pipeline can reach NULL.
+            if let Err(e) = state.out.flush() {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ("flushing JSON lines: {}", e));
+            }
         }
         Ok(())
     }
@@ -155,6 +162,9 @@ impl BaseTransformImpl for MoodMirrorJson {
         let Some(state) = guard.as_mut() else {
             return Err(gst::FlowError::Flushing);
         };
+        if state.failed {
+            return Err(gst::FlowError::Error);
+        }
         let frame = export::frame_json(buf.pts(), state.width, state.height, &faces);
         state.line.clear();
         let written = serde_json::to_writer(&mut state.line, &frame)
@@ -166,7 +176,8 @@ impl BaseTransformImpl for MoodMirrorJson {
                 state.out.flush()
             });
         if let Err(e) = written {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ["writing JSON lines: {}", e]);
+            state.failed = true;
+            gst::element_imp_error!(self, gst::ResourceError::Write, ("writing JSON lines: {}", e));
             return Err(gst::FlowError::Error);
         }
         Ok(gst::FlowSuccess::Ok)
