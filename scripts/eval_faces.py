@@ -9,7 +9,7 @@
               that moodmirror matches at IoU >= 0.9
 
 usage: scripts/eval_faces.py [--faces-dev DIR] [--wild-dev DIR] [--reference] [--detector haar|mtcnn]
-                             [--min-face-size N] [--limit N]
+                             [--min-face-size N] [--limit N] [--model WEIGHTS]
 """
 import argparse, csv, json, os, subprocess, sys, xml.etree.ElementTree as ET
 
@@ -24,17 +24,26 @@ def iou(a, b):
     return inter / union if union else 0.0
 
 
+MODEL = []  # extra `--model FILE` for `moodmirror image`, from --model
+
+
 def run_image(binary, files, detector, min_size, extra=()):
     out = {}
     for i in range(0, len(files), 200):
         chunk = files[i:i + 200]
-        args = [binary, "image", "--detector", detector, "--max-faces", "256", *extra]
+        args = [binary, "image", "--detector", detector, "--max-faces", "256", *MODEL, *extra]
         if min_size:
             args += ["--min-face-size", str(min_size)]
-        text = subprocess.run(args + chunk, check=True, capture_output=True, text=True).stdout
-        for line in text.splitlines():
+        # `image` exits non-zero when a file cannot be read; those carry an "error" line.
+        proc = subprocess.run(args + chunk, capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
             r = json.loads(line)
+            if "error" in r:
+                print(f"unreadable: {r['file']}: {r['error']}", file=sys.stderr)
+                continue
             out[r["file"]] = r["faces"]
+        if proc.returncode != 0 and not proc.stdout:
+            sys.exit(f"moodmirror image failed: {proc.stderr.strip()}")
     return out
 
 
@@ -75,16 +84,27 @@ def wild_dev(binary, root, detector, min_size, limit):
     files = [os.path.join(root, "images", r[0]) for r in rows]
     found = run_image(binary, files, detector, min_size)
     with_face = correct = 0
+    predicted = {}  # true label -> {predicted emotion: count}
     for (name, label), path in zip(((r[0], r[1].strip().lower()) for r in rows), files):
         faces = found.get(path, [])
         if faces:
             with_face += 1
             best = max(faces, key=lambda f: f["width"] * f["height"])
             correct += best["emotion"] == label
+            row = predicted.setdefault(label, {})
+            row[best["emotion"]] = row.get(best["emotion"], 0) + 1
     n = len(files)
     print(f"wild-dev [{detector}, min-face-size {min_size or 'default'}]: face found in {with_face}/{n} "
           f"({100 * with_face / n:.1f}%), detect+classify accuracy on those {correct}/{with_face} "
           f"({100 * correct / max(1, with_face):.1f}%)")
+    recalls = []
+    for label in sorted(predicted):
+        row = predicted[label]
+        total = sum(row.values())
+        recalls.append(row.get(label, 0) / total)
+        shares = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in sorted(row.items(), key=lambda kv: -kv[1]))
+        print(f"  {label} ({total}): read as {shares}")
+    print(f"  balanced accuracy over {len(recalls)} classes: {sum(recalls) / max(1, len(recalls)):.3f}")
 
 
 def reference(binary, files, min_size):
@@ -112,7 +132,10 @@ def main():
     p.add_argument("--detector", default="mtcnn")
     p.add_argument("--min-face-size", type=int, default=0)
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--model", help="emotion weights for `moodmirror image` (default: embedded)")
     a = p.parse_args()
+    if a.model:
+        MODEL.extend(["--model", a.model])
     if a.faces_dev:
         faces_dev(a.binary, a.faces_dev, a.detector, a.min_face_size)
     if a.wild_dev:

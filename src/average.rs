@@ -14,9 +14,9 @@ use candle_nn::VarMap;
 
 use rand::SeedableRng;
 
-use crate::dataset::{Augment, Dataset, View};
+use crate::dataset::{Augment, Dataset, LabelSet, View};
 use crate::emotion::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
-use crate::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, NUM_CLASSES};
+use crate::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, Preprocess, NUM_CLASSES};
 use crate::evaluate::{predict, Report};
 use crate::train::{class_weights, metadata, model_tensors, save_safetensors, WHOLE_FRAME};
 
@@ -63,6 +63,10 @@ struct MeanWeights {
     bias: Option<[f32; NUM_CLASSES]>,
     /// How they were trained: the first one's command (one run made them all).
     training_command: Option<String>,
+    /// The crop preprocessing they share.
+    preprocess: Preprocess,
+    /// The labels the first one was validated on (`val_labels`), FER2013's when not recorded.
+    val_labels: LabelSet,
 }
 
 /// The element-wise mean of the model tensors (optimizer state left out) of `files`, checked
@@ -71,6 +75,8 @@ fn mean_weights(files: &[PathBuf]) -> Result<MeanWeights> {
     let mut arch = None;
     let mut bias = None;
     let mut training_command = None;
+    let mut preprocess = Preprocess::None;
+    let mut val_labels = LabelSet::Fer2013;
     let mut sum: HashMap<String, Tensor> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -86,8 +92,21 @@ fn mean_weights(files: &[PathBuf]) -> Result<MeanWeights> {
             bail!("{} has logit bias {this_bias:?}, the first file {bias:?}: trained with other class weights", file.display());
         }
         bias = this_bias;
+        let this_preprocess = InputContract::preprocess(&meta).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        if i > 0 && this_preprocess != preprocess {
+            bail!(
+                "{} preprocesses crops as '{}', the first file as '{}': they are different models",
+                file.display(),
+                this_preprocess.name(),
+                preprocess.name()
+            );
+        }
+        preprocess = this_preprocess;
         if i == 0 {
             training_command = meta.get("training_command").cloned();
+            if meta.get("val_labels").map(String::as_str) == Some(LabelSet::Ferplus.name()) {
+                val_labels = LabelSet::Ferplus;
+            }
         }
         let tensors: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?
             .into_iter()
@@ -112,7 +131,7 @@ fn mean_weights(files: &[PathBuf]) -> Result<MeanWeights> {
     let arch = arch.context("no input files")?;
     let n = files.len() as f64;
     let mean = sum.into_iter().map(|(k, v)| Ok((k, (v / n)?))).collect::<Result<_>>()?;
-    Ok(MeanWeights { arch, mean, bias, training_command })
+    Ok(MeanWeights { arch, mean, bias, training_command, preprocess, val_labels })
 }
 
 /// Sets batch norm's running statistics to their mean over `batches` (forward passes in
@@ -157,7 +176,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     if args.batch < 2 {
         bail!("--batch must be at least 2 (batch norm)");
     }
-    let MeanWeights { arch, mean, bias: recorded_bias, training_command } = mean_weights(&args.inputs)?;
+    let MeanWeights { arch, mean, bias: recorded_bias, training_command, preprocess, val_labels } = mean_weights(&args.inputs)?;
     let device = Device::Cpu;
     let varmap = VarMap::new();
     {
@@ -191,7 +210,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     let s = InputContract::SIZE;
     let mut input = vec![0f32; args.batch * px];
     let mut used = 0;
-    let augment = Augment::default();
+    let augment = Augment { preprocess, ..Augment::default() };
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     seed_dropout(args.seed);
     let batches = std::iter::from_fn(|| {
@@ -217,8 +236,12 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
             let val = Dataset::load(val).context("loading --val")?;
             let bias = bias.map(|b| LogitBias::tensor(&b, &device)).transpose()?;
             let mut logits = |x: &Tensor| LogitBias::add(net.forward_t(x, false)?, bias.as_ref());
-            let probs = predict(&mut logits, &val, &device, 256, &[View::centred(WHOLE_FRAME, false)])?;
-            let report = Report::compute(&probs, &val.labels);
+            let probs = predict(&mut logits, &val, &device, 256, &[View::centred(WHOLE_FRAME, false).preprocessed(preprocess)])?;
+            let (indices, labels) = val
+                .scored(val_labels)
+                .with_context(|| format!("--val has no {} labels, which the inputs were validated on", val_labels.name()))?;
+            let report = Report::compute_subset(&probs, &indices, &labels);
+            println!("labels: {} ({} images)", val_labels.name(), report.n);
             print!("{}", report.to_text());
             report.accuracy
         }
@@ -226,6 +249,8 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     };
     let tensors = model_tensors(&varmap);
     let mut meta = metadata(arch, command_line, accuracy, 0, WHOLE_FRAME);
+    meta.insert(InputContract::PREPROCESS_KEY.into(), preprocess.name().into());
+    meta.insert("val_labels".into(), val_labels.name().into());
     meta.insert(
         "averaged_from".into(),
         args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 use crate::dataset::Dataset;
-use crate::emotion::{EmotionClassifier, InputContract, NUM_CLASSES};
+use crate::emotion::{EmotionClassifier, InputContract, Preprocess, NUM_CLASSES};
 use crate::evaluate::{add_probabilities, predict_ensemble, probability_rows, Tta};
 
 /// A teacher as distillation uses it: its raw probabilities, without its logit bias.
@@ -36,7 +36,7 @@ impl TeacherTargets {
             bail!("distillation needs at least one --teacher");
         }
         let mut models = teachers.iter().map(|path| load_teacher(path, device)).collect::<Result<Vec<_>>>()?;
-        let probabilities = predict_ensemble(&mut models, |t| tta.views(t.view_scale), data, device, 256)?;
+        let probabilities = predict_ensemble(&mut models, |t| tta.views(t.view_scale, t.preprocess), data, device, 256)?;
         Ok(Self { probabilities })
     }
 
@@ -77,7 +77,7 @@ impl TeacherTargets {
         eprintln!(
             "distill: {} teacher(s) x {} views over {} images in {:.0} s",
             teachers.len(),
-            tta.views(1.0).len(),
+            tta.views(1.0, crate::emotion::Preprocess::None).len(),
             data.len(),
             started.elapsed().as_secs_f64()
         );
@@ -118,7 +118,8 @@ pub struct OnlineTeachers {
 impl OnlineTeachers {
     /// Loads the teachers (raw probabilities, as for [`TeacherTargets`]); `tta` is `none` or
     /// `mirror` (more views of an already augmented image would cost more than the step).
-    pub fn load(paths: &[PathBuf], tta: Tta, device: &Device) -> Result<Self> {
+    /// The teachers see the student's preprocessed input, so they must preprocess as it does.
+    pub fn load(paths: &[PathBuf], tta: Tta, device: &Device, student: Preprocess) -> Result<Self> {
         if paths.is_empty() {
             bail!("distillation needs at least one --teacher");
         }
@@ -130,7 +131,15 @@ impl OnlineTeachers {
                 bail!("--teacher-online runs the teachers on every batch: --teacher-tta none or mirror, not {name}")
             }
         };
-        let teachers = paths.iter().map(|path| load_teacher(path, device)).collect::<Result<_>>()?;
+        let teachers: Vec<EmotionClassifier> = paths.iter().map(|path| load_teacher(path, device)).collect::<Result<_>>()?;
+        if let Some((path, t)) = paths.iter().zip(&teachers).find(|(_, t)| t.preprocess != student) {
+            bail!(
+                "--teacher-online: teacher {} preprocesses crops as '{}', the student as '{}'; use cached teacher targets (no --teacher-online) or a teacher with the same --preprocess",
+                path.display(),
+                t.preprocess.name(),
+                student.name()
+            );
+        }
         Ok(Self { teachers, mirror, mirrored: Vec::new() })
     }
 

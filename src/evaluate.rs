@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::dataset::{normalize_view_into, Dataset, View};
-use crate::emotion::{EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::emotion::{EmotionClassifier, InputContract, Preprocess, CLASS_NAMES, NUM_CLASSES};
 
 /// Test-time augmentation: which views of each image `evaluate` averages (each view also
 /// mirrored, except for `none`).
@@ -29,11 +29,12 @@ impl Tta {
     const CROP_SIDE: f32 = 44.0;
 
     /// The views to average, around the model's own view scale `view_scale`.
-    pub fn views(self, view_scale: f32) -> Vec<View> {
-        let plain = |scale: f32, dx: f32, dy: f32| View { mirror: false, scale, dx, dy };
+    /// Every view is followed by the model's `preprocess`.
+    pub fn views(self, view_scale: f32, preprocess: Preprocess) -> Vec<View> {
+        let plain = |scale: f32, dx: f32, dy: f32| View { mirror: false, scale, dx, dy, preprocess };
         let unmirrored: Vec<View> = match self {
-            Tta::None => return vec![View::centred(view_scale, false)],
-            Tta::Mirror => vec![View::centred(view_scale, false)],
+            Tta::None => return vec![View::centred(view_scale, false).preprocessed(preprocess)],
+            Tta::Mirror => vec![View::centred(view_scale, false).preprocessed(preprocess)],
             Tta::TenCrop => {
                 // A 44-px crop of 48 px can move 2 px either way.
                 let size = InputContract::SIZE as f32;
@@ -200,7 +201,8 @@ pub fn roc_curve(scores: &[(f32, bool)]) -> (Vec<(f64, f64)>, f64) {
     let mut i = 0;
     while i < sorted.len() {
         let score = sorted[i].0;
-        while i < sorted.len() && sorted[i].0 == score {
+        // total_cmp: a NaN score groups with other NaNs instead of never matching (no endless loop).
+        while i < sorted.len() && sorted[i].0.total_cmp(&score).is_eq() {
             if sorted[i].1 {
                 tp += 1.0;
             } else {
@@ -216,7 +218,26 @@ pub fn roc_curve(scores: &[(f32, bool)]) -> (Vec<(f64, f64)>, f64) {
     (points, auc)
 }
 
+/// An error naming the first image whose probabilities are not finite numbers (a diverged or
+/// corrupt model): metrics of such outputs would be meaningless.
+pub fn check_finite(probabilities: &[[f32; NUM_CLASSES]]) -> Result<(), String> {
+    match probabilities.iter().position(|p| p.iter().any(|v| !v.is_finite())) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "the model's output for image {i} is not finite ({:?}): the weights are diverged or corrupt",
+            probabilities[i]
+        )),
+    }
+}
+
 impl Report {
+    /// The report of `probabilities` for the images `indices` of a data set scored with `labels`
+    /// (one per index).
+    pub fn compute_subset(probabilities: &[[f32; NUM_CLASSES]], indices: &[usize], labels: &[u8]) -> Report {
+        let rows: Vec<[f32; NUM_CLASSES]> = indices.iter().map(|&i| probabilities[i]).collect();
+        Report::compute(&rows, labels)
+    }
+
     pub fn compute(probabilities: &[[f32; NUM_CLASSES]], labels: &[u8]) -> Report {
         let n = labels.len();
         let mut confusion = vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES];
@@ -346,21 +367,31 @@ mod tests {
 
     #[test]
     fn tta_views_come_in_mirror_pairs_and_ten_crop_reaches_the_corners() {
-        assert_eq!(Tta::None.views(0.9), vec![View::centred(0.9, false)]);
-        assert_eq!(Tta::Mirror.views(1.0), vec![View::centred(1.0, false), View::centred(1.0, true)]);
+        assert_eq!(Tta::None.views(0.9, Preprocess::None), vec![View::centred(0.9, false)]);
+        assert_eq!(Tta::Mirror.views(1.0, Preprocess::None), vec![View::centred(1.0, false), View::centred(1.0, true)]);
         for (tta, n) in [(Tta::Mirror, 2), (Tta::TenCrop, 10), (Tta::Grid, 54)] {
-            let views = tta.views(1.0);
+            let views = tta.views(1.0, Preprocess::None);
             assert_eq!(views.len(), n, "{tta:?}");
             for pair in views.chunks_exact(2) {
                 assert_eq!(pair[1], View { mirror: true, ..pair[0] });
             }
         }
-        let ten = Tta::TenCrop.views(1.0);
+        let ten = Tta::TenCrop.views(1.0, Preprocess::None);
         assert!(ten.iter().all(|v| (v.scale - 44.0 / 48.0).abs() < 1e-6));
         // The corner crops touch the frame's edges: 44 px placed 2 px off centre each way.
         let mut offsets: Vec<(i32, i32)> = ten.iter().map(|v| (v.dx as i32, v.dy as i32)).collect();
         offsets.dedup();
         assert_eq!(offsets, vec![(0, 0), (-2, -2), (2, -2), (-2, 2), (2, 2)]);
+    }
+
+    #[test]
+    fn nan_scores_end_the_roc_curve_and_are_refused_before_a_report() {
+        let scores = [(f32::NAN, true), (0.5, false), (f32::NAN, false), (0.2, true)];
+        let (points, _) = roc_curve(&scores);
+        assert!(points.len() <= scores.len() + 1);
+        let probs = [[f32::NAN; NUM_CLASSES]];
+        assert!(check_finite(&probs).unwrap_err().contains("image 0"));
+        assert!(check_finite(&[[1.0 / 7.0; NUM_CLASSES]]).is_ok());
     }
 
     #[test]

@@ -14,11 +14,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use crate::dataset::{Augment, BatchMix, Dataset, View};
+use crate::dataset::{Augment, BatchMix, CameraAugment, Dataset, Target, View};
 use crate::emotion::layers::{seed_dropout, SeededInit};
-use crate::emotion::{Arch, EmotionNet, InputContract, LogitBias, CLASS_NAMES, NUM_CLASSES};
+use crate::emotion::{Arch, EmotionNet, InputContract, LogitBias, Preprocess, CLASS_NAMES, NUM_CLASSES};
 use crate::distill::{OnlineTeachers, TeacherTargets};
-use crate::evaluate::{predict, Report, Tta};
+use crate::evaluate::{check_finite, predict, Report, Tta};
 use crate::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::plots::{self, EpochRecord};
 
@@ -104,6 +104,39 @@ pub struct TrainArgs {
     /// target (labels, and teacher probabilities) with the same λ. 0 turns it off.
     #[arg(long, default_value_t = 0.0)]
     pub mixup: f64,
+    /// What each image is fitted to: FER2013's label, FER+'s vote distribution (needs the
+    /// originals' labels.csv), or a mix of both (`--target-mix`). FER+ targets validate on
+    /// FER+'s majority labels.
+    #[arg(long, value_enum, default_value = "fer2013")]
+    pub target: TargetKind,
+    /// Share of FER+'s votes in `--target mix` (the rest is FER2013's label).
+    #[arg(long, default_value_t = 0.5)]
+    pub target_mix: f32,
+    /// What each crop goes through after augmentation, recorded in the model so inference
+    /// does the same.
+    #[arg(long, value_enum, default_value = "none")]
+    pub preprocess: Preprocess,
+    /// Leave out the camera-like degradations (gamma, blur, noise, JPEG) of the augmentation.
+    #[arg(long)]
+    pub no_camera_augment: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    Fer2013,
+    Ferplus,
+    Mix,
+}
+
+impl TrainArgs {
+    pub fn target(&self) -> Result<Target> {
+        Ok(match self.target {
+            TargetKind::Fer2013 => Target::Fer2013,
+            TargetKind::Ferplus => Target::FerPlus,
+            TargetKind::Mix if (0.0..=1.0).contains(&self.target_mix) => Target::Mix { share: self.target_mix },
+            TargetKind::Mix => bail!("--target-mix {}: expected a share in 0..=1", self.target_mix),
+        })
+    }
 }
 
 /// Where the soft targets of distillation come from.
@@ -201,23 +234,31 @@ pub fn class_weights(counts: &[usize; NUM_CLASSES], power: f64) -> [f32; NUM_CLA
 /// Weighted cross-entropy with label smoothing: mean over the batch of
 /// `w[y] * -(Σ_c q_c log p_c)`, q = (1-ε)·onehot(y) + ε/K.
 pub fn smoothed_weighted_ce(logits: &Tensor, labels: &[u8], weights: &[f32; NUM_CLASSES], eps: f64) -> candle_core::Result<Tensor> {
-    distilled_weighted_ce(logits, labels, weights, eps, None, None)
+    distilled_weighted_ce(logits, &one_hot_rows(labels), weights, eps, None, None)
 }
 
-/// [`smoothed_weighted_ce`] with knowledge distillation and mixup. With `soft = Some((teacher,
-/// α))` each sample adds the cross-entropy against its teacher probabilities `teacher[i]` with
-/// weight α, beside its label term with weight `(1-α)·w[y]`; the loss is the weighted mean of
-/// both. With `mix`, sample i's label term is `λ_i` of its own label's and `1-λ_i` of its
-/// partner's (each with its class weight); `teacher[i]` is taken as already mixed.
+/// One-hot target rows of hard labels.
+pub fn one_hot_rows(labels: &[u8]) -> Vec<[f32; NUM_CLASSES]> {
+    labels.iter().map(|&l| crate::dataset::one_hot(l)).collect()
+}
+
+/// [`smoothed_weighted_ce`] for target distributions (one-hot labels, FER+ votes), with
+/// knowledge distillation and mixup. A target row `q` counts with weight `W_q = Σ_c w_c·q_c`
+/// (`w[y]` for a one-hot label) and aims at `(1-ε)·(w ⊙ q)/W_q + ε/K`. With
+/// `soft = Some((teacher, α))` each sample adds the cross-entropy against its teacher
+/// probabilities `teacher[i]` with weight α, beside its label term with weight `(1-α)·W_q`;
+/// the loss is the weighted mean of both. With `mix`, sample i's label term is `λ_i` of its
+/// own row's and `1-λ_i` of its partner's (each with its class weights); `teacher[i]` is
+/// taken as already mixed.
 pub fn distilled_weighted_ce(
     logits: &Tensor,
-    labels: &[u8],
+    label_rows: &[[f32; NUM_CLASSES]],
     weights: &[f32; NUM_CLASSES],
     eps: f64,
     mix: Option<&BatchMix>,
     soft: Option<(&[[f32; NUM_CLASSES]], f32)>,
 ) -> candle_core::Result<Tensor> {
-    let b = labels.len();
+    let b = label_rows.len();
     let k = NUM_CLASSES;
     let alpha = soft.map_or(0.0, |(_, a)| a);
     if let Some((teacher, _)) = soft {
@@ -236,16 +277,17 @@ pub fn distilled_weighted_ce(
     for i in 0..b {
         let row = &mut target[i * k..(i + 1) * k];
         let shares = match mix {
-            Some(m) => [(labels[i], m.lambda[i]), (labels[m.partner[i]], 1.0 - m.lambda[i])],
-            None => [(labels[i], 1.0), (labels[i], 0.0)],
+            Some(m) => [(i, m.lambda[i]), (m.partner[i], 1.0 - m.lambda[i])],
+            None => [(i, 1.0), (i, 0.0)],
         };
-        for (y, share) in shares {
-            let label_w = (1.0 - alpha) * share * weights[y as usize];
+        for (j, share) in shares {
+            let q = &label_rows[j];
+            let row_weight: f32 = q.iter().zip(weights).map(|(q, w)| q * w).sum();
+            let scale = (1.0 - alpha) * share;
             for (c, t) in row.iter_mut().enumerate() {
-                let q = (eps / k as f64) as f32 + if c == y as usize { (1.0 - eps) as f32 } else { 0.0 };
-                *t += label_w * q;
+                *t += scale * ((1.0 - eps) as f32 * weights[c] * q[c] + (eps / k as f64) as f32 * row_weight);
             }
-            total_weight += label_w as f64;
+            total_weight += (scale * row_weight) as f64;
         }
         if let Some((teacher, _)) = soft {
             for (t, p) in row.iter_mut().zip(&teacher[i]) {
@@ -329,10 +371,25 @@ pub fn model_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
 
 pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     let device = args.device.device()?;
-    let train = Dataset::load(&args.train).context("loading --train")?;
-    let val = Dataset::load(&args.val).context("loading --val")?;
+    if args.epochs == 0 {
+        bail!("--epochs 0: nothing would be trained or written; give at least 1");
+    }
     if args.batch < 2 {
         bail!("--batch must be at least 2 (batch norm)");
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr {}: expected a positive number", args.lr);
+    }
+    let target = args.target()?;
+    let train = Dataset::load_for(&args.train, target).context("loading --train")?;
+    // Validation keeps every image: each label set picks the ones it scores.
+    let val = Dataset::load(&args.val).context("loading --val")?;
+    let label_set = target.label_set();
+    let Some((val_indices, val_labels)) = val.scored(label_set) else {
+        bail!("--val {} has no {} labels to validate a {} target on", args.val, label_set.name(), target.describe());
+    };
+    if train.len() < args.batch {
+        bail!("--train has {} images, fewer than one batch of {}", train.len(), args.batch);
     }
     let counts = train.class_counts();
     let weights = class_weights(&counts, args.class_weight_power);
@@ -344,14 +401,20 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         let mut m = metadata(args.arch, command_line, accuracy, epoch, WHOLE_FRAME);
         m.insert(LogitBias::KEY.into(), LogitBias::format(&bias));
         m.insert("class_weight_power".into(), args.class_weight_power.to_string());
+        m.insert(InputContract::PREPROCESS_KEY.into(), args.preprocess.name().into());
+        m.insert("target".into(), target.describe());
+        m.insert("val_labels".into(), label_set.name().into());
         m
     };
     eprintln!(
-        "train: {} images {:?}; val: {} images; class weights {:?}",
+        "train: {} images {:?}, target {}; val: {} images scored on {} labels; class weights {:?}; preprocess {}",
         train.len(),
         counts,
-        val.len(),
-        weights.map(|w| (w * 100.0).round() / 100.0)
+        target.describe(),
+        val_indices.len(),
+        label_set.name(),
+        weights.map(|w| (w * 100.0).round() / 100.0),
+        args.preprocess.name()
     );
 
     let varmap = VarMap::new();
@@ -410,7 +473,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         None
     } else if args.teacher_online {
         eprintln!("distill: {} teacher(s) on every batch, weight {}", args.teacher.len(), args.distill_weight);
-        Some(Teaching::Online(OnlineTeachers::load(&args.teacher, args.teacher_tta, &device)?))
+        Some(Teaching::Online(OnlineTeachers::load(&args.teacher, args.teacher_tta, &device, args.preprocess)?))
     } else {
         let targets = TeacherTargets::load_or_compute(&sibling(&args.out, "teacher"), &args.teacher, args.teacher_tta, &train, &device)?;
         eprintln!(
@@ -424,13 +487,21 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
 
     let n_train = args.limit.unwrap_or(train.len()).min(train.len());
     let steps_per_epoch = n_train / args.batch;
+    if steps_per_epoch == 0 {
+        bail!("--limit {n_train}: fewer training images than one batch of {}", args.batch);
+    }
     let schedule = CosineSchedule {
         peak: args.lr,
         warmup: args.warmup_epochs * steps_per_epoch,
         total: args.epochs * steps_per_epoch,
         final_fraction: 0.01,
     };
-    let augment = Augment::default();
+    let augment = Augment {
+        camera: if args.no_camera_augment { CameraAugment::off() } else { CameraAugment::default() },
+        preprocess: args.preprocess,
+        ..Augment::default()
+    };
+    let val_view = View::centred(WHOLE_FRAME, false).preprocessed(args.preprocess);
     let px = InputContract::PIXELS;
     let s = InputContract::SIZE;
     let mut input = vec![0f32; args.batch * px];
@@ -468,6 +539,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
                     augment.apply(train.image(idx), dst, &mut r);
                 });
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
+            let label_rows: Vec<[f32; NUM_CLASSES]> = chunk.iter().map(|&i| train.target_row(i)).collect();
             let mix = if args.mixup > 0.0 {
                 let mut r = rand::rngs::StdRng::seed_from_u64(base_seed ^ 0x6d69_7875_7000);
                 let m = BatchMix::sample(args.batch, args.mixup, &mut r)?;
@@ -493,10 +565,23 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             let (logits, loss, grads) = crate::ops::with_bf16_matmul(bf16, || -> candle_core::Result<_> {
                 let logits = net.forward_t(&x, true)?;
                 let soft_targets = teaching.as_ref().map(|_| (&soft[..], args.distill_weight as f32));
-                let loss = distilled_weighted_ce(&logits, &labels, &weights, args.label_smoothing, mix.as_ref(), soft_targets)?;
+                let loss = distilled_weighted_ce(&logits, &label_rows, &weights, args.label_smoothing, mix.as_ref(), soft_targets)?;
                 let grads = loss.backward()?;
                 Ok((logits, loss, grads))
             })?;
+            let loss_value = loss.to_scalar::<f32>()?;
+            if !loss_value.is_finite() {
+                bar.finish_and_clear();
+                bail!(
+                    "training diverged: the loss is {loss_value} at epoch {epoch}, batch {}; nothing of this epoch was written{}. Try a lower --lr.",
+                    batch_idx + 1,
+                    if state.epoch > 0 {
+                        format!(" (the last good weights are {} and checkpoint {} from epoch {})", args.out.display(), checkpoint_path(&args.out).display(), state.epoch)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             lr = schedule.lr(state.step);
             optimizer.apply(&grads, lr)?;
             state.step += 1;
@@ -508,13 +593,20 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             };
             correct += preds.iter().enumerate().filter(|(i, p)| **p == dominant(*i) as u32).count();
             seen += labels.len();
-            loss_sum += loss.to_scalar::<f32>()? as f64 * labels.len() as f64;
+            loss_sum += loss_value as f64 * labels.len() as f64;
             bar.inc(1);
             bar.set_message(format!("loss {:.4} acc {:.3} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
         }
         bar.finish_and_clear();
-        let probs = predict(&mut |x| LogitBias::add(net.forward_t(x, false)?, Some(&bias_tensor)), &val, &device, 256, &[View::centred(WHOLE_FRAME, false)])?;
-        let report = Report::compute(&probs, &val.labels);
+        let probs = predict(&mut |x| LogitBias::add(net.forward_t(x, false)?, Some(&bias_tensor)), &val, &device, 256, &[val_view])?;
+        check_finite(&probs).map_err(|e| anyhow::anyhow!("training diverged at epoch {epoch}: on validation {e}; nothing of this epoch was written"))?;
+        let report = Report::compute_subset(&probs, &val_indices, &val_labels);
+        let other_sets: Vec<String> = val
+            .label_sets()
+            .into_iter()
+            .filter(|s| *s != label_set)
+            .filter_map(|s| val.scored(s).map(|(i, l)| format!("{} acc {:.4}", s.name(), Report::compute_subset(&probs, &i, &l).accuracy)))
+            .collect();
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -525,13 +617,15 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             seconds: started.elapsed().as_secs_f64(),
         };
         eprintln!(
-            "epoch {epoch}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} macro-F1 {:.4} | {:.0}s ({:.0} img/s)",
+            "epoch {epoch}/{}: train loss {:.4} acc {:.4} | val ({}) loss {:.4} acc {:.4} macro-F1 {:.4}{} | {:.0}s ({:.0} img/s)",
             args.epochs,
             record.train_loss,
             record.train_accuracy,
+            label_set.name(),
             record.val_loss,
             record.val_accuracy,
             report.macro_f1,
+            other_sets.iter().map(|s| format!(" | {s}")).collect::<String>(),
             record.seconds,
             seen as f64 / record.seconds
         );
@@ -613,18 +707,18 @@ mod tests {
         // α = 0: the weighted label loss (weights 1 and 3), whatever the teacher says.
         let weighted_label_sum = -log_p(0, 0) - 3.0 * log_p(1, 4);
         let hard = weighted_label_sum / 4.0;
-        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher, 0.0)))?)?;
+        let got = scalar(distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, None, Some((&teacher, 0.0)))?)?;
         assert!((got - hard).abs() < 1e-5, "{got} vs {hard}");
         assert!((scalar(smoothed_weighted_ce(&logits, &labels, &w, 0.0)?)? - hard).abs() < 1e-5);
         // α = 1: plain cross-entropy against the teacher's probabilities, labels ignored.
         let soft = -(0.5 * log_p(0, 0) + 0.5 * log_p(0, 1) + 0.25 * log_p(1, 2) + 0.75 * log_p(1, 4)) / 2.0;
-        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher, 1.0)))?)?;
+        let got = scalar(distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, None, Some((&teacher, 1.0)))?)?;
         assert!((got - soft).abs() < 1e-5, "{got} vs {soft}");
         // α = 0.5: label part weighted (1-α)·w[y], teacher part α, normalised by their sum.
         let mixed = (0.5 * weighted_label_sum + 0.5 * 2.0 * soft) / (0.5 * 4.0 + 0.5 * 2.0);
-        let got = scalar(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher, 0.5)))?)?;
+        let got = scalar(distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, None, Some((&teacher, 0.5)))?)?;
         assert!((got - mixed).abs() < 1e-5, "{got} vs {mixed}");
-        assert!(distilled_weighted_ce(&logits, &labels, &w, 0.0, None, Some((&teacher[..1], 0.5))).is_err());
+        assert!(distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, None, Some((&teacher[..1], 0.5))).is_err());
         Ok(())
     }
 
@@ -643,16 +737,31 @@ mod tests {
         let mix = BatchMix { partner: vec![1, 1], lambda: vec![0.75, 1.0] };
         let sum = -(0.75 * log_p(0, 0) + 0.25 * 3.0 * log_p(0, 4)) - 3.0 * log_p(1, 4);
         let want = sum / (0.75 + 0.75 + 3.0);
-        let got = distilled_weighted_ce(&logits, &labels, &w, 0.0, Some(&mix), None)?.to_scalar::<f32>()? as f64;
+        let got = distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, Some(&mix), None)?.to_scalar::<f32>()? as f64;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         // With a teacher (α = 0.5): its rows are taken as they are.
         let teacher = [[0.5, 0., 0., 0., 0.5, 0., 0.], [0., 0., 0., 0., 1., 0., 0.]];
         let soft = -(0.5 * log_p(0, 0) + 0.5 * log_p(0, 4)) - log_p(1, 4);
         let want = (0.5 * sum + 0.5 * soft) / (0.5 * 4.5 + 0.5 * 2.0);
-        let got = distilled_weighted_ce(&logits, &labels, &w, 0.0, Some(&mix), Some((&teacher, 0.5)))?.to_scalar::<f32>()? as f64;
+        let got = distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, Some(&mix), Some((&teacher, 0.5)))?.to_scalar::<f32>()? as f64;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         let bad = BatchMix { partner: vec![2, 0], lambda: vec![0.5, 0.5] };
-        assert!(distilled_weighted_ce(&logits, &labels, &w, 0.0, Some(&bad), None).is_err());
+        assert!(distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, Some(&bad), None).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn vote_rows_weigh_each_class_share_with_its_class_weight() -> candle_core::Result<()> {
+        let logits = Tensor::new(&[[1f32, 0., 0., 0., 0.5, 0., 0.]], &Device::Cpu)?;
+        let mut w = [1f32; NUM_CLASSES];
+        w[4] = 3.0;
+        let votes = [[0.6f32, 0., 0., 0., 0.4, 0., 0.]];
+        let z = [1f64, 0., 0., 0., 0.5, 0., 0.];
+        let log_p = |c: usize| z[c] - z.iter().map(|v| v.exp()).sum::<f64>().ln();
+        // W_q = 0.6·1 + 0.4·3 = 1.8; the loss is Σ w_c q_c (-log p_c) / W_q.
+        let want = -(0.6 * log_p(0) + 1.2 * log_p(4)) / 1.8;
+        let got = distilled_weighted_ce(&logits, &votes, &w, 0.0, None, None)?.to_scalar::<f32>()? as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         Ok(())
     }
 

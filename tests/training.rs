@@ -114,7 +114,199 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         distill_weight: 0.5,
         teacher_online: false,
         mixup: 0.0,
+        target: gstmoodmirror::train::TargetKind::Fer2013,
+        target_mix: 0.5,
+        preprocess: gstmoodmirror::emotion::Preprocess::None,
+        no_camera_augment: true,
     }
+}
+
+const VOTE_HEADER: &str = "file,split,fer2013_label,fer2013_jpeg,match_rmse,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF";
+
+/// FER+ votes (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown,
+/// NF) that put `votes` of ten on class `c` and the rest on neutral (or, for neutral, on sad).
+fn votes_for(c: usize, votes: u32) -> [u32; 10] {
+    // Our class order (angry … neutral) → the CSV's vote column.
+    let column = [4, 5, 6, 1, 3, 2, 0][c];
+    let mut v = [0u32; 10];
+    v[column] = votes;
+    v[if column == 0 { 3 } else { 0 }] += 10 - votes;
+    v
+}
+
+/// The originals' layout: `root/{train,val}/*.png` and `root/labels.csv`, `per_class` images
+/// per class and split; FER+ agrees with FER2013 on 8 of 10 votes.
+fn write_labels_csv(root: &Path, per_class: usize) -> std::path::PathBuf {
+    let mut csv = String::from(VOTE_HEADER) + "\n";
+    for split in ["train", "val"] {
+        std::fs::create_dir_all(root.join(split)).expect("mkdir");
+        for (c, name) in CLASS_NAMES.iter().enumerate() {
+            for i in 0..per_class {
+                let file = format!("{split}/{name}{i}.png");
+                let seed = i + if split == "val" { 1000 } else { 0 };
+                image::GrayImage::from_raw(48, 48, pattern(c, seed)).expect("image").save(root.join(&file)).expect("save");
+                let v = votes_for(c, 8).map(|n| n.to_string()).join(",");
+                csv += &format!("{file},{split},{name},x.jpg,4.0,{v}\n");
+            }
+        }
+    }
+    let path = root.join("labels.csv");
+    std::fs::write(&path, csv).expect("write");
+    path
+}
+
+#[test]
+fn labels_csv_gives_fer2013_labels_ferplus_majorities_and_vote_targets() {
+    use gstmoodmirror::dataset::{LabelSet, Target};
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 2);
+    // Extra rows: a tie (5 happy, 5 neutral) and a not-a-face majority, labelled sad by FER2013.
+    let mut text = std::fs::read_to_string(&csv).expect("read");
+    image::GrayImage::from_raw(48, 48, pattern(4, 7)).expect("image").save(dir.path().join("train/tie.png")).expect("save");
+    image::GrayImage::from_raw(48, 48, pattern(4, 8)).expect("image").save(dir.path().join("train/nf.png")).expect("save");
+    text += "train/tie.png,train,sad,x.jpg,4.0,5,5,0,0,0,0,0,0,0,0\n";
+    text += "train/nf.png,train,sad,x.jpg,4.0,1,0,0,2,0,0,0,0,0,7\n";
+    std::fs::write(&csv, text).expect("write");
+
+    let spec = format!("{}:train", csv.display());
+    let fer = Dataset::load(&spec).expect("load fer2013 target");
+    assert_eq!(fer.len(), 7 * 2 + 2);
+    assert!(fer.targets.is_empty(), "FER2013 labels are one-hot");
+    assert_eq!(fer.label_sets(), vec![LabelSet::Fer2013, LabelSet::Ferplus]);
+    let (all, fer_labels) = fer.scored(LabelSet::Fer2013).expect("fer2013 labels");
+    assert_eq!(all.len(), 16);
+    assert_eq!(&fer_labels[14..], &[4, 4]);
+    // FER+ scores the 14 clear images, leaving out the tie and the not-a-face majority.
+    let (scored, plus) = fer.scored(LabelSet::Ferplus).expect("ferplus labels");
+    assert_eq!(scored.len(), 14);
+    assert_eq!(plus, fer_labels[..14].to_vec(), "8 of 10 votes agree with FER2013");
+
+    let votes = Dataset::load_for(&spec, Target::FerPlus).expect("load ferplus target");
+    assert_eq!(votes.len(), 15, "the not-a-face image is left out of training");
+    assert_eq!(votes.unusable, 1);
+    let happy = votes.labels.iter().position(|&l| l == 3).expect("a happy image");
+    let row = votes.target_row(happy);
+    assert!((row[3] - 0.8).abs() < 1e-6 && (row[6] - 0.2).abs() < 1e-6, "{row:?}");
+    let tie = votes.target_row(14);
+    assert!((tie[3] - 0.5).abs() < 1e-6 && (tie[6] - 0.5).abs() < 1e-6, "{tie:?}");
+    let mix = Dataset::load_for(&spec, Target::Mix { share: 0.5 }).expect("mix");
+    let row = mix.target_row(14); // FER2013 says sad, the votes say happy/neutral
+    assert!((row[4] - 0.5).abs() < 1e-6 && (row[3] - 0.25).abs() < 1e-6, "{row:?}");
+    // The directory works as well as the file; FER+ targets need the votes.
+    assert_eq!(Dataset::load(&format!("{}", dir.path().display())).expect("dir").len(), 7 * 2 * 2 + 2);
+    let folders = dir.path().join("folders");
+    write_folders(&folders, 1, false);
+    let err = Dataset::load_for(folders.to_str().expect("path"), Target::FerPlus).expect_err("no votes").to_string();
+    assert!(err.contains("labels.csv"), "{err}");
+}
+
+#[test]
+fn bad_labels_csv_rows_are_errors_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 1);
+    let good = std::fs::read_to_string(&csv).expect("read");
+    let cases = [
+        ("train/gone.png,train,happy,x.jpg,4.0,0,10,0,0,0,0,0,0,0,0", "gone.png"),
+        ("train/angry0.png,train,happy,x.jpg,4.0,0,10,0,0,0,0,0,0,0", "fields"),
+        ("train/angry0.png,train,happy,x.jpg,4.0,0,0,0,0,0,0,0,0,0,0", "sum to 0"),
+        ("train/angry0.png,train,bored,x.jpg,4.0,0,10,0,0,0,0,0,0,0,0", "unknown class 'bored'"),
+        ("train/angry0.png,train,happy,x.jpg,4.0,0,ten,0,0,0,0,0,0,0,0", "not a whole number"),
+    ];
+    for (row, expected) in cases {
+        std::fs::write(&csv, format!("{good}{row}\n")).expect("write");
+        let err = format!("{:#}", Dataset::load(&format!("{}:train", csv.display())).expect_err(row));
+        assert!(err.contains(expected), "{row}: {err}");
+        if expected != "gone.png" {
+            assert!(err.contains("labels.csv:16"), "the line is named: {err}");
+        }
+    }
+}
+
+#[test]
+fn training_on_vote_targets_with_standardized_crops_records_its_contract() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 6);
+    let out = dir.path().join("plus.safetensors");
+    let mut a = args(dir.path(), &out, 3);
+    a.train = format!("{}:train", csv.display());
+    a.val = format!("{}:val", csv.display());
+    a.target = gstmoodmirror::train::TargetKind::Ferplus;
+    a.preprocess = gstmoodmirror::emotion::Preprocess::Standardize;
+    a.no_camera_augment = false;
+    train::run(&a, "test").expect("train on votes");
+    let h = history(dir.path());
+    assert!(h[2]["train_loss"].as_f64() < h[0]["train_loss"].as_f64(), "{h:?}");
+    let model = EmotionClassifier::from_file(&out, &Device::Cpu).expect("load");
+    assert_eq!(model.preprocess, gstmoodmirror::emotion::Preprocess::Standardize);
+    assert_eq!(model.metadata.get("val_labels").map(String::as_str), Some("ferplus"));
+    // evaluate scores both label sets and writes both into report.json.
+    let report_dir = dir.path().join("eval");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["evaluate", "--labels", "ferplus", "--data"])
+        .arg(format!("{}:val", csv.display()))
+        .arg("--model")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report_dir)
+        .output()
+        .expect("evaluate");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report")).expect("json");
+    assert_eq!(report["labels"], "ferplus");
+    assert_eq!(report["by_labels"]["fer2013"]["n"], 42);
+    assert_eq!(report["by_labels"]["ferplus"]["n"], 42);
+    assert!(report_dir.join("confusion_matrix_fer2013.png").exists());
+}
+
+#[test]
+fn a_diverging_run_stops_with_an_error_and_epochs_zero_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().join("data");
+    write_folders(&data_dir, 4, false);
+    let out = dir.path().join("model.safetensors");
+    let mut a = args(&data_dir, &out, 3);
+    a.lr = 1e30;
+    a.warmup_epochs = 0;
+    let started = std::time::Instant::now();
+    let err = train::run(&a, "test").expect_err("diverges").to_string();
+    assert!(err.contains("diverged"), "{err}");
+    assert!(started.elapsed().as_secs() < 120, "stopped promptly");
+    if out.exists() {
+        // Whatever was written is from a finite epoch.
+        EmotionClassifier::from_file(&out, &Device::Cpu).expect("written weights are finite");
+    }
+    let err = train::run(&args(&data_dir, &out, 0), "test").expect_err("0 epochs").to_string();
+    assert!(err.contains("--epochs 0"), "{err}");
+}
+
+#[test]
+fn weights_holding_nan_are_refused_naming_the_tensor() {
+    let bytes = gstmoodmirror::emotion::EMBEDDED_WEIGHTS;
+    let st = safetensors::SafeTensors::deserialize(bytes).expect("embedded");
+    let meta = gstmoodmirror::emotion::read_metadata(bytes).expect("meta");
+    let mut names = st.names();
+    names.sort();
+    let poisoned = names[3].to_string();
+    let owned: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = names
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).expect("tensor");
+            let mut data = t.data().to_vec();
+            if *n == poisoned {
+                data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            (n.to_string(), data, t.shape().to_vec(), t.dtype())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, t)| (n.clone(), safetensors::tensor::TensorView::new(*t, s.clone(), d).expect("view")))
+        .collect();
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(file.path(), safetensors::serialize(views, Some(meta)).expect("serialize")).expect("write");
+    let err = EmotionClassifier::from_file(file.path(), &Device::Cpu).err().expect("refused").to_string();
+    assert!(err.contains(&poisoned) && err.contains("non-finite"), "{err}");
 }
 
 fn history(dir: &Path) -> Vec<serde_json::Value> {
@@ -273,7 +465,7 @@ fn distillation_from_a_teacher_and_init_from_weights() {
     // Online teaching: on clean images the teachers give what the cached targets hold.
     let data = Dataset::load(&data_dir.display().to_string()).expect("data");
     let cached = TeacherTargets::compute(std::slice::from_ref(&teacher), Tta::Mirror, &data, &Device::Cpu).expect("cached targets");
-    let mut online = OnlineTeachers::load(std::slice::from_ref(&teacher), Tta::Mirror, &Device::Cpu).expect("online teachers");
+    let mut online = OnlineTeachers::load(std::slice::from_ref(&teacher), Tta::Mirror, &Device::Cpu, gstmoodmirror::emotion::Preprocess::None).expect("online teachers");
     let n = 5;
     let mut clean = vec![0f32; n * 48 * 48];
     for (i, dst) in clean.chunks_exact_mut(48 * 48).enumerate() {
@@ -342,7 +534,7 @@ fn distillation_from_a_teacher_and_init_from_weights() {
     for path in [&teacher, &mixed] {
         let mut model = EmotionClassifier::from_file(path, &device).expect("load");
         model.set_precision(gstmoodmirror::emotion::Precision::F32).expect("f32");
-        let views = Tta::None.views(model.view_scale);
+        let views = Tta::None.views(model.view_scale, model.preprocess);
         let probs = gstmoodmirror::evaluate::predict(&mut |x| model.logits(x), &data, &device, 16, &views).expect("predict");
         single_losses.push(gstmoodmirror::evaluate::Report::compute(&probs, &data.labels).loss);
         for (acc, row) in mean.iter_mut().zip(&probs) {

@@ -85,7 +85,7 @@ fn keep_freed_memory() {
     }
 }
 
-use gstmoodmirror::{annotate, average, bench, crop_fit, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
+use gstmoodmirror::{annotate, average, bench, crop_fit, dataset, dataset::Dataset, emotion, evaluate, image_cmd, plots, train};
 
 #[derive(Parser)]
 #[command(name = "moodmirror", version, about = "Facial emotion estimation: train, evaluate, benchmark, annotate images")]
@@ -150,9 +150,14 @@ fn convert_mtcnn(args: &ConvertMtcnnArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 struct EvaluateArgs {
-    /// Directory with one folder per class, or fer2013.csv:PublicTest (:Training, :PrivateTest).
+    /// Directory with one folder per class, fer2013.csv:PublicTest (:Training, :PrivateTest), or
+    /// the originals' labels.csv:val (scored on FER2013's labels and on FER+'s majority).
     #[arg(long)]
     data: String,
+    /// The label set of the main report when the data has several [default: fer2013]; the
+    /// others follow it, and report.json holds all under `by_labels`.
+    #[arg(long, value_enum)]
+    labels: Option<dataset::LabelSet>,
     /// Weights (.safetensors); the embedded default when omitted. Give it several times to
     /// evaluate the ensemble (class probabilities averaged over the models), e.g. a set of
     /// distillation teachers.
@@ -208,10 +213,26 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
             if classifier.logit_bias().is_some() { "logit bias" } else { "no logit bias" }
         ));
     }
-    let views_of = |c: &emotion::EmotionClassifier| args.tta.views(view_scale_of(c));
+    let views_of = |c: &emotion::EmotionClassifier| args.tta.views(view_scale_of(c), c.preprocess);
     let view_count = views_of(&classifiers[0]).len();
     let probs = evaluate::predict_ensemble(&mut classifiers, views_of, &data, &device, args.batch.max(1))?;
-    let report = evaluate::Report::compute(&probs, &data.labels);
+    evaluate::check_finite(&probs).map_err(anyhow::Error::msg)?;
+    // Every label set the data has is scored; the first (or --labels) is the main report.
+    let mut sets = data.label_sets();
+    if let Some(wanted) = args.labels {
+        if !sets.contains(&wanted) {
+            anyhow::bail!("--labels {}: {} has no such labels", wanted.name(), args.data);
+        }
+        sets.retain(|s| *s != wanted);
+        sets.insert(0, wanted);
+    }
+    let reports: Vec<(dataset::LabelSet, evaluate::Report)> = sets
+        .iter()
+        .filter_map(|&set| data.scored(set).map(|(i, l)| (set, evaluate::Report::compute_subset(&probs, &i, &l))))
+        .collect();
+    let Some((main_set, report)) = reports.first().cloned() else {
+        anyhow::bail!("{}: no labels to score", args.data);
+    };
     let names: Vec<String> = args.model.iter().map(|p| p.display().to_string()).collect();
     if names.len() > 1 {
         println!("ensemble of {} models (probabilities averaged){}", names.len(), args.tta.describe());
@@ -222,7 +243,14 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         let name = names.first().cloned().unwrap_or_else(|| "embedded default".into());
         println!("model: {name} ({}){}", described.join(""), args.tta.describe());
     }
+    if reports.len() > 1 {
+        println!("labels: {} ({} images scored)", main_set.name(), report.n);
+    }
     print!("{}", report.to_text());
+    for (set, other) in &reports[1..] {
+        println!("\nlabels: {} ({} images scored)", set.name(), other.n);
+        print!("{}", other.to_text());
+    }
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut json = serde_json::to_value(&report)?;
@@ -237,9 +265,18 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         json["view_scale"] = serde_json::json!(args.view_scale.unwrap_or(classifiers[0].view_scale));
         json["logit_bias"] = serde_json::json!(classifiers.iter().all(|c| c.logit_bias().is_some()));
         json["data"] = serde_json::json!(args.data);
+        json["labels"] = serde_json::json!(main_set.name());
+        let mut by_labels = serde_json::Map::new();
+        for (set, r) in &reports {
+            by_labels.insert(set.name().into(), serde_json::to_value(r)?);
+        }
+        json["by_labels"] = serde_json::Value::Object(by_labels);
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
         plots::confusion_heatmap(&report, &dir.join("confusion_matrix.png"))?;
         plots::roc_curves(&report, &dir.join("roc_curves.png"))?;
+        for (set, r) in &reports[1..] {
+            plots::confusion_heatmap(r, &dir.join(format!("confusion_matrix_{}.png", set.name())))?;
+        }
         println!("\nreport written to {}", dir.display());
     }
     Ok(())
@@ -266,6 +303,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Ctrl-C / SIGTERM: the shell's convention (128 + SIGINT), outputs already complete.
+        Err(e) if e.downcast_ref::<annotate::Interrupted>().is_some() => {
+            eprintln!("moodmirror: {e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("moodmirror: error: {e:#}");
             ExitCode::FAILURE

@@ -53,6 +53,19 @@ impl InputContract {
         }
     }
 
+    /// Metadata key of the crop preprocessing ([`Preprocess`]); files without it use `none`.
+    pub const PREPROCESS_KEY: &'static str = "input_preprocess";
+
+    /// The preprocessing recorded in a model's metadata; an error for an unknown name.
+    pub fn preprocess(metadata: &HashMap<String, String>) -> Result<Preprocess, String> {
+        match metadata.get(Self::PREPROCESS_KEY) {
+            None => Ok(Preprocess::None),
+            Some(text) => Preprocess::from_name(text).ok_or_else(|| {
+                format!("metadata {}='{text}' is not one of: none, standardize", Self::PREPROCESS_KEY)
+            }),
+        }
+    }
+
     pub fn describe() -> String {
         format!(
             "{s}x{s} grayscale, x = (p/255 - {m}) / {d}, NCHW (B,1,{s},{s}) f32, logits in order {}",
@@ -61,6 +74,57 @@ impl InputContract {
             m = Self::MEAN,
             d = Self::STD
         )
+    }
+}
+
+/// What a 48x48 crop goes through after [`InputContract::normalize`], the same in training
+/// (after augmentation) and at inference (element, `image`, `evaluate`): one function,
+/// [`Preprocess::apply`], recorded in the model file so each model is fed as it was trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Preprocess {
+    /// The normalised pixels as they are (models made before the originals; files without
+    /// the metadata key).
+    #[default]
+    None,
+    /// Each crop shifted and scaled to mean 0 and standard deviation 1 (a floor keeps flat
+    /// crops from being amplified into noise): exposure and contrast of the camera drop out.
+    Standardize,
+}
+
+impl Preprocess {
+    /// Crops whose pixel standard deviation is below this (in normalised units: 2 % of the
+    /// 0..255 range) are scaled as if they had it.
+    const STD_FLOOR: f32 = 0.02 / InputContract::STD;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preprocess::None => "none",
+            Preprocess::Standardize => "standardize",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(Preprocess::None),
+            "standardize" => Some(Preprocess::Standardize),
+            _ => None,
+        }
+    }
+
+    /// Applies the preprocessing in place to one crop of normalised pixels.
+    pub fn apply(self, crop: &mut [f32]) {
+        match self {
+            Preprocess::None => {}
+            Preprocess::Standardize => {
+                let n = crop.len().max(1) as f32;
+                let mean = crop.iter().sum::<f32>() / n;
+                let var = crop.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+                let scale = 1.0 / var.sqrt().max(Self::STD_FLOOR);
+                for v in crop.iter_mut() {
+                    *v = (*v - mean) * scale;
+                }
+            }
+        }
     }
 }
 
@@ -135,6 +199,31 @@ pub enum ModelError {
     },
 }
 
+/// An error naming the first tensor that holds a NaN or an infinity (a diverged training run,
+/// a corrupt file): such weights would turn every face into garbage without a word.
+pub fn check_finite_tensors(bytes: &[u8]) -> Result<(), String> {
+    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut names = tensors.names();
+    names.sort();
+    for name in names {
+        let view = tensors.tensor(name).map_err(|e| e.to_string())?;
+        let data = view.data();
+        let bad = match view.dtype() {
+            safetensors::Dtype::F32 => data.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+            safetensors::Dtype::F64 => data
+                .chunks_exact(8)
+                .position(|b| !f64::from_le_bytes(b.try_into().unwrap_or([0; 8])).is_finite()),
+            safetensors::Dtype::F16 => data.chunks_exact(2).position(|b| (u16::from_le_bytes([b[0], b[1]]) & 0x7c00) == 0x7c00),
+            safetensors::Dtype::BF16 => data.chunks_exact(2).position(|b| (u16::from_le_bytes([b[0], b[1]]) & 0x7f80) == 0x7f80),
+            _ => None,
+        };
+        if let Some(i) = bad {
+            return Err(format!("tensor '{name}' holds a non-finite value (NaN or infinity) at element {i}"));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the `__metadata__` of a safetensors file (architecture, contract, training info).
 pub fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
@@ -178,6 +267,8 @@ pub struct EmotionClassifier {
     pub metadata: HashMap<String, String>,
     /// The part of the face frame the network looks at ([`InputContract::view_scale`]).
     pub view_scale: f32,
+    /// What each crop goes through before the network ([`Preprocess`]).
+    pub preprocess: Preprocess,
     /// [`LogitBias`] from the file, `(1, 7)`, when it has one.
     logit_bias: Option<Tensor>,
     /// Whether `logit_bias` is applied (on unless switched off to see the raw network).
@@ -214,7 +305,9 @@ impl EmotionClassifier {
             reason,
         };
         let metadata = read_metadata(bytes).map_err(format_err)?;
+        check_finite_tensors(bytes).map_err(format_err)?;
         let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
+        let preprocess = InputContract::preprocess(&metadata).map_err(format_err)?;
         let arch = Arch::from_metadata(&metadata).map_err(format_err)?;
         let logit_bias = match LogitBias::from_metadata(&metadata).map_err(format_err)? {
             Some(bias) => Some(LogitBias::tensor(&bias, device).map_err(|e| format_err(e.to_string()))?),
@@ -236,12 +329,18 @@ impl EmotionClassifier {
             arch,
             metadata,
             view_scale,
+            preprocess,
             logit_bias,
             use_logit_bias: true,
             input: Vec::new(),
         };
         classifier.set_precision(Precision::Auto).map_err(format_err)?;
         Ok(classifier)
+    }
+
+    /// The model's own single view of a crop: its view scale and preprocessing, unmirrored.
+    pub fn view(&self) -> crate::dataset::View {
+        crate::dataset::View::centred(self.view_scale, false).preprocessed(self.preprocess)
     }
 
     pub fn net(&self) -> &EmotionNet {
@@ -318,8 +417,9 @@ impl EmotionClassifier {
         }
         let px = InputContract::PIXELS;
         self.input.resize(n * px, 0.0);
+        let view = self.view();
         for (crop, input) in crops.chunks_exact(px).zip(self.input.chunks_exact_mut(px)) {
-            crate::dataset::normalize_into(crop, input, false, self.view_scale);
+            crate::dataset::normalize_view_into(crop, input, view);
         }
         let logits = match &mut self.int8 {
             Some(net) => net.forward_slice(&self.input, n)?,
