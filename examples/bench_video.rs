@@ -2,6 +2,12 @@
 //!
 //!     cargo run --release --example bench_video -- make OUT.mp4 [FRAMES]   # 1280x720 30 fps H.264
 //!     cargo run --release --example bench_video -- memory [FRAMES]         # RSS over a long run
+//!     cargo run --release --example bench_video -- soak CLIP.mp4 [SECONDS] [--fast]
+//!
+//! `soak` plays CLIP in a loop (segment seeks, one pipeline) through moodmirror at the clip's
+//! own pace (`--fast`: as fast as it goes) for SECONDS (default 3600), prints RSS and the
+//! element's per-frame time (p50/p99/max) every minute, and fails when RSS grew more than
+//! 2 MiB after the first minute or the last minute's median frame time is over 1.5x the first's.
 //!
 //! The clip shows three faces cut from NASA's public-domain astronaut portrait
 //! (tests/fixtures/astronaut.png), at three sizes, one mirrored, moving on smooth paths over a
@@ -120,6 +126,127 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Per-minute soak figures: RSS (KiB) and the element's frame times (ms) sorted.
+struct Minute {
+    rss_kib: u64,
+    frames: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn soak(clip: &str, seconds: u64, fast: bool) -> Result<bool, Box<dyn std::error::Error>> {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{clip}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! moodmirror name=mm \
+         ! fakesink sync={}",
+        !fast
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline")?;
+    let mm = pipeline.by_name("mm").ok_or("no moodmirror")?;
+    // The element works in place on the streaming thread: time from its sink pad to its src pad.
+    let entered: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let times: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let e = entered.clone();
+    mm.static_pad("sink").ok_or("sink pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        gst::PadProbeReturn::Ok
+    });
+    let (e, t) = (entered.clone(), times.clone());
+    mm.static_pad("src").ok_or("src pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        if let Some(start) = e.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.lock().unwrap_or_else(|p| p.into_inner()).push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Paused)?;
+    let bus = pipeline.bus().ok_or("no bus")?;
+    // Wait for preroll, then loop with segment seeks (no flush between rounds).
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+        match msg.view() {
+            gst::MessageView::AsyncDone(_) => break,
+            gst::MessageView::Error(e) => return Err(format!("{} {:?}", e.error(), e.debug()).into()),
+            _ => {}
+        }
+    }
+    pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)?;
+    pipeline.set_state(gst::State::Playing)?;
+    let started = Instant::now();
+    let mut minute_started = Instant::now();
+    let mut minutes: Vec<Minute> = Vec::new();
+    let mut loops = 0u64;
+    println!("soak: {clip} for {seconds} s{}", if fast { " (as fast as it goes)" } else { "" });
+    println!("{:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6}", "minute", "RSS MiB", "frames", "p50 ms", "p99 ms", "max ms", "loops");
+    loop {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) {
+            match msg.view() {
+                gst::MessageView::SegmentDone(_) => {
+                    loops += 1;
+                    pipeline.seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)?;
+                }
+                gst::MessageView::Error(e) => return Err(format!("{} {:?}", e.error(), e.debug()).into()),
+                gst::MessageView::Eos(_) => return Err("unexpected EOS while looping".into()),
+                _ => {}
+            }
+        }
+        let done = started.elapsed() >= Duration::from_secs(seconds);
+        // A last window under half a minute is too short to compare with the others.
+        let window = minute_started.elapsed();
+        if window >= Duration::from_secs(60) || (done && window >= Duration::from_secs(30)) {
+            minute_started = Instant::now();
+            let mut t = std::mem::take(&mut *times.lock().unwrap_or_else(|p| p.into_inner()));
+            t.sort_by(f64::total_cmp);
+            let m = Minute {
+                rss_kib: rss_kib(),
+                frames: t.len(),
+                p50: percentile(&t, 0.5),
+                p99: percentile(&t, 0.99),
+                max: t.last().copied().unwrap_or(0.0),
+            };
+            println!(
+                "{:>6} {:>10.1} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+                minutes.len() + 1,
+                m.rss_kib as f64 / 1024.0,
+                m.frames,
+                m.p50,
+                m.p99,
+                m.max,
+                loops
+            );
+            minutes.push(m);
+        }
+        if done {
+            break;
+        }
+    }
+    pipeline.set_state(gst::State::Null)?;
+    let (Some(first), Some(last)) = (minutes.first(), minutes.last()) else {
+        return Err("no measurement".into());
+    };
+    let peak_growth = minutes.iter().map(|m| m.rss_kib).max().unwrap_or(0) as f64 - first.rss_kib as f64;
+    let growth_mib = (last.rss_kib as f64 - first.rss_kib as f64) / 1024.0;
+    let slowdown = if first.p50 > 0.0 { last.p50 / first.p50 } else { 1.0 };
+    println!(
+        "RSS after the first minute: {:+.2} MiB at the end, {:+.2} MiB at the peak; median frame time {:.2} -> {:.2} ms ({slowdown:.2}x)",
+        growth_mib,
+        peak_growth / 1024.0,
+        first.p50,
+        last.p50
+    );
+    let ok = growth_mib <= 2.0 && slowdown <= 1.5;
+    println!("{}", if ok { "soak: PASS" } else { "soak: FAIL (RSS growth > 2 MiB or median frame time > 1.5x)" });
+    Ok(ok)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     gst::init()?;
     gstmoodmirror::plugin_register_static()?;
@@ -168,7 +295,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
         }
-        _ => return Err("usage: bench_video make OUT.mp4 [FRAMES] | memory [FRAMES]".into()),
+        Some("soak") => {
+            let clip = args.get(2).ok_or("usage: soak CLIP.mp4 [SECONDS] [--fast]")?;
+            let seconds = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3600);
+            let fast = args.iter().any(|a| a == "--fast");
+            if !soak(clip, seconds, fast)? {
+                std::process::exit(1);
+            }
+        }
+        _ => return Err("usage: bench_video make OUT.mp4 [FRAMES] | memory [FRAMES] | soak CLIP.mp4 [SECONDS] [--fast]".into()),
     }
     Ok(())
 }
