@@ -4,15 +4,58 @@
 //! raw bytes. Used to convert facenet-pytorch's MTCNN weights (`moodmirror convert-mtcnn`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
+use std::io::Read;
 
 use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, Device, Tensor};
 
-fn pickle<R: BufRead>(r: &mut R) -> candle_core::Result<Object> {
+/// Longest pickle accepted (operations), and largest object on top of the stack (nodes): a
+/// few memo look-ups of a growing list make a "pickle bomb" whose copies double each time.
+const MAX_PICKLE_OPS: usize = 1 << 20;
+const MAX_PICKLE_NODES: usize = 1 << 16;
+
+/// One pickle, op by op through candle's reader, refusing what would exhaust memory or time:
+/// a string longer than the rest of the file (candle allocates the announced length first) or
+/// an object that grows past [`MAX_PICKLE_NODES`].
+fn pickle(r: &mut std::io::Cursor<&[u8]>) -> candle_core::Result<Object> {
     let mut stack = Stack::empty();
-    stack.read_loop(r)?;
-    stack.finalize()
+    for _ in 0..MAX_PICKLE_OPS {
+        let rest = &r.get_ref()[(r.position() as usize).min(r.get_ref().len())..];
+        if let [b'X', a, b, c, d, ..] = rest {
+            let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+            if len > rest.len() - 5 {
+                candle_core::bail!("pickle string of {len} bytes, longer than the rest of the file");
+            }
+        }
+        if stack.read(r)? {
+            return stack.finalize();
+        }
+        if stack.stack().last().is_some_and(|top| nodes(top, MAX_PICKLE_NODES) >= MAX_PICKLE_NODES) {
+            candle_core::bail!("pickle object larger than {MAX_PICKLE_NODES} values (not a state dict)");
+        }
+    }
+    candle_core::bail!("pickle longer than {MAX_PICKLE_OPS} operations")
+}
+
+/// The number of values in `object`, counted up to `cap`.
+fn nodes(object: &Object, cap: usize) -> usize {
+    let mut count = 0;
+    let mut pending = vec![object];
+    while let Some(o) = pending.pop() {
+        count += 1;
+        if count >= cap {
+            break;
+        }
+        match o {
+            Object::Tuple(items) | Object::List(items) => pending.extend(items),
+            Object::Dict(entries) => entries.iter().for_each(|(k, v)| pending.extend([k, v])),
+            Object::Reduce { callable, args } => pending.extend([&**callable, &**args]),
+            Object::Build { callable, args } => pending.extend([&**callable, &**args]),
+            Object::PersistentLoad(o) => pending.push(o),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// The state dict's (name, tensor) pairs, f32.
@@ -39,8 +82,13 @@ pub fn read_state_dict(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)
     for key in keys {
         let mut n = [0u8; 8];
         r.read_exact(&mut n)?;
-        let numel = u64::from_le_bytes(n) as usize;
-        let mut data = vec![0u8; numel.checked_mul(4).ok_or_else(|| candle_core::Error::Msg("storage too large".into()))?];
+        let numel = u64::from_le_bytes(n);
+        // The size comes from the file: check it against what the file holds before allocating.
+        let left = (bytes.len() as u64).saturating_sub(r.position());
+        let size = numel.checked_mul(4).filter(|&s| s <= left).ok_or_else(|| {
+            candle_core::Error::Msg(format!("storage {key}: {numel} elements, more than the file's remaining {left} bytes"))
+        })?;
+        let mut data = vec![0u8; size as usize];
         r.read_exact(&mut data)?;
         storages.insert(key, data);
     }
@@ -65,7 +113,12 @@ pub fn read_state_dict(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)
         let layout = &info.layout;
         let offset = layout.start_offset() / 4;
         let dims = layout.dims().to_vec();
-        let n: usize = dims.iter().product();
+        // A state dict's view never has more elements than its storage (no broadcasting).
+        let n = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= data.len() / 4)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: view {dims:?} is larger than its storage", info.name)))?;
         let strides = layout.stride().to_vec();
         let flat = storage.to_vec1::<f32>()?;
         let mut values = Vec::with_capacity(n);
