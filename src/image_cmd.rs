@@ -81,6 +81,45 @@ pub fn face_json(r: &FaceResult) -> serde_json::Value {
     v
 }
 
+/// Detects on `rgb` with half its longer side of replicated edge added all round and a
+/// minimum face size that fits the picture; boxes come back in `rgb`'s coordinates, clipped.
+fn padded_retry(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &DetectParams) -> Result<Vec<FaceResult>> {
+    let (w, h) = (rgb.width() as i64, rgb.height() as i64);
+    let pad = (w.max(h) / 2).max(8);
+    let (pw, ph) = ((w + 2 * pad) as usize, (h + 2 * pad) as usize);
+    let padded = image::RgbImage::from_fn(pw as u32, ph as u32, |x, y| {
+        let sx = (x as i64 - pad).clamp(0, w - 1) as u32;
+        let sy = (y as i64 - pad).clamp(0, h - 1) as u32;
+        *rgb.get_pixel(sx, sy)
+    });
+    let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
+    let mut gray = Vec::new();
+    let image = frame::luma(padded.as_raw(), pw * 3, pw, ph, layout, &mut gray);
+    let planes = frame::FramePlanes {
+        planes: [padded.as_raw(), &[], &[]],
+        strides: [pw * 3, 0, 0],
+        width: pw,
+        height: ph,
+        layout,
+        video_range: false,
+    };
+    let small = DetectParams { min_size: params.min_size.min((w.min(h) as usize / 2).max(12)), ..*params };
+    let found = analyzer.analyze(&image, Some(&planes), &small, 0, 255)?;
+    Ok(found
+        .iter()
+        .filter_map(|r| {
+            let mut moved = r.face;
+            moved.x -= pad as i32;
+            moved.y -= pad as i32;
+            if let Some(points) = moved.landmarks.as_mut() {
+                points.iter_mut().for_each(|p| *p = [p[0] - pad as f32, p[1] - pad as f32]);
+            }
+            let face = moved.clipped_to(w as i32, h as i32)?;
+            Some(FaceResult { face, ..*r })
+        })
+        .collect())
+}
+
 fn round4(v: f32) -> f64 {
     (v as f64 * 1e4).round() / 1e4
 }
@@ -140,13 +179,22 @@ pub fn run(args: &ImageArgs) -> Result<()> {
             layout,
             video_range: false,
         };
-        let results = analyzer.analyze(&image, Some(&planes), &params, 0, 255)?.to_vec();
-        let record = json!({
+        let mut results = analyzer.analyze(&image, Some(&planes), &params, 0, 255)?.to_vec();
+        // A face filling the picture edge to edge (datasets' tight crops) has no margin for the
+        // detector's windows: look again with the edges extended around it.
+        let retried = results.is_empty();
+        if retried {
+            results = padded_retry(&mut analyzer, &rgb, &params)?;
+        }
+        let mut record = json!({
             "file": path.display().to_string(),
             "width": w,
             "height": h,
             "faces": results.iter().map(face_json).collect::<Vec<_>>(),
         });
+        if retried {
+            record["padded_retry"] = json!(true);
+        }
         writeln!(out, "{record}")?;
         if let Some(dir) = &args.annotate {
             let mut canvas = Canvas {
