@@ -251,6 +251,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     let mut meta = metadata(arch, command_line, accuracy, 0, WHOLE_FRAME);
     meta.insert(InputContract::PREPROCESS_KEY.into(), preprocess.name().into());
     meta.insert("val_labels".into(), val_labels.name().into());
+    meta.insert("model_name".into(), crate::train::model_name_of(&args.out));
     meta.insert(
         "averaged_from".into(),
         args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),

@@ -64,6 +64,11 @@ fn emotion_fields(builder: gst::structure::Builder, r: &FaceResult) -> gst::stru
     with_class_fields(b, &r.probabilities)
 }
 
+/// DL Streamer's object id for a track: its converters treat 0 as "no id", so ids start at 1.
+pub fn object_id(track_id: u64) -> i32 {
+    i32::try_from(track_id.saturating_add(1)).unwrap_or(i32::MAX)
+}
+
 /// One `face` structure for the custom meta and bus messages.
 pub fn face_structure(r: &FaceResult) -> gst::Structure {
     let f = r.face;
@@ -91,8 +96,12 @@ pub fn faces_list(results: &[FaceResult]) -> gst::List {
 }
 
 /// Attaches ROI metas and the `MoodMirrorMeta` custom meta for `results` to `buffer`.
-/// Boxes are clipped to the frame (`width` x `height`).
-pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, height: u32) {
+/// Boxes are clipped to the frame (`width` x `height`). The ROI params also carry what Intel
+/// DL Streamer's tools read (`gvametaconvert`, `gvawatermark`): `detection` with the normalised
+/// box (`x_min` … `y_max`) and `label_id`; `emotion` with `label_id`, `model_name` (the
+/// emotion weights' name) and `attribute_name=emotion`; an `object_id` param (`id`, the track
+/// id + 1) for tracked faces.
+pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, height: u32, model_name: &str) {
     for r in results {
         let f = r.face;
         let x = f.x.clamp(0, width as i32) as u32;
@@ -103,15 +112,28 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
         if let Some(id) = r.track_id {
             roi.set_id(i32::try_from(id).unwrap_or(i32::MAX));
         }
+        let (fw, fh) = (width.max(1) as f64, height.max(1) as f64);
         let mut detection = gst::Structure::builder("detection")
             .field("confidence", f.score as f64)
             .field("label", "face")
+            .field("label_id", 0i32)
+            .field("x_min", x as f64 / fw)
+            .field("y_min", y as f64 / fh)
+            .field("x_max", (x + w) as f64 / fw)
+            .field("y_max", (y + h) as f64 / fh)
             .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1));
         if let Some(points) = landmarks_array(&f) {
             detection = detection.field("landmarks", points);
         }
         roi.add_param(detection.build());
-        roi.add_param(emotion_fields(gst::Structure::builder("emotion"), r).build());
+        let emotion = emotion_fields(gst::Structure::builder("emotion"), r)
+            .field("label_id", r.emotion as i32)
+            .field("model_name", model_name)
+            .field("attribute_name", "emotion");
+        roi.add_param(emotion.build());
+        if let Some(id) = r.track_id {
+            roi.add_param(gst::Structure::builder("object_id").field("id", object_id(id)).build());
+        }
     }
     let mut meta = gst::meta::CustomMeta::add(buffer, CUSTOM_META_NAME).ok();
     if let Some(meta) = meta.as_mut() {
@@ -203,7 +225,7 @@ mod tests {
         let mut result = result;
         result.face.landmarks = Some([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]);
         let mut buffer = gst::Buffer::new();
-        attach(buffer.get_mut().expect("writable"), &[result], 640, 480);
+        attach(buffer.get_mut().expect("writable"), &[result], 640, 480, "moodmirror-test");
         let from_custom = faces(&buffer).expect("custom meta");
         let from_roi = roi_faces(&buffer);
         assert_eq!(from_custom.len(), 1);
@@ -218,5 +240,47 @@ mod tests {
             assert_eq!(f.landmarks.map(|l| l[4]), Some([9.0, 10.0]));
         }
         assert!(faces(&gst::Buffer::new()).is_none());
+        let dl = dlstreamer_objects(&buffer);
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0].id, Some(13), "object_id is the track id + 1");
+        assert_eq!(dl[0].emotion, Some(("happy".to_string(), "moodmirror-test".to_string(), Some(3))));
+        let b = dl[0].bounding_box.expect("normalised box");
+        assert!((b[0] - 10.0 / 640.0).abs() < 1e-9 && (b[3] - 60.0 / 480.0).abs() < 1e-9, "{b:?}");
+    }
+
+    /// What Intel DL Streamer's JSON converter (gvametaconvert) takes from one ROI, by its rules:
+    /// the id from an `object_id` param's int `id` (0 means none); from a `detection` param the
+    /// box only when all four normalised doubles are there; from any other param a
+    /// classification only when it has string `label` and `model_name`, named by
+    /// `attribute_name` (else the param's name), with an optional int `label_id`.
+    #[derive(Debug)]
+    struct DlStreamerObject {
+        id: Option<i32>,
+        bounding_box: Option<[f64; 4]>,
+        emotion: Option<(String, String, Option<i32>)>,
+    }
+
+    fn dlstreamer_objects(buffer: &gst::BufferRef) -> Vec<DlStreamerObject> {
+        buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .map(|m| {
+                let id = m.param("object_id").and_then(|s| s.get::<i32>("id").ok()).filter(|&id| id != 0);
+                let mut object = DlStreamerObject { id, bounding_box: None, emotion: None };
+                for s in m.params() {
+                    if s.name() == "detection" {
+                        let get = |k: &str| s.get::<f64>(k).ok();
+                        if let (Some(a), Some(b), Some(c), Some(d)) = (get("x_min"), get("y_min"), get("x_max"), get("y_max")) {
+                            object.bounding_box = Some([a, b, c, d]);
+                        }
+                    } else if let (Ok(label), Ok(model)) = (s.get::<String>("label"), s.get::<String>("model_name")) {
+                        let attribute = s.get::<String>("attribute_name").unwrap_or_else(|_| s.name().to_string());
+                        if attribute == "emotion" {
+                            object.emotion = Some((label, model, s.get::<i32>("label_id").ok()));
+                        }
+                    }
+                }
+                object
+            })
+            .collect()
     }
 }

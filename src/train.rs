@@ -342,6 +342,11 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The name a model file records for metadata readers: the file's stem.
+pub fn model_name_of(out: &Path) -> String {
+    out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "moodmirror-emotion".into())
+}
+
 /// Writes tensors with string metadata to a safetensors file (atomically: temp file + rename).
 pub fn save_safetensors(tensors: &HashMap<String, Tensor>, meta: &HashMap<String, String>, path: &Path) -> Result<()> {
     let mut owned: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
@@ -402,6 +407,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         m.insert(LogitBias::KEY.into(), LogitBias::format(&bias));
         m.insert("class_weight_power".into(), args.class_weight_power.to_string());
         m.insert(InputContract::PREPROCESS_KEY.into(), args.preprocess.name().into());
+        m.insert("model_name".into(), model_name_of(&args.out));
         m.insert("target".into(), target.describe());
         m.insert("val_labels".into(), label_set.name().into());
         m

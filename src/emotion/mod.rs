@@ -264,6 +264,9 @@ pub struct EmotionClassifier {
     int8: Option<int8::Int8VggNet>,
     device: Device,
     pub arch: Arch,
+    /// The model's name for metadata readers (DL Streamer's `model_name`): the file's
+    /// `model_name` metadata, else the file's stem.
+    pub name: String,
     pub metadata: HashMap<String, String>,
     /// The part of the face frame the network looks at ([`InputContract::view_scale`]).
     pub view_scale: f32,
@@ -322,11 +325,18 @@ impl EmotionClassifier {
         })?;
         // The classifier only infers: fold batch norm once, not on every call.
         net.freeze_for_inference().map_err(|e| format_err(e.to_string()))?;
+        let stem = Path::new(origin).file_stem().map(|s| s.to_string_lossy().to_string());
+        let name = metadata
+            .get("model_name")
+            .cloned()
+            .or(stem.filter(|s| !s.starts_with('<')))
+            .unwrap_or_else(|| "moodmirror-emotion".to_string());
         let mut classifier = Self {
             net,
             int8: None,
             device: device.clone(),
             arch,
+            name,
             metadata,
             view_scale,
             preprocess,

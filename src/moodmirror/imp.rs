@@ -505,7 +505,7 @@ impl BaseTransformImpl for MoodMirror {
             };
             state.painter.draw(&mut canvas, &state.results);
         }
-        meta::attach(buf, &state.results, width, height);
+        meta::attach(buf, &state.results, width, height, &state.analyzer.classifier.name);
         let results_for_message = settings.post_messages.then(|| meta::faces_list(&state.results));
         drop(state_guard);
         if let Some(faces) = results_for_message {
