@@ -3,6 +3,7 @@
 //!     cargo run --release --example bench_video -- make OUT.mp4 [FRAMES]   # 1280x720 30 fps H.264
 //!     cargo run --release --example bench_video -- memory [FRAMES]         # RSS over a long run
 //!     cargo run --release --example bench_video -- soak CLIP.mp4 [SECONDS] [--fast]
+//!     cargo run --release --example bench_video -- frames CLIP.mp4 [PROPERTIES…]   # per-frame times
 //!
 //! `soak` plays CLIP in a loop (segment seeks, one pipeline) through moodmirror at the clip's
 //! own pace (`--fast`: as fast as it goes) for SECONDS (default 3600), prints RSS and the
@@ -76,6 +77,19 @@ fn render(n: u64, patches: &[Patch], frame: &mut [u8]) {
     }
 }
 
+/// Waits for the end of the stream; an error message on the bus is returned as an error.
+fn wait_for_eos(pipeline: &gst::Pipeline) -> Result<(), Box<dyn std::error::Error>> {
+    let bus = pipeline.bus().ok_or("no bus")?;
+    for msg in bus.iter_timed(gst::ClockTime::NONE) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => return Err(format!("{} {:?}", e.error(), e.debug()).into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Pushes `frames` rendered frames into `pipeline`'s `appsrc name=src` and waits for EOS.
 fn run(pipeline: &gst::Pipeline, frames: u64, mut on_frame: impl FnMut(u64)) -> Result<(), Box<dyn std::error::Error>> {
     let src = pipeline
@@ -103,14 +117,7 @@ fn run(pipeline: &gst::Pipeline, frames: u64, mut on_frame: impl FnMut(u64)) -> 
         on_frame(n);
     }
     src.end_of_stream()?;
-    let bus = pipeline.bus().ok_or("no bus")?;
-    for msg in bus.iter_timed(gst::ClockTime::NONE) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => return Err(format!("{} {:?}", e.error(), e.debug()).into()),
-            _ => {}
-        }
-    }
+    wait_for_eos(pipeline)?;
     pipeline.set_state(gst::State::Null)?;
     Ok(())
 }
@@ -142,8 +149,58 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn soak(clip: &str, seconds: u64, fast: bool) -> Result<bool, Box<dyn std::error::Error>> {
+/// Per-frame time inside the element (sink pad to src pad), collected by pad probes.
+fn time_element(mm: &gst::Element) -> Result<std::sync::Arc<std::sync::Mutex<Vec<f64>>>, Box<dyn std::error::Error>> {
     use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    // The element works in place on the streaming thread: time from its sink pad to its src pad.
+    let entered: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let times: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let e = entered.clone();
+    mm.static_pad("sink").ok_or("sink pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        gst::PadProbeReturn::Ok
+    });
+    let t = times.clone();
+    mm.static_pad("src").ok_or("src pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        if let Some(start) = entered.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.lock().unwrap_or_else(|p| p.into_inner()).push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(times)
+}
+
+/// The clip once through `moodmirror PROPERTIES` as fast as it goes: frames/s and the
+/// element's per-frame time p50/p95/p99/max.
+fn frames(clip: &str, properties: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{clip}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! moodmirror name=mm {properties} ! fakesink sync=false"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline")?;
+    let mm = pipeline.by_name("mm").ok_or("no moodmirror")?;
+    let times = time_element(&mm)?;
+    let started = std::time::Instant::now();
+    pipeline.set_state(gst::State::Playing)?;
+    wait_for_eos(&pipeline)?;
+    let seconds = started.elapsed().as_secs_f64();
+    pipeline.set_state(gst::State::Null)?;
+    let mut t = std::mem::take(&mut *times.lock().unwrap_or_else(|p| p.into_inner()));
+    t.sort_by(f64::total_cmp);
+    println!(
+        "moodmirror {properties}: {} frames, {:.1} frames/s; per frame in the element p50 {:.2} / p95 {:.2} / p99 {:.2} / max {:.2} ms",
+        t.len(),
+        t.len() as f64 / seconds,
+        percentile(&t, 0.5),
+        percentile(&t, 0.95),
+        percentile(&t, 0.99),
+        t.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+fn soak(clip: &str, seconds: u64, fast: bool) -> Result<bool, Box<dyn std::error::Error>> {
     use std::time::{Duration, Instant};
     let pipeline = gst::parse::launch(&format!(
         "filesrc location=\"{clip}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! moodmirror name=mm \
@@ -153,21 +210,7 @@ fn soak(clip: &str, seconds: u64, fast: bool) -> Result<bool, Box<dyn std::error
     .downcast::<gst::Pipeline>()
     .map_err(|_| "not a pipeline")?;
     let mm = pipeline.by_name("mm").ok_or("no moodmirror")?;
-    // The element works in place on the streaming thread: time from its sink pad to its src pad.
-    let entered: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let times: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let e = entered.clone();
-    mm.static_pad("sink").ok_or("sink pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        gst::PadProbeReturn::Ok
-    });
-    let (e, t) = (entered.clone(), times.clone());
-    mm.static_pad("src").ok_or("src pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        if let Some(start) = e.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            t.lock().unwrap_or_else(|p| p.into_inner()).push(start.elapsed().as_secs_f64() * 1e3);
-        }
-        gst::PadProbeReturn::Ok
-    });
+    let times = time_element(&mm)?;
     pipeline.set_state(gst::State::Paused)?;
     let bus = pipeline.bus().ok_or("no bus")?;
     // Wait for preroll, then loop with segment seeks (no flush between rounds).
@@ -294,6 +337,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     (last.1 as f64 - first.1 as f64) / 1024.0
                 );
             }
+        }
+        Some("frames") => {
+            let clip = args.get(2).ok_or("usage: frames CLIP.mp4 [PROPERTIES…]")?;
+            frames(clip, &args[3..].join(" "))?;
         }
         Some("soak") => {
             let clip = args.get(2).ok_or("usage: soak CLIP.mp4 [SECONDS] [--fast]")?;

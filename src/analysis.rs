@@ -9,6 +9,7 @@ use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayIma
 use crate::draw::PixelLayout;
 use crate::frame::FramePlanes;
 use crate::emotion::{argmax, EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
+use crate::background::BackgroundDetector;
 use crate::tracking::{Tracker, TrackerParams};
 
 /// Full detection runs on frames at most this wide; larger frames are downscaled first.
@@ -155,9 +156,17 @@ pub struct FaceAnalyzer {
     rgb: Vec<u8>,
     local: Vec<Face>,
     due: Vec<usize>,
+    /// Full detection on a worker thread instead of the caller's (live video): see
+    /// [`crate::background`]. `None`: full detections run in [`Self::analyze_frame`].
+    pub background: Option<BackgroundDetector>,
+    /// Faces of a finished background detection, to merge into the tracks.
+    late_faces: Vec<Face>,
+    /// A full detection was due while the worker was busy: submit on the next idle frame.
+    detection_wanted: bool,
 }
 
-fn scale_face(f: &mut Face, scale: f32) {
+/// Scales a face's box and landmarks (detection size ↔ frame size).
+pub fn scale_face(f: &mut Face, scale: f32) {
     f.x = (f.x as f32 * scale).round() as i32;
     f.y = (f.y as f32 * scale).round() as i32;
     f.width = (f.width as f32 * scale).round() as i32;
@@ -194,6 +203,9 @@ impl FaceAnalyzer {
             rgb: Vec::new(),
             local: Vec::new(),
             due: Vec::new(),
+            background: None,
+            late_faces: Vec::new(),
+            detection_wanted: false,
         }
     }
 
@@ -375,7 +387,10 @@ impl FaceAnalyzer {
             return Ok(&self.results);
         }
         let frame_size = (image.width as i32, image.height as i32);
-        if full_detection {
+        if self.background.is_some() {
+            self.detection_wanted |= full_detection;
+            self.follow_with_background(image, frame, params, video, now_ns, frame_size, frame_index)?;
+        } else if full_detection {
             self.detect_full(image, frame, params)?;
             self.faces.truncate(params.max_faces);
             self.tracker.update(&self.faces, now_ns, &video.tracker, true, frame_size);
@@ -415,6 +430,71 @@ impl FaceAnalyzer {
             }
         }
         Ok(&self.results)
+    }
+
+    /// One frame with the full detector on the worker: hand it this frame when it is idle and a
+    /// detection is wanted, follow the tracks locally, and merge the faces of a detection that
+    /// finished since the last frame.
+    #[allow(clippy::too_many_arguments)]
+    fn follow_with_background(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        params: &DetectParams,
+        video: &VideoParams,
+        now_ns: u64,
+        frame_size: (i32, i32),
+        frame_index: u64,
+    ) -> candle_core::Result<()> {
+        let finished = match self.background.as_mut() {
+            Some(bg) => match bg.poll().map_err(candle_core::Error::Msg)? {
+                Some((faces, _)) => {
+                    self.late_faces.clear();
+                    self.late_faces.extend_from_slice(faces);
+                    self.late_faces.truncate(params.max_faces);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        let idle = self.background.as_ref().is_some_and(|bg| !bg.busy());
+        if self.detection_wanted && idle {
+            self.submit_background(image, frame, params, frame_index);
+            self.detection_wanted = false;
+        }
+        if !self.tracker.tracks.is_empty() {
+            self.redetect_tracks(image, frame, params)?;
+            self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
+        }
+        if finished {
+            self.tracker.merge_detections(&self.late_faces, now_ns, &video.tracker, frame_size);
+        }
+        Ok(())
+    }
+
+    /// Cuts the frame to detection size into the worker's buffers and hands them over.
+    fn submit_background(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams, frame_index: u64) {
+        let (w, h, scale) = detection_size(image.width, image.height);
+        let color = self.prepare_rgb(image, frame, w, h);
+        let Some(bg) = self.background.as_mut() else { return };
+        let Some(job) = bg.idle_job() else { return };
+        job.gray.resize(w * h, 0);
+        resize_bilinear(image, &mut job.gray, w, h);
+        job.rgb.clear();
+        if color {
+            job.rgb.extend_from_slice(&self.rgb);
+        }
+        job.width = w;
+        job.height = h;
+        job.scale = scale;
+        job.frame_index = frame_index;
+        job.params = DetectParams {
+            min_size: ((params.min_size as f32 / scale).round() as usize).max(if color { 12 } else { 24 }),
+            max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
+            ..*params
+        };
+        bg.submit();
     }
 
     /// The 48x48 crops of the last analysed frame (for inspection and tests).

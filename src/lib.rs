@@ -9,6 +9,7 @@ use gst::glib;
 
 pub mod analysis;
 pub mod average;
+pub mod background;
 pub mod annotate;
 pub mod bench;
 pub mod crop_fit;

@@ -77,6 +77,7 @@ pub struct Tracker {
     /// Scratch for matching: (iou, track index, detection index). Reused: no per-frame allocation.
     pairs: Vec<(f32, usize, usize)>,
     matched_detection: Vec<bool>,
+    refreshed: Vec<bool>,
 }
 
 impl Tracker {
@@ -94,19 +95,7 @@ impl Tracker {
         for t in &mut self.tracks {
             t.seen_now = false;
         }
-        self.pairs.clear();
-        for (ti, t) in self.tracks.iter().enumerate() {
-            for (di, d) in detections.iter().enumerate() {
-                let overlap = iou(&t.face, d);
-                if overlap >= params.min_iou {
-                    self.pairs.push((overlap, ti, di));
-                }
-            }
-        }
-        // Greedy: best overlaps first (ties: older tracks first).
-        self.pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        self.matched_detection.clear();
-        self.matched_detection.resize(detections.len(), false);
+        self.pair_up(detections, params.min_iou);
         for &(_, ti, di) in &self.pairs {
             if self.tracks[ti].seen_now || self.matched_detection[di] {
                 continue;
@@ -121,22 +110,73 @@ impl Tracker {
             self.matched_detection[di] = true;
         }
         if may_create {
+            self.start_unmatched(detections, now_ns);
+        }
+        self.prune(now_ns, params, frame);
+    }
+
+    /// The (IoU, track, detection) pairs overlapping at least `min_iou`, best first (ties: older
+    /// tracks first), and no detection matched yet.
+    fn pair_up(&mut self, detections: &[Face], min_iou: f32) {
+        self.pairs.clear();
+        for (ti, t) in self.tracks.iter().enumerate() {
             for (di, d) in detections.iter().enumerate() {
-                if !self.matched_detection[di] {
-                    self.tracks.push(Track {
-                        id: self.next_id,
-                        face: *d,
-                        probabilities: [0.0; NUM_CLASSES],
-                        classified: false,
-                        last_classified: 0,
-                        last_seen_ns: now_ns,
-                        seen_now: true,
-                        detected_size: (d.width, d.height),
-                    });
-                    self.next_id += 1;
+                let overlap = iou(&t.face, d);
+                if overlap >= min_iou {
+                    self.pairs.push((overlap, ti, di));
                 }
             }
         }
+        self.pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.matched_detection.clear();
+        self.matched_detection.resize(detections.len(), false);
+    }
+
+    /// A new track for each detection no track took.
+    fn start_unmatched(&mut self, detections: &[Face], now_ns: u64) {
+        for (di, d) in detections.iter().enumerate() {
+            if !self.matched_detection[di] {
+                self.tracks.push(Track {
+                    id: self.next_id,
+                    face: *d,
+                    probabilities: [0.0; NUM_CLASSES],
+                    classified: false,
+                    last_classified: 0,
+                    last_seen_ns: now_ns,
+                    seen_now: true,
+                    detected_size: (d.width, d.height),
+                });
+                self.next_id += 1;
+            }
+        }
+    }
+
+    /// Full-detection results of an earlier frame (a background detection): a detection that
+    /// overlaps a track refreshes it (the box stays where tracking has it now, and the size it
+    /// may grow from is reset); the others start tracks, which tracking follows from there.
+    pub fn merge_detections(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, frame: (i32, i32)) {
+        self.pair_up(detections, params.min_iou);
+        let mut refreshed = std::mem::take(&mut self.refreshed);
+        refreshed.clear();
+        refreshed.resize(self.tracks.len(), false);
+        for &(_, ti, di) in &self.pairs {
+            if refreshed[ti] || self.matched_detection[di] {
+                continue;
+            }
+            let (t, d) = (&mut self.tracks[ti], &detections[di]);
+            t.detected_size = (d.width.max(t.face.width), d.height.max(t.face.height));
+            t.last_seen_ns = now_ns;
+            refreshed[ti] = true;
+            self.matched_detection[di] = true;
+        }
+        self.refreshed = refreshed;
+        self.start_unmatched(detections, now_ns);
+        self.prune(now_ns, params, frame);
+    }
+
+    /// Ends tracks unseen for too long, grown past [`MAX_GROWTH`], larger than the frame or
+    /// mostly outside it.
+    fn prune(&mut self, now_ns: u64, params: &TrackerParams, frame: (i32, i32)) {
         let (frame_w, frame_h) = frame;
         self.tracks.retain(|t| {
             let grown = t.face.width as f32 > MAX_GROWTH * t.detected_size.0 as f32
@@ -194,6 +234,21 @@ mod tests {
         t4.update(&[Face::new(90, 90, 140, 140, 5.0)], 1, &params, true, FRAME);
         t4.update(&[Face::new(80, 80, 190, 190, 5.0)], 2, &params, false, FRAME);
         assert_eq!(t4.tracks.len(), 1);
+    }
+
+    #[test]
+    fn a_late_detection_refreshes_tracks_it_overlaps_and_adds_the_others() {
+        let params = TrackerParams::default();
+        let mut t = Tracker::default();
+        t.update(&[face(100, 100)], 0, &params, true, FRAME);
+        // Tracking moved the face to x=110 since the detected frame; the detection (at x=104)
+        // keeps the tracked box and id, and a second face found there starts a track.
+        t.update(&[face(110, 100)], 10, &params, false, FRAME);
+        t.merge_detections(&[face(104, 100), face(600, 300)], 20, &params, FRAME);
+        assert_eq!(t.tracks.len(), 2);
+        assert_eq!((t.tracks[0].id, t.tracks[0].face.x, t.tracks[0].last_seen_ns), (0, 110, 20));
+        assert_eq!((t.tracks[1].id, t.tracks[1].face.x), (1, 600));
+        assert!(t.tracks[1].seen_now && !t.tracks[1].classified, "classified on this frame");
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn assert_one_face_at_the_face(faces: &[FaceMeta], what: &str) {
 fn run_in_format(format: &str, props: &str) -> gst::Buffer {
     let (rgb, w, h) = astronaut_rgb();
     let mut h_ = gst_check::Harness::new_parse(&format!(
-        "videoconvert ! video/x-raw,format={format} ! moodmirror {props}"
+        "videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync {props}"
     ));
     h_.set_src_caps_str(&rgb_caps(w, h));
     let mut buffer = gst::Buffer::from_slice(rgb);
@@ -95,6 +95,7 @@ fn draw_false_and_faceless_frames_are_bit_exact() {
         .collect();
     for (data, fw, fh, draw) in [(rgb.clone(), w, h, false), (corner, 160, 120, true)] {
         let mut harness = gst_check::Harness::new("moodmirror");
+        harness.element().expect("element").set_property_from_str("detection-mode", "sync");
         harness.element().expect("element").set_property("draw", draw);
         harness.set_src_caps_str(&rgb_caps(fw, fh));
         assert_eq!(harness.push(gst::Buffer::from_slice(data.clone())), Ok(gst::FlowSuccess::Ok));
@@ -109,7 +110,7 @@ fn draw_false_and_faceless_frames_are_bit_exact() {
 fn follows_a_resolution_change_mid_stream() {
     init();
     let (rgb, w, h) = astronaut_rgb();
-    let mut harness = gst_check::Harness::new_parse("videoscale ! capsfilter name=size ! moodmirror");
+    let mut harness = gst_check::Harness::new_parse("videoscale ! capsfilter name=size ! moodmirror detection-mode=sync");
     // (the harness bin holds the three elements; the capsfilter is found by name)
     harness.set_src_caps_str(&rgb_caps(w, h));
     let capsfilter = harness.element().expect("bin").downcast::<gst::Bin>().expect("bin").by_name("size").expect("capsfilter");
@@ -132,7 +133,7 @@ fn follows_a_resolution_change_mid_stream() {
 fn tiny_odd_and_strided_frames_do_not_fail() {
     init();
     for (w, h, format) in [(1, 1, "RGB"), (7, 5, "I420"), (33, 17, "NV12"), (31, 13, "GRAY8"), (15, 9, "BGR")] {
-        let mut harness = gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror"));
+        let mut harness = gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync"));
         harness.set_src_caps_str(&rgb_caps(w, h));
         // RGB rows are padded to 4 bytes: size the buffer from the video info.
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h).build().expect("info");
@@ -289,8 +290,10 @@ fn tracks_a_moving_face_with_one_id_between_detections() {
     let (rgb, w, h) = astronaut_rgb();
     // A 640x512 canvas with the photo moving right 6 px per frame.
     let (cw, ch) = (640u32, 512u32);
+    // A harness answers latency queries as a live source: the frame-exact check needs sync.
     let mut harness = gst_check::Harness::new("moodmirror");
     let mm = harness.element().expect("element");
+    mm.set_property_from_str("detection-mode", "sync");
     mm.set_property("detect-interval", 5u32);
     mm.set_property("draw", false);
     harness.set_src_caps_str(&rgb_caps(cw, ch));
@@ -366,4 +369,33 @@ fn logit_bias_shifts_probabilities_toward_frequent_classes_and_can_be_switched_o
     assert!(b[1] < r[1] && b[3] > r[3], "with bias {b:?}, raw {r:?}");
     let element = gst::ElementFactory::make("moodmirror").build().expect("element");
     assert_eq!(element.property_value("logit-bias").get::<bool>().ok(), Some(true));
+}
+
+#[test]
+fn background_detection_keeps_every_frame_and_finds_the_face_a_few_frames_later() {
+    init();
+    // detection-mode=async on a file pipeline (paced at 10 ms a frame: unpaced, all 40 frames
+    // pass before the first detection ends), and auto behind a live source: the face reaches
+    // the metadata of later frames; no frame is lost or reordered.
+    for (source, mode) in [
+        ("imagefreeze num-buffers=40 ! identity sleep-time=10000", "async"),
+        ("imagefreeze num-buffers=40 is-live=true", "auto"),
+    ] {
+        let (messages, buffers) = run_pipeline(&format!(
+            "filesrc location={} ! jpegdec ! videoconvert ! {source} ! video/x-raw,framerate=30/1 ! videoconvert \
+             ! moodmirror detection-mode={mode} draw=false ! appsink name=sink sync=false",
+            fixture("astronaut.jpg").display()
+        ));
+        assert!(
+            !messages.iter().any(|m| matches!(m.view(), gst::MessageView::Error(_))),
+            "{mode}: an error on the bus"
+        );
+        assert_eq!(buffers.len(), 40, "{mode}: every frame comes out");
+        let pts: Vec<_> = buffers.iter().map(|b| b.pts()).collect();
+        assert!(pts.windows(2).all(|w| w[0] < w[1]), "{mode}: in order");
+        let with_face: Vec<usize> = (0..40).filter(|&i| meta::faces(&buffers[i]).is_some_and(|f| f.len() == 1)).collect();
+        assert!(with_face.len() >= 20, "{mode}: the face is reported on most frames: {with_face:?}");
+        let last = meta::faces(&buffers[39]).expect("meta");
+        assert_one_face_at_the_face(&last, mode);
+    }
 }

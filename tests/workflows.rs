@@ -179,7 +179,8 @@ fn rtsp_server_and_client_on_loopback_carry_faces() {
         std::thread::spawn(move || l.run())
     };
 
-    // Client: receive, decode, analyse again, read the metadata of 10 frames.
+    // Client: receive, decode, analyse again, read the metadata of 30 frames. The client is live,
+    // so its full detections run in the background: the face is there from a few frames on.
     let client = gst::parse::launch(&format!(
         "rtspsrc location=rtsp://127.0.0.1:{port}/moodmirror protocols=tcp latency=0 ! rtph264depay ! h264parse \
          ! avdec_h264 ! videoconvert ! moodmirror draw=false ! appsink name=sink sync=false"
@@ -192,13 +193,13 @@ fn rtsp_server_and_client_on_loopback_carry_faces() {
     let mut with_face = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut received = 0;
-    while received < 10 && std::time::Instant::now() < deadline {
+    while received < 30 && std::time::Instant::now() < deadline {
         if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(500)) {
             received += 1;
             let buffer = sample.buffer().expect("buffer");
             let faces = gstmoodmirror::meta::faces(buffer).expect("MoodMirrorMeta on received frames");
             // The server drew a box and label on the face; the client still finds it.
-            if faces.len() == 1 {
+            if faces.len() == 1 && received > 10 {
                 with_face += 1;
             }
         }
@@ -207,8 +208,8 @@ fn rtsp_server_and_client_on_loopback_carry_faces() {
     main_loop.quit();
     let _ = loop_thread.join();
     source_id.remove();
-    assert_eq!(received, 10, "frames over RTSP");
-    assert!(with_face >= 8, "faces found in {with_face} of 10 received frames");
+    assert_eq!(received, 30, "frames over RTSP");
+    assert!(with_face >= 16, "faces found in {with_face} of the last 20 received frames");
 }
 
 use gst::glib;

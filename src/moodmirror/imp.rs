@@ -8,6 +8,7 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use crate::analysis::{FaceAnalyzer, FaceResult, VideoParams};
+use crate::background::{BackgroundDetector, DetectionMode};
 use crate::detect::{DetectParams, Detector, DetectorKind};
 use crate::draw::{Canvas, Painter, PixelLayout};
 use crate::emotion::{select_device, DeviceKind, EmotionClassifier, Precision};
@@ -33,6 +34,7 @@ const DEFAULT_PRECISION: Precision = Precision::Auto;
 const DEFAULT_LOGIT_BIAS: bool = true;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_DETECT_INTERVAL: u32 = 10;
+const DEFAULT_DETECTION_MODE: DetectionMode = DetectionMode::Auto;
 const DEFAULT_CLASSIFY_INTERVAL: u32 = 5;
 const DEFAULT_SMOOTHING: f64 = 0.6;
 const DEFAULT_TRACK_TIMEOUT_MS: u32 = 500;
@@ -54,6 +56,7 @@ struct Settings {
     classify_interval: u32,
     smoothing: f64,
     track_timeout_ms: u32,
+    detection_mode: DetectionMode,
 }
 
 impl Default for Settings {
@@ -71,6 +74,7 @@ impl Default for Settings {
             logit_bias: DEFAULT_LOGIT_BIAS,
             post_messages: DEFAULT_POST_MESSAGES,
             detect_interval: DEFAULT_DETECT_INTERVAL,
+            detection_mode: DEFAULT_DETECTION_MODE,
             classify_interval: DEFAULT_CLASSIFY_INTERVAL,
             smoothing: DEFAULT_SMOOTHING,
             track_timeout_ms: DEFAULT_TRACK_TIMEOUT_MS,
@@ -86,6 +90,7 @@ struct FrameSettings {
     params: DetectParams,
     video: VideoParams,
     post_messages: bool,
+    detection_mode: DetectionMode,
 }
 
 impl Settings {
@@ -110,6 +115,7 @@ impl Settings {
                 },
             },
             post_messages: self.post_messages,
+            detection_mode: self.detection_mode,
         }
     }
 }
@@ -135,6 +141,8 @@ struct State {
     late: bool,
     /// Run the full detector on the next frame whatever the interval (after a resolution change).
     detect_next: bool,
+    /// Whether upstream is live (asked once, on the first frame): `detection-mode=auto`.
+    live: Option<bool>,
 }
 
 #[derive(Default)]
@@ -232,6 +240,11 @@ impl ObjectImpl for MoodMirror {
                     .default_value(DEFAULT_DETECT_INTERVAL)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("detection-mode", DEFAULT_DETECTION_MODE)
+                    .nick("Detection mode")
+                    .blurb("Where full detections run: auto = on a worker thread when the pipeline is live (no frame waits for a detection; faces reach the tracker a few frames later), on the streaming thread otherwise (reproducible file processing); sync; async")
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("classify-interval")
                     .nick("Classification interval")
                     .blurb("Reclassify each tracked face every N frames; reuse its last result in between")
@@ -289,6 +302,7 @@ impl ObjectImpl for MoodMirror {
             "logit-bias" => settings.logit_bias = value.get().unwrap_or(DEFAULT_LOGIT_BIAS),
             "post-messages" => settings.post_messages = value.get().unwrap_or(DEFAULT_POST_MESSAGES),
             "detect-interval" => settings.detect_interval = value.get().unwrap_or(DEFAULT_DETECT_INTERVAL),
+            "detection-mode" => settings.detection_mode = value.get().unwrap_or(DEFAULT_DETECTION_MODE),
             "classify-interval" => settings.classify_interval = value.get().unwrap_or(DEFAULT_CLASSIFY_INTERVAL),
             "smoothing" => settings.smoothing = value.get().unwrap_or(DEFAULT_SMOOTHING),
             "track-timeout" => settings.track_timeout_ms = value.get().unwrap_or(DEFAULT_TRACK_TIMEOUT_MS),
@@ -312,6 +326,7 @@ impl ObjectImpl for MoodMirror {
             "logit-bias" => settings.logit_bias.to_value(),
             "post-messages" => settings.post_messages.to_value(),
             "detect-interval" => settings.detect_interval.to_value(),
+            "detection-mode" => settings.detection_mode.to_value(),
             "classify-interval" => settings.classify_interval.to_value(),
             "smoothing" => settings.smoothing.to_value(),
             "track-timeout" => settings.track_timeout_ms.to_value(),
@@ -396,6 +411,7 @@ impl BaseTransformImpl for MoodMirror {
             frame: 0,
             late: false,
             detect_next: true,
+            live: None,
         });
         Ok(())
     }
@@ -435,6 +451,27 @@ impl BaseTransformImpl for MoodMirror {
             match Detector::new(settings.detector, &state.device) {
                 Ok(d) => state.analyzer.detector = d,
                 Err(e) => gst::warning!(CAT, imp = self, "cannot switch detector: {e}"),
+            }
+        }
+        let live = *state.live.get_or_insert_with(|| self.upstream_is_live());
+        let background = match settings.detection_mode {
+            DetectionMode::Auto => live,
+            DetectionMode::Sync => false,
+            DetectionMode::Async => true,
+        };
+        let background_kind = state.analyzer.background.as_ref().map(|b| b.kind());
+        if !background {
+            state.analyzer.background = None;
+        } else if background_kind != Some(settings.detector) {
+            match BackgroundDetector::start(settings.detector, &state.device) {
+                Ok(b) => {
+                    gst::debug!(CAT, imp = self, "full detections run on a worker thread (live: {live})");
+                    state.analyzer.background = Some(b);
+                }
+                Err(e) => {
+                    gst::warning!(CAT, imp = self, "detections stay on the streaming thread: {e}");
+                    state.analyzer.background = None;
+                }
             }
         }
         let (width, height) = (format.info.width(), format.info.height());
@@ -516,6 +553,14 @@ impl BaseTransformImpl for MoodMirror {
 }
 
 impl MoodMirror {
+    /// Whether the source upstream is live (a latency query; not live when nobody answers).
+    fn upstream_is_live(&self) -> bool {
+        let mut query = gst::query::Latency::new();
+        let live = self.obj().sink_pads().first().is_some_and(|pad| pad.peer_query(&mut query)) && query.result().0;
+        gst::debug!(CAT, imp = self, "upstream live: {live}");
+        live
+    }
+
     /// The buffer's (running time, stream time) in the current segment.
     fn buffer_times(&self, buf: &gst::BufferRef) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
         let pts = buf.pts();

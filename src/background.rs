@@ -1,0 +1,149 @@
+//! Full face detection off the streaming thread: a worker with its own detector takes the
+//! latest due frame (already cut to detection size) and hands its faces back a few frames
+//! later, so no frame waits for a 100 ms detection of a crowded picture. Buffers travel with
+//! the job and come back with the result: nothing is allocated per frame once they are sized.
+
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+
+use gst::glib;
+
+use crate::detect::{DetectParams, Detector, DetectorKind, Face, GrayImage, RgbImage};
+
+/// Where full detections run (the element's `detection-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorDetectionMode")]
+pub enum DetectionMode {
+    /// In the background when the pipeline is live (no frame waits), on the streaming thread
+    /// otherwise (files: every result lands on the frame it was found in, reproducibly).
+    #[enum_value(name = "Auto: background when live, else on the streaming thread", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "On the streaming thread: the frame waits for its detection", nick = "sync")]
+    Sync = 1,
+    #[enum_value(name = "On a worker thread: faces reach the tracker a few frames later", nick = "async")]
+    Async = 2,
+}
+
+/// One frame to search, at detection size.
+pub struct DetectionJob {
+    pub gray: Vec<u8>,
+    /// The same picture in colour (MTCNN), empty for detectors that read gray only.
+    pub rgb: Vec<u8>,
+    pub width: usize,
+    pub height: usize,
+    /// Detection size → frame size.
+    pub scale: f32,
+    pub params: DetectParams,
+    /// The frame it was cut from.
+    pub frame_index: u64,
+}
+
+/// The faces found in a job's frame, in that frame's coordinates, and the job's buffers.
+pub struct DetectionDone {
+    pub faces: Vec<Face>,
+    pub frame_index: u64,
+    pub job: DetectionJob,
+    pub error: Option<String>,
+}
+
+/// The worker and the buffers of the next job.
+pub struct BackgroundDetector {
+    kind: DetectorKind,
+    jobs: Option<Sender<DetectionJob>>,
+    done: Receiver<DetectionDone>,
+    worker: Option<JoinHandle<()>>,
+    /// Buffers to fill for the next job (None while a job is out).
+    spare: Option<DetectionJob>,
+    faces: Vec<Face>,
+}
+
+impl BackgroundDetector {
+    /// Starts a worker with its own `kind` detector.
+    pub fn start(kind: DetectorKind, device: &candle_core::Device) -> Result<Self, String> {
+        let mut detector = Detector::new(kind, device)?;
+        let (job_tx, job_rx) = channel::<DetectionJob>();
+        let (done_tx, done_rx) = channel::<DetectionDone>();
+        let worker = std::thread::Builder::new()
+            .name("moodmirror-detect".into())
+            .spawn(move || {
+                let mut faces = Vec::new();
+                // Ends when the element drops its sender (stop) or stops listening.
+                while let Ok(job) = job_rx.recv() {
+                    let gray = GrayImage { data: &job.gray, width: job.width, height: job.height, stride: job.width };
+                    let rgb = (!job.rgb.is_empty()).then_some(RgbImage { data: &job.rgb, width: job.width, height: job.height, stride: job.width * 3 });
+                    faces.clear();
+                    let error = detector.detect(&gray, rgb.as_ref(), &job.params, &mut faces).err();
+                    for f in &mut faces {
+                        crate::analysis::scale_face(f, job.scale);
+                    }
+                    let done = DetectionDone { faces: std::mem::take(&mut faces), frame_index: job.frame_index, job, error };
+                    if done_tx.send(done).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the detection thread: {e}"))?;
+        let spare = DetectionJob {
+            gray: Vec::new(),
+            rgb: Vec::new(),
+            width: 0,
+            height: 0,
+            scale: 1.0,
+            params: DetectParams::default(),
+            frame_index: 0,
+        };
+        Ok(Self { kind, jobs: Some(job_tx), done: done_rx, worker: Some(worker), spare: Some(spare), faces: Vec::new() })
+    }
+
+    pub fn kind(&self) -> DetectorKind {
+        self.kind
+    }
+
+    /// The buffers for a new job when the worker is idle; `None` while it is busy (the frame
+    /// then goes without a full detection: the latest frame wins, none queue up).
+    pub fn idle_job(&mut self) -> Option<&mut DetectionJob> {
+        self.spare.as_mut()
+    }
+
+    /// Hands the job filled through [`Self::idle_job`] to the worker.
+    pub fn submit(&mut self) {
+        if let (Some(job), Some(tx)) = (self.spare.take(), &self.jobs) {
+            if let Err(e) = tx.send(job) {
+                // The worker is gone (it only exits when asked): keep the buffers.
+                self.spare = Some(e.0);
+            }
+        }
+    }
+
+    /// The faces of the last finished job, if one finished since the last call.
+    pub fn poll(&mut self) -> Result<Option<(&[Face], u64)>, String> {
+        match self.done.try_recv() {
+            Ok(done) => {
+                self.spare = Some(done.job);
+                if let Some(e) = done.error {
+                    return Err(e);
+                }
+                self.faces = done.faces;
+                Ok(Some((&self.faces, done.frame_index)))
+            }
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err("the detection thread ended".into()),
+        }
+    }
+
+    /// Whether a job is out.
+    pub fn busy(&self) -> bool {
+        self.spare.is_none()
+    }
+}
+
+impl Drop for BackgroundDetector {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker after its current job.
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
