@@ -1,6 +1,6 @@
 //! Benchmark material for moodmirror on video.
 //!
-//!     cargo run --release --example bench_video -- make OUT.mp4 [FRAMES]   # 1280x720 30 fps H.264
+//!     cargo run --release --example bench_video -- make OUT.mp4 [FRAMES] [FACES]   # 1280x720 30 fps H.264
 //!     cargo run --release --example bench_video -- memory [FRAMES]         # RSS over a long run
 //!     cargo run --release --example bench_video -- soak CLIP.mp4 [SECONDS] [--fast]
 //!     cargo run --release --example bench_video -- frames CLIP.mp4 [PROPERTIES…]   # per-frame times
@@ -12,7 +12,8 @@
 //!
 //! The clip shows three faces cut from NASA's public-domain astronaut portrait
 //! (tests/fixtures/astronaut.png), at three sizes, one mirrored, moving on smooth paths over a
-//! slowly changing background. `memory` feeds the same frames straight into moodmirror
+//! slowly changing background; with FACES other than 3, a crowd of that many smaller faces on
+//! a grid of seats, each swaying in its place. `memory` feeds the same frames straight into moodmirror
 //! (default settings, drawing off) and prints the process's resident memory as it goes.
 
 use gst::prelude::*;
@@ -27,12 +28,19 @@ struct Patch {
     rgb: Vec<u8>,
 }
 
-fn patches() -> Result<Vec<Patch>, Box<dyn std::error::Error>> {
+/// The three-face clip's patches, or for a crowd `faces` patches of 80–130 px (a class or an
+/// audience seen from the front), every other one mirrored.
+fn patches(faces: usize) -> Result<Vec<Patch>, Box<dyn std::error::Error>> {
     let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/astronaut.png"))?.into_rgb8();
     // Head with some margin: x 140..310, y 20..190 of the 512x512 photo.
     let head = image::imageops::crop_imm(&img, 140, 20, 170, 170).to_image();
     let mut out = Vec::new();
-    for (side, mirror) in [(200usize, false), (140, true), (100, false)] {
+    let sizes: Vec<(usize, bool)> = if faces == 3 {
+        vec![(200, false), (140, true), (100, false)]
+    } else {
+        (0..faces).map(|i| (80 + (i * 37) % 51, i % 2 == 1)).collect()
+    };
+    for (side, mirror) in sizes {
         let mut p = image::imageops::resize(&head, side as u32, side as u32, image::imageops::FilterType::Triangle);
         if mirror {
             p = image::imageops::flip_horizontal(&p);
@@ -53,10 +61,24 @@ fn render(n: u64, patches: &[Patch], frame: &mut [u8]) {
             frame[p + 2] = (90.0 + 20.0 * ((y as f32 / 150.0 - t * 0.2).cos())) as u8;
         }
     }
+    let crowd = patches.len() != 3;
+    let columns = (patches.len() as f32).sqrt().ceil().max(1.0) as usize + 1;
+    let rows = patches.len().div_ceil(columns).max(1);
     for (i, patch) in patches.iter().enumerate() {
         let phase = i as f32 * 2.1;
-        let cx = W as f32 * (0.2 + 0.3 * i as f32) + 120.0 * (t * 0.7 + phase).sin();
-        let cy = H as f32 * 0.5 + 150.0 * (t * 0.5 + phase).cos();
+        let (cx, cy) = if crowd {
+            // A grid of seats, each face swaying a little in its cell.
+            let (cell_w, cell_h) = (W as f32 / columns as f32, H as f32 / rows as f32);
+            (
+                cell_w * ((i % columns) as f32 + 0.5) + 0.15 * cell_w * (t * 0.9 + phase).sin(),
+                cell_h * ((i / columns) as f32 + 0.5) + 0.1 * cell_h * (t * 0.6 + phase).cos(),
+            )
+        } else {
+            (
+                W as f32 * (0.2 + 0.3 * i as f32) + 120.0 * (t * 0.7 + phase).sin(),
+                H as f32 * 0.5 + 150.0 * (t * 0.5 + phase).cos(),
+            )
+        };
         let x0 = (cx - patch.side as f32 / 2.0) as isize;
         let y0 = (cy - patch.side as f32 / 2.0) as isize;
         for py in 0..patch.side {
@@ -91,7 +113,7 @@ fn wait_for_eos(pipeline: &gst::Pipeline) -> Result<(), Box<dyn std::error::Erro
 }
 
 /// Pushes `frames` rendered frames into `pipeline`'s `appsrc name=src` and waits for EOS.
-fn run(pipeline: &gst::Pipeline, frames: u64, mut on_frame: impl FnMut(u64)) -> Result<(), Box<dyn std::error::Error>> {
+fn run(pipeline: &gst::Pipeline, frames: u64, faces: usize, mut on_frame: impl FnMut(u64)) -> Result<(), Box<dyn std::error::Error>> {
     let src = pipeline
         .by_name("src")
         .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
@@ -102,7 +124,7 @@ fn run(pipeline: &gst::Pipeline, frames: u64, mut on_frame: impl FnMut(u64)) -> 
     src.set_caps(Some(&info.to_caps()?));
     src.set_format(gst::Format::Time);
     src.set_property("block", true);
-    let patches = patches()?;
+    let patches = patches(faces)?;
     pipeline.set_state(gst::State::Playing)?;
     let mut frame = vec![0u8; W * H * 3];
     for n in 0..frames {
@@ -296,16 +318,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("make") => {
-            let out = args.get(2).ok_or("usage: make OUT.mp4 [FRAMES]")?;
+            let out = args.get(2).ok_or("usage: make OUT.mp4 [FRAMES] [FACES]")?;
             let frames = args.get(3).and_then(|f| f.parse().ok()).unwrap_or(300);
+            let faces = args.get(4).and_then(|f| f.parse().ok()).unwrap_or(3);
             let pipeline = gst::parse::launch(&format!(
                 "appsrc name=src ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=fast bitrate=4000 \
                  key-int-max=60 ! video/x-h264,profile=high ! mp4mux ! filesink location=\"{out}\""
             ))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| "not a pipeline")?;
-            run(&pipeline, frames, |_| {})?;
-            println!("wrote {out}: {frames} frames, {W}x{H} at {FPS} fps");
+            run(&pipeline, frames, faces, |_| {})?;
+            println!("wrote {out}: {frames} frames of {faces} faces, {W}x{H} at {FPS} fps");
         }
         Some("memory") => {
             let frames: u64 = args.get(2).and_then(|f| f.parse().ok()).unwrap_or(10_000);
@@ -316,7 +339,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| "not a pipeline")?;
             let mut samples = Vec::new();
             let step = (frames / 10).max(1);
-            run(&pipeline, frames, |n| {
+            run(&pipeline, frames, 3, |n| {
                 if n % step == step - 1 {
                     samples.push((n + 1, rss_kib()));
                 }

@@ -5,7 +5,9 @@
 #   (c) decode + moodmirror draw=false (defaults otherwise)
 #   (d) (c) with detect-interval=1 classify-interval=1
 #   (e) decode + moodmirror, default settings (drawing on)
-# then the resident memory of a 10,000-frame run.
+# then the element's per-frame time (p50/p95/p99/max) on that clip and on a crowded one (12
+# faces), with full detections on the streaming thread and on the worker, and the resident
+# memory of a 10,000-frame run.
 # usage: scripts/bench_video.sh [CLIP.mp4]   (generated into out/ when not given)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +46,15 @@ awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" -v e="$e" 'BEGIN{
   base=1000/a; fd=1000/b-base;
   printf "\nmoodmirror cost per frame as a share of facedetect'"'"'s: (c) %.3f  (d) %.3f  (e) %.3f\n", (1000/c-base)/fd, (1000/d-base)/fd, (1000/e-base)/fd;
   printf "frames/s relative to decode only: (b) %.3f (c) %.3f (d) %.3f (e) %.3f; to facedetect: (c) %.1fx (d) %.1fx (e) %.1fx\n", b/a, c/a, d/a, e/a, c/b, d/b, e/b }'
+echo
+crowd=out/crowd-720p.mp4
+[ -f "$crowd" ] || target/release/examples/bench_video make "$crowd" 300 12
+for clip_name in "$clip" "$crowd"; do
+  echo "== per-frame time in the element: $clip_name"
+  for props in "draw=false detection-mode=sync" "draw=false detection-mode=async" "detection-mode=async"; do
+    target/release/examples/bench_video frames "$clip_name" $props
+  done
+done
 echo
 echo "== resident memory over 10,000 frames (moodmirror draw=false, 720p, three faces)"
 target/release/examples/bench_video memory 10000
