@@ -10,7 +10,7 @@ cargo build --release --locked
 cargo test --release --locked
 
 echo "== gst-inspect-1.0 moodmirror"
-GST_PLUGIN_PATH="$PWD/target/release" gst-inspect-1.0 moodmirror | grep -E "^  (draw|detector|min-face-size|max-faces|scale-factor|min-neighbors|model-location|device|post-messages) "
+GST_PLUGIN_PATH="$PWD/target/release" gst-inspect-1.0 moodmirror | grep -E "^  (draw|detector|detection-mode|min-face-size|max-faces|scale-factor|min-neighbors|model-location|device|post-messages) "
 
 echo "== Python (GObject introspection) reads MoodMirrorMeta"
 GST_PLUGIN_PATH="$PWD/target/release" /usr/bin/python3 tests/python/test_read_meta.py
