@@ -448,13 +448,14 @@ impl FaceAnalyzer {
     ) -> candle_core::Result<()> {
         let finished = match self.background.as_mut() {
             Some(bg) => match bg.poll().map_err(candle_core::Error::Msg)? {
-                Some((faces, _)) => {
+                // Faces found in a frame of another size (a caps change since) are dropped.
+                Some((faces, (w, h))) if w.abs_diff(image.width) <= 1 && h.abs_diff(image.height) <= 1 => {
                     self.late_faces.clear();
                     self.late_faces.extend_from_slice(faces);
                     self.late_faces.truncate(params.max_faces);
                     true
                 }
-                None => false,
+                _ => false,
             },
             None => false,
         };

@@ -116,16 +116,19 @@ impl BackgroundDetector {
         }
     }
 
-    /// The faces of the last finished job, if one finished since the last call.
-    pub fn poll(&mut self) -> Result<Option<(&[Face], u64)>, String> {
+    /// The faces of the last finished job, if one finished since the last call, with the
+    /// (width, height) of the frame they were found in.
+    pub fn poll(&mut self) -> Result<Option<(&[Face], (usize, usize))>, String> {
         match self.done.try_recv() {
             Ok(done) => {
+                let job = &done.job;
+                let size = ((job.width as f32 * job.scale).round() as usize, (job.height as f32 * job.scale).round() as usize);
                 self.spare = Some(done.job);
                 if let Some(e) = done.error {
                     return Err(e);
                 }
                 self.faces = done.faces;
-                Ok(Some((&self.faces, done.frame_index)))
+                Ok(Some((&self.faces, size)))
             }
             Err(TryRecvError::Empty) => Ok(None),
             Err(TryRecvError::Disconnected) => Err("the detection thread ended".into()),
