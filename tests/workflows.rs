@@ -382,3 +382,16 @@ fn image_finds_a_face_that_fills_the_picture_with_a_padded_retry() {
     assert!(x >= 0 && y >= 0 && x + w <= 56 && y + h <= 64, "the box is inside the picture: {v}");
     assert!(w * h > 56 * 64 / 3, "the box covers the face: {v}");
 }
+
+#[test]
+fn a_missing_model_file_names_the_os_reason_once() {
+    let run = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["image", "--model", "/nonexistent/model.safetensors"])
+        .arg(fixture("astronaut.jpg"))
+        .output()
+        .expect("run image");
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("/nonexistent/model.safetensors"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}

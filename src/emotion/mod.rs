@@ -184,10 +184,11 @@ pub static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../weights/emotion.safet
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read emotion model '{path}': {source}")]
+    // The OS reason is part of the message, not an error source: a chain printer would say it twice.
+    #[error("cannot read emotion model '{path}': {reason}")]
     Io {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("emotion model '{origin}' is not a valid safetensors file: {reason}")]
     Format { origin: String, reason: String },
@@ -286,9 +287,9 @@ impl EmotionClassifier {
     }
 
     pub fn from_file(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        let bytes = std::fs::read(path).map_err(|reason| ModelError::Io {
             path: path.display().to_string(),
-            source,
+            reason,
         })?;
         Self::from_bytes(&bytes, &path.display().to_string(), device)
     }
