@@ -81,6 +81,22 @@ pub fn face_json(r: &FaceResult) -> serde_json::Value {
     v
 }
 
+/// The element's detect + classify core on an RGB picture (`gray`: reused luma buffer).
+fn analyze_rgb(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &DetectParams, gray: &mut Vec<u8>) -> Result<Vec<FaceResult>> {
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
+    let image = frame::luma(rgb.as_raw(), w * 3, w, h, layout, gray);
+    let planes = frame::FramePlanes {
+        planes: [rgb.as_raw(), &[], &[]],
+        strides: [w * 3, 0, 0],
+        width: w,
+        height: h,
+        layout,
+        video_range: false,
+    };
+    Ok(analyzer.analyze(&image, Some(&planes), params, 0, 255)?.to_vec())
+}
+
 /// Detects on `rgb` with half its longer side of replicated edge added all round and a
 /// minimum face size that fits the picture; boxes come back in `rgb`'s coordinates, clipped.
 fn padded_retry(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &DetectParams) -> Result<Vec<FaceResult>> {
@@ -92,21 +108,10 @@ fn padded_retry(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &Det
         let sy = (y as i64 - pad).clamp(0, h - 1) as u32;
         *rgb.get_pixel(sx, sy)
     });
-    let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
-    let mut gray = Vec::new();
-    let image = frame::luma(padded.as_raw(), pw * 3, pw, ph, layout, &mut gray);
-    let planes = frame::FramePlanes {
-        planes: [padded.as_raw(), &[], &[]],
-        strides: [pw * 3, 0, 0],
-        width: pw,
-        height: ph,
-        layout,
-        video_range: false,
-    };
     let small = DetectParams { min_size: params.min_size.min((w.min(h) as usize / 2).max(12)), ..*params };
-    let found = analyzer.analyze(&image, Some(&planes), &small, 0, 255)?;
+    let found = analyze_rgb(analyzer, &padded, &small, &mut Vec::new())?;
     Ok(found
-        .iter()
+        .into_iter()
         .filter_map(|r| {
             let mut moved = r.face;
             moved.x -= pad as i32;
@@ -115,7 +120,7 @@ fn padded_retry(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &Det
                 points.iter_mut().for_each(|p| *p = [p[0] - pad as f32, p[1] - pad as f32]);
             }
             let face = moved.clipped_to(w as i32, h as i32)?;
-            Some(FaceResult { face, ..*r })
+            Some(FaceResult { face, ..r })
         })
         .collect())
 }
@@ -170,16 +175,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
             }
         };
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let image = frame::luma(rgb.as_raw(), w * 3, w, h, layout, &mut gray);
-        let planes = frame::FramePlanes {
-            planes: [rgb.as_raw(), &[], &[]],
-            strides: [w * 3, 0, 0],
-            width: w,
-            height: h,
-            layout,
-            video_range: false,
-        };
-        let mut results = analyzer.analyze(&image, Some(&planes), &params, 0, 255)?.to_vec();
+        let mut results = analyze_rgb(&mut analyzer, &rgb, &params, &mut gray)?;
         // A face filling the picture edge to edge (datasets' tight crops) has no margin for the
         // detector's windows: look again with the edges extended around it.
         let retried = results.is_empty();
