@@ -179,6 +179,16 @@ pub fn scale_face(f: &mut Face, scale: f32) {
     }
 }
 
+/// `params` (frame pixels) for a detection run at `1/scale` of the frame; the smallest face the
+/// detector can see is 12 px with colour (MTCNN), 24 px otherwise (Haar's window).
+fn detection_params(params: &DetectParams, scale: f32, color: bool) -> DetectParams {
+    DetectParams {
+        min_size: ((params.min_size as f32 / scale).round() as usize).max(if color { 12 } else { 24 }),
+        max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
+        ..*params
+    }
+}
+
 /// The size full detection runs at: the frame, or its downscale to `DETECT_MAX_WIDTH` wide.
 fn detection_size(width: usize, height: usize) -> (usize, usize, f32) {
     if width <= DETECT_MAX_WIDTH {
@@ -282,11 +292,7 @@ impl FaceAnalyzer {
         let (w, h, scale) = detection_size(image.width, image.height);
         let color = self.prepare_rgb(image, frame, w, h);
         let rgb = color.then_some(RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 });
-        let scaled = DetectParams {
-            min_size: ((params.min_size as f32 / scale).round() as usize).max(if color { 12 } else { 24 }),
-            max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
-            ..*params
-        };
+        let scaled = detection_params(params, scale, color);
         let result = if scale == 1.0 {
             self.detector.detect(image, rgb.as_ref(), &scaled, &mut self.faces)
         } else {
@@ -389,7 +395,7 @@ impl FaceAnalyzer {
         let frame_size = (image.width as i32, image.height as i32);
         if self.background.is_some() {
             self.detection_wanted |= full_detection;
-            self.follow_with_background(image, frame, params, video, now_ns, frame_size, frame_index)?;
+            self.follow_with_background(image, frame, params, video, now_ns, frame_size)?;
         } else if full_detection {
             self.detect_full(image, frame, params)?;
             self.faces.truncate(params.max_faces);
@@ -435,7 +441,6 @@ impl FaceAnalyzer {
     /// One frame with the full detector on the worker: hand it this frame when it is idle and a
     /// detection is wanted, follow the tracks locally, and merge the faces of a detection that
     /// finished since the last frame.
-    #[allow(clippy::too_many_arguments)]
     fn follow_with_background(
         &mut self,
         image: &GrayImage,
@@ -444,7 +449,6 @@ impl FaceAnalyzer {
         video: &VideoParams,
         now_ns: u64,
         frame_size: (i32, i32),
-        frame_index: u64,
     ) -> candle_core::Result<()> {
         let finished = match self.background.as_mut() {
             Some(bg) => match bg.poll().map_err(candle_core::Error::Msg)? {
@@ -461,7 +465,7 @@ impl FaceAnalyzer {
         };
         let idle = self.background.as_ref().is_some_and(|bg| !bg.busy());
         if self.detection_wanted && idle {
-            self.submit_background(image, frame, params, frame_index);
+            self.submit_background(image, frame, params);
             self.detection_wanted = false;
         }
         if !self.tracker.tracks.is_empty() {
@@ -475,7 +479,7 @@ impl FaceAnalyzer {
     }
 
     /// Cuts the frame to detection size into the worker's buffers and hands them over.
-    fn submit_background(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams, frame_index: u64) {
+    fn submit_background(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) {
         let (w, h, scale) = detection_size(image.width, image.height);
         let color = self.prepare_rgb(image, frame, w, h);
         let Some(bg) = self.background.as_mut() else { return };
@@ -489,12 +493,7 @@ impl FaceAnalyzer {
         job.width = w;
         job.height = h;
         job.scale = scale;
-        job.frame_index = frame_index;
-        job.params = DetectParams {
-            min_size: ((params.min_size as f32 / scale).round() as usize).max(if color { 12 } else { 24 }),
-            max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
-            ..*params
-        };
+        job.params = detection_params(params, scale, color);
         bg.submit();
     }
 

@@ -35,14 +35,11 @@ pub struct DetectionJob {
     /// Detection size → frame size.
     pub scale: f32,
     pub params: DetectParams,
-    /// The frame it was cut from.
-    pub frame_index: u64,
 }
 
 /// The faces found in a job's frame, in that frame's coordinates, and the job's buffers.
 pub struct DetectionDone {
     pub faces: Vec<Face>,
-    pub frame_index: u64,
     pub job: DetectionJob,
     pub error: Option<String>,
 }
@@ -77,7 +74,7 @@ impl BackgroundDetector {
                     for f in &mut faces {
                         crate::analysis::scale_face(f, job.scale);
                     }
-                    let done = DetectionDone { faces: std::mem::take(&mut faces), frame_index: job.frame_index, job, error };
+                    let done = DetectionDone { faces: std::mem::take(&mut faces), job, error };
                     if done_tx.send(done).is_err() {
                         break;
                     }
@@ -91,7 +88,6 @@ impl BackgroundDetector {
             height: 0,
             scale: 1.0,
             params: DetectParams::default(),
-            frame_index: 0,
         };
         Ok(Self { kind, jobs: Some(job_tx), done: done_rx, worker: Some(worker), spare: Some(spare), faces: Vec::new() })
     }
