@@ -310,11 +310,11 @@ impl FaceAnalyzer {
         Ok(())
     }
 
-    /// Re-finds each track: MTCNN runs O-Net on the track's box; Haar searches a region 1.6x
-    /// its box at 0.8x to 1.25x its size.
+    /// Re-finds each track: MTCNN runs O-Net on the track's box, YuNet its net on a crop twice
+    /// the box; Haar searches a region 1.6x its box at 0.8x to 1.25x its size.
     fn redetect_tracks(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
         self.faces.clear();
-        if let Detector::Mtcnn(_) = self.detector {
+        if self.detector.tracks_in_color() {
             let (w, h, scale) = detection_size(image.width, image.height);
             self.local.clear();
             for t in &self.tracker.tracks {
@@ -322,15 +322,13 @@ impl FaceAnalyzer {
                 scale_face(&mut f, 1.0 / scale);
                 self.local.push(f);
             }
-            // Only the pixels O-Net will read: a few face-sized squares, not the whole frame.
+            // Only the pixels the tracker will read: a few face-sized squares, not the frame.
             for i in 0..self.local.len() {
-                let region = crate::detect::mtcnn::track_region(&self.local[i], w, h);
+                let region = self.detector.track_region(&self.local[i], w, h);
                 self.prepare_rgb_region(image, frame, w, h, region);
             }
             let rgb = RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 };
-            if let Detector::Mtcnn(m) = &mut self.detector {
-                m.track(&rgb, &self.local, &mut self.faces)?;
-            }
+            self.detector.track(&rgb, &self.local, &mut self.faces).map_err(candle_core::Error::Msg)?;
             for f in &mut self.faces {
                 scale_face(f, scale);
             }

@@ -26,7 +26,7 @@ pub struct AnnotateArgs {
     /// Do not draw: the video is re-encoded unchanged, results go to --jsonl only.
     #[arg(long)]
     pub no_draw: bool,
-    #[arg(long, value_enum, default_value = "mtcnn")]
+    #[arg(long, value_enum, default_value = "yunet")]
     pub detector: DetectorArg,
     #[arg(long, default_value_t = 40)]
     pub min_face_size: u32,

@@ -370,7 +370,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 /// `moodmirror bench-detect`: full face detection on one frame, median of repeated runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectBenchArgs {
-    #[arg(long, value_enum, default_value = "mtcnn")]
+    #[arg(long, value_enum, default_value = "yunet")]
     pub detector: crate::image_cmd::DetectorArg,
     /// Photo placed (scaled to fit, centred, black borders) in the frame.
     #[arg(long, default_value = "tests/fixtures/astronaut.png")]

@@ -361,11 +361,27 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, meta: &HashMap<String
         .iter()
         .map(|(n, b, s)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?)))
         .collect::<std::result::Result<_, safetensors::SafeTensorError>>()?;
-    let bytes = safetensors::serialize(views, Some(meta.clone()))?;
+    let bytes = sorted_header(safetensors::serialize(views, Some(meta.clone()))?)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The safetensors file with its JSON header's keys sorted (the crate writes the metadata map in
+/// hash order), so that converting or saving the same tensors twice gives the same bytes.
+fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let len = u64::from_le_bytes(bytes.get(..8).and_then(|b| b.try_into().ok()).context("safetensors header")?) as usize;
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8 + len).context("safetensors header")?)?;
+    let mut json = serde_json::to_vec(&header)?;
+    // The data starts 8-byte aligned; the format pads the header with spaces.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 /// The model's tensors by name, as they are saved.

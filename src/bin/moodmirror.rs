@@ -112,6 +112,8 @@ enum Command {
     Annotate(annotate::AnnotateArgs),
     /// Convert facenet-pytorch's MTCNN weights (legacy torch format) to weights/mtcnn.safetensors.
     ConvertMtcnn(ConvertMtcnnArgs),
+    /// Convert YuNet-n's ONNX export (libfacedetection.train) to weights/yunet.safetensors.
+    ConvertYunet(ConvertYunetArgs),
     /// Measure where FER2013's frame sits relative to MTCNN's eyes; check re-cut crops.
     FitCrop(crop_fit::FitCropArgs),
 }
@@ -144,6 +146,44 @@ fn convert_mtcnn(args: &ConvertMtcnnArgs) -> Result<()> {
         ("converted_by".to_string(), "moodmirror convert-mtcnn".to_string()),
     ]);
     gstmoodmirror::train::save_safetensors(&tensors, &meta, &args.out)?;
+    println!("wrote {} ({} tensors)", args.out.display(), tensors.len());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct ConvertYunetArgs {
+    /// `yunet_n_dynamic.onnx` (or `yunet_n_640_640.onnx`: the same weights) from
+    /// libfacedetection.train's `onnx/` folder.
+    #[arg(long)]
+    onnx: PathBuf,
+    #[arg(long, default_value = "weights/yunet.safetensors")]
+    out: PathBuf,
+}
+
+fn convert_yunet(args: &ConvertYunetArgs) -> Result<()> {
+    use gstmoodmirror::detect::{onnx, yunet};
+    let bytes = std::fs::read(&args.onnx).with_context(|| format!("reading {}", args.onnx.display()))?;
+    let graph = onnx::read_graph(&bytes).with_context(|| format!("parsing {}", args.onnx.display()))?;
+    let named = yunet::convert_onnx(&graph).map_err(anyhow::Error::msg).with_context(|| format!("converting {}", args.onnx.display()))?;
+    let mut tensors = std::collections::HashMap::new();
+    for (name, init) in named {
+        let t = candle_core::Tensor::from_vec(init.data, init.dims, &candle_core::Device::Cpu)?;
+        tensors.insert(name, t);
+    }
+    // Loading the result checks every tensor the detector needs is there, with its shape.
+    let meta = std::collections::HashMap::from([
+        ("source".to_string(), "libfacedetection.train @ 0047ac24afb1a50a0c6105001c89d1b5b805dbf1: onnx/yunet_n_dynamic.onnx (batch norm folded by the exporter)".to_string()),
+        ("license".to_string(), "Apache-2.0 (libfacedetection.train, (c) OpenMMLab and Shiqi Yu)".to_string()),
+        ("converted_by".to_string(), "moodmirror convert-yunet".to_string()),
+    ]);
+    let tmp = args.out.with_extension("safetensors.partial");
+    gstmoodmirror::train::save_safetensors(&tensors, &meta, &tmp)?;
+    let check = std::fs::read(&tmp)?;
+    if let Err(e) = yunet::YuNet::load(&check, &candle_core::Device::Cpu) {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("{} does not hold YuNet-n: {e}", args.onnx.display());
+    }
+    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {} ({} tensors)", args.out.display(), tensors.len());
     Ok(())
 }
@@ -299,6 +339,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image_cmd::run(args),
         Command::Annotate(args) => annotate::run(args),
         Command::ConvertMtcnn(args) => convert_mtcnn(args),
+        Command::ConvertYunet(args) => convert_yunet(args),
         Command::FitCrop(args) => crop_fit::run(args),
     };
     match result {

@@ -3,12 +3,15 @@
 
 pub mod haar;
 pub mod mtcnn;
+pub mod onnx;
 pub mod torch_legacy;
+pub mod yunet;
 
 use gst::glib;
 
 pub use haar::{HaarCascade, HaarDetector};
 pub use mtcnn::{Mtcnn, RgbImage};
+pub use yunet::YuNet;
 
 /// A borrowed 8-bit grayscale (or luma) image with a row stride.
 #[derive(Debug, Clone, Copy)]
@@ -33,10 +36,11 @@ pub struct Face {
     pub y: i32,
     pub width: i32,
     pub height: i32,
-    /// Detector confidence: neighbour count for Haar, face probability for MTCNN.
+    /// Detector confidence: neighbour count for Haar, face probability for MTCNN, OpenCV's
+    /// score for YuNet.
     pub score: f32,
     /// Eyes (left, right as seen in the image), nose, mouth corners (left, right), when the
-    /// detector gives them (MTCNN).
+    /// detector gives them (MTCNN, YuNet).
     pub landmarks: Option<[[f32; 2]; 5]>,
 }
 
@@ -94,6 +98,8 @@ pub enum DetectorKind {
     Haar = 0,
     #[enum_value(name = "MTCNN (CNN cascade with landmarks, facenet-pytorch weights)", nick = "mtcnn")]
     Mtcnn = 1,
+    #[enum_value(name = "YuNet-n (one-pass CNN with landmarks, libfacedetection.train weights)", nick = "yunet")]
+    Yunet = 2,
 }
 
 impl DetectorKind {
@@ -101,6 +107,7 @@ impl DetectorKind {
         match self {
             DetectorKind::Haar => "haar",
             DetectorKind::Mtcnn => "mtcnn",
+            DetectorKind::Yunet => "yunet",
         }
     }
 }
@@ -109,6 +116,7 @@ impl DetectorKind {
 pub enum Detector {
     Haar(HaarDetector),
     Mtcnn(Box<Mtcnn>),
+    Yunet(Box<YuNet>),
 }
 
 impl Detector {
@@ -118,6 +126,9 @@ impl Detector {
             DetectorKind::Mtcnn => Mtcnn::embedded(device)
                 .map(|m| Detector::Mtcnn(Box::new(m)))
                 .map_err(|e| format!("MTCNN weights: {e}")),
+            DetectorKind::Yunet => YuNet::embedded(device)
+                .map(|m| Detector::Yunet(Box::new(m)))
+                .map_err(|e| format!("YuNet weights: {e}")),
         }
     }
 
@@ -125,15 +136,17 @@ impl Detector {
         match self {
             Detector::Haar(_) => DetectorKind::Haar,
             Detector::Mtcnn(_) => DetectorKind::Mtcnn,
+            Detector::Yunet(_) => DetectorKind::Yunet,
         }
     }
 
     /// Whether `detect` needs the colour image.
     pub fn needs_color(&self) -> bool {
-        matches!(self, Detector::Mtcnn(_))
+        matches!(self, Detector::Mtcnn(_) | Detector::Yunet(_))
     }
 
-    /// Faces in the image: Haar reads `gray`, MTCNN `rgb` (the same picture, same size).
+    /// Faces in the image: Haar reads `gray`, MTCNN and YuNet `rgb` (the same picture, same
+    /// size).
     pub fn detect(
         &mut self,
         gray: &GrayImage,
@@ -150,6 +163,37 @@ impl Detector {
                 let rgb = rgb.ok_or("MTCNN needs the colour image")?;
                 m.detect(rgb, params, faces).map_err(|e| format!("MTCNN: {e}"))
             }
+            Detector::Yunet(m) => {
+                let rgb = rgb.ok_or("YuNet needs the colour image")?;
+                m.detect(rgb, params, faces).map_err(|e| format!("YuNet: {e}"))
+            }
+        }
+    }
+}
+
+impl Detector {
+    /// Whether [`Self::track`] re-finds tracks from the colour picture (MTCNN's O-Net, YuNet
+    /// on crops); Haar searches the luma around each track instead.
+    pub fn tracks_in_color(&self) -> bool {
+        self.needs_color()
+    }
+
+    /// The pixels [`Self::track`] reads for `face` (x0, y0, x1, y1) in a `width` x `height`
+    /// picture.
+    pub fn track_region(&self, face: &Face, width: usize, height: usize) -> (usize, usize, usize, usize) {
+        match self {
+            Detector::Yunet(_) => yunet::track_region(face, width, height),
+            _ => mtcnn::track_region(face, width, height),
+        }
+    }
+
+    /// Re-finds `previous` faces in `rgb` (colour trackers only; Haar returns nothing).
+    pub fn track(&mut self, rgb: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> Result<(), String> {
+        faces.clear();
+        match self {
+            Detector::Haar(_) => Ok(()),
+            Detector::Mtcnn(m) => m.track(rgb, previous, faces).map_err(|e| format!("MTCNN: {e}")),
+            Detector::Yunet(m) => m.track(rgb, previous, faces).map_err(|e| format!("YuNet: {e}")),
         }
     }
 }

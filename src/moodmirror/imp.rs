@@ -23,7 +23,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_DRAW: bool = true;
-const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Mtcnn;
+const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Yunet;
 const DEFAULT_MIN_FACE_SIZE: u32 = 40;
 const DEFAULT_MAX_FACES: u32 = 16;
 const DEFAULT_SCALE_FACTOR: f64 = 1.1;

@@ -180,3 +180,20 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usi
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, Depthwise(g))
 }
+
+/// `relu?(depthwise3x3(x + input_bias) + bias)` of a CBHW tensor, stride 1, zero padding 1;
+/// `weight` `(C, 1, 3, 3)`, biases `(C)`: YuNet's pointwise → depthwise units with candle's
+/// ops (GPUs, and the reference of the CPU kernels in `dpunit`).
+pub fn depthwise3x3_bias_act(x: &Tensor, weight: &Tensor, input_bias: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    let c = x.dim(0)?;
+    if weight.dims() != [c, 1, 3, 3] {
+        candle_core::bail!("depthwise3x3: weight {:?} does not match {c} input channels", weight.shape());
+    }
+    let shifted = x.broadcast_add(&input_bias.reshape((c, 1, 1, 1))?)?;
+    let y = depthwise_conv2d(&shifted, weight, 1, 1)?.broadcast_add(&bias.reshape((c, 1, 1, 1))?)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}

@@ -13,6 +13,7 @@ mod batchnorm;
 mod conv_bf16;
 mod depthwise;
 mod direct_conv;
+pub mod dpunit;
 pub mod gemm_bf16;
 mod im2col;
 pub mod int8;
@@ -20,7 +21,7 @@ mod maxpool;
 mod prelu;
 
 pub use batchnorm::batch_norm_relu_train;
-pub use depthwise::depthwise_conv2d;
+pub use depthwise::{depthwise3x3_bias_act, depthwise_conv2d};
 pub use direct_conv::{conv2d_bias_prelu, conv2d_bias_prelu_padded};
 pub use im2col::{col2im, im2col, Conv2dGeometry};
 pub use maxpool::{max_pool2d, max_pool2d_ceil};
@@ -92,6 +93,11 @@ fn conv_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// tests check, without a GPU, the code that a GPU runs.
 pub fn with_gpu_paths<T>(f: impl FnOnce() -> T) -> T {
     with_flag(&CPU_FAST_PATHS, false, f)
+}
+
+/// Whether this thread runs moodmirror's CPU code paths (see [`with_gpu_paths`]).
+pub(crate) fn cpu_fast_paths_enabled() -> bool {
+    CPU_FAST_PATHS.with(|c| c.get())
 }
 
 /// These ops are written for the CPU; on a GPU candle's own kernels run instead.

@@ -1,0 +1,396 @@
+//! YuNet's layers on plain `f32` slices, one image in CHW order, for inference on the CPU.
+//!
+//! A detector pass runs ~60 small layers; as candle ops each allocated and zeroed a fresh
+//! multi-megabyte output (a fifth of the time went to page faults and memset) and the pointwise
+//! convolutions went through a general GEMM. Here every layer writes into buffers the caller
+//! keeps, the pointwise convolution is an AVX2/FMA register-tiled kernel (4 output channels x 16
+//! pixels in eight registers, bias and ReLU on the way out), and the depthwise, pooling and
+//! upsampling loops are compiled for AVX2 so that they vectorise. Each kernel checks the CPU at
+//! run time and has a portable version, which is also the tests' reference.
+
+/// Which code runs the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    /// AVX2 with FMA: every x86-64 CPU since Haswell / Zen 1.
+    Avx2,
+    Portable,
+}
+
+impl SimdLevel {
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Portable
+    }
+}
+
+/// Runs `$body` compiled for AVX2+FMA when `$level` says so (checked at run time), portable
+/// otherwise. The body is the same code: the AVX2 copy lets the compiler vectorise it.
+macro_rules! dispatch {
+    ($level:expr, $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<T>(f: impl FnOnce() -> T) -> T {
+                f()
+            }
+            if $level == SimdLevel::Avx2 {
+                // SAFETY: `SimdLevel::Avx2` is only produced where the CPU has AVX2 and FMA.
+                unsafe { avx2(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
+}
+
+/// `out[co][p] = act(bias[co] + Σ_ci w[co][ci] · x[ci][p])` for `p < n`: a 1x1 convolution of
+/// a CHW image (`x`: `c_in` planes of `n` pixels), `w` row-major `(c_out, c_in)`.
+pub fn pointwise(level: SimdLevel, x: &[f32], c_in: usize, n: usize, w: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
+    let c_out = bias.len();
+    assert!(x.len() >= c_in * n && w.len() == c_out * c_in && out.len() >= c_out * n, "pointwise: buffer sizes");
+    let mut co = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx2 {
+        co = c_out / 4 * 4;
+        // SAFETY: AVX2 and FMA are present (SimdLevel::Avx2); the assert above bounds every
+        // access the kernel makes.
+        unsafe { avx2::pointwise(x, c_in, n, &w[..co * c_in], &bias[..co], relu, &mut out[..co * n]) };
+    }
+    for c in co..c_out {
+        let row = &mut out[c * n..(c + 1) * n];
+        row.fill(bias[c]);
+        for ci in 0..c_in {
+            let wv = w[c * c_in + ci];
+            for (o, v) in row.iter_mut().zip(&x[ci * n..(ci + 1) * n]) {
+                *o += wv * v;
+            }
+        }
+        if relu {
+            row.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::pointwise`] for a multiple of 4 output channels. Pixel tiles outermost: a
+    /// 16-pixel tile of every input channel (4 KiB for 64 channels) stays in L1 while each
+    /// block of 4 output channels runs over it in eight accumulators; a partial last tile goes
+    /// through a zero-padded copy.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pointwise(x: &[f32], c_in: usize, n: usize, w: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
+        let zero = _mm256_setzero_ps();
+        // On the stack for up to 64 input channels (all of YuNet's layers): no allocation.
+        let mut stack = [0f32; 64 * 16];
+        let mut heap = Vec::new();
+        let tail: &mut [f32] = if c_in <= 64 {
+            &mut stack[..c_in * 16]
+        } else {
+            heap.resize(c_in * 16, 0.0);
+            &mut heap
+        };
+        let mut p = 0;
+        while p < n {
+            let full = p + 16 <= n;
+            // The tile's rows: in place, or the padded copy (row stride 16).
+            let (src, stride) = if full {
+                (x.as_ptr().add(p), n)
+            } else {
+                for ci in 0..c_in {
+                    tail[ci * 16..ci * 16 + n - p].copy_from_slice(&x[ci * n + p..ci * n + n]);
+                }
+                (tail.as_ptr(), 16)
+            };
+            for (block, b) in bias.chunks_exact(4).enumerate() {
+                let wb = w.as_ptr().add(block * 4 * c_in);
+                let mut acc = [[zero; 2]; 4];
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = [_mm256_set1_ps(b[j]); 2];
+                }
+                for ci in 0..c_in {
+                    let row = src.add(ci * stride);
+                    let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let wv = _mm256_broadcast_ss(&*wb.add(j * c_in + ci));
+                        a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
+                        a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    let (v0, v1) = if relu { (_mm256_max_ps(a[0], zero), _mm256_max_ps(a[1], zero)) } else { (a[0], a[1]) };
+                    let dst = &mut out[(block * 4 + j) * n + p..];
+                    if full {
+                        _mm256_storeu_ps(dst.as_mut_ptr(), v0);
+                        _mm256_storeu_ps(dst.as_mut_ptr().add(8), v1);
+                    } else {
+                        let mut t = [0f32; 16];
+                        _mm256_storeu_ps(t.as_mut_ptr(), v0);
+                        _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
+                        dst[..n - p].copy_from_slice(&t[..n - p]);
+                    }
+                }
+            }
+            p += 16;
+        }
+    }
+
+    /// One channel's plane of [`super::depthwise3x3`]. Planes at most 8 wide (YuNet's coarse
+    /// levels on track crops) are copied with their zero border into a 16-float-wide array
+    /// and each row is one vector; wider ones run their interior eight pixels at a time (the
+    /// last chunk overlapping the one before rather than leaving a tail: outputs are computed
+    /// from scratch, so writing one twice is harmless) and their two edge pixels in scalar.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn depthwise_plane(src: &[f32], h: usize, w: usize, taps: &[f32], bias: f32, relu: bool, dst: &mut [f32]) {
+        let zero = _mm256_setzero_ps();
+        let t: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(taps[i]));
+        let finish = |acc: __m256| if relu { _mm256_max_ps(acc, zero) } else { acc };
+        if w <= 8 && h <= 16 {
+            let mut padded = [0f32; 18 * 16];
+            for y in 0..h {
+                padded[(y + 1) * 16 + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
+            }
+            let mut lanes = [0f32; 8];
+            for oy in 0..h {
+                let mut acc = _mm256_set1_ps(bias);
+                for ky in 0..3 {
+                    let p = padded.as_ptr().add((oy + ky) * 16);
+                    acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p), acc);
+                    acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p.add(1)), acc);
+                    acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(2)), acc);
+                }
+                _mm256_storeu_ps(lanes.as_mut_ptr(), finish(acc));
+                dst[oy * w..(oy + 1) * w].copy_from_slice(&lanes[..w]);
+            }
+            return;
+        }
+        for oy in 0..h {
+            let rows = super::rows_around(src, h, w, oy);
+            let out = &mut dst[oy * w..(oy + 1) * w];
+            let mut scalar_from = 1;
+            if w >= 10 {
+                let mut x = 1;
+                loop {
+                    x = x.min(w - 9);
+                    let mut acc = _mm256_set1_ps(bias);
+                    for (ky, row) in rows.iter().enumerate() {
+                        if let Some(r) = row {
+                            let p = r.as_ptr().add(x);
+                            acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p.sub(1)), acc);
+                            acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p), acc);
+                            acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(1)), acc);
+                        }
+                    }
+                    _mm256_storeu_ps(out.as_mut_ptr().add(x), finish(acc));
+                    if x == w - 9 {
+                        break;
+                    }
+                    x += 8;
+                }
+                scalar_from = w - 1;
+            }
+            for x in std::iter::once(0).chain(scalar_from.max(1)..w) {
+                out[x] = super::depthwise_pixel(&rows, taps, bias, relu, x, w);
+            }
+        }
+    }
+}
+
+/// `act(bias[c] + depthwise3x3(x)[c])`, stride 1, zero padding 1, of `channels` planes of
+/// `h` x `w`; `taps` `(C, 9)`.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise3x3(level: SimdLevel, x: &[f32], channels: usize, h: usize, w: usize, taps: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
+    let plane = h * w;
+    assert!(x.len() >= channels * plane && out.len() >= channels * plane && taps.len() >= channels * 9 && bias.len() >= channels);
+    for c in 0..channels {
+        let src = &x[c * plane..(c + 1) * plane];
+        let dst = &mut out[c * plane..(c + 1) * plane];
+        let t = &taps[c * 9..c * 9 + 9];
+        #[cfg(target_arch = "x86_64")]
+        if level == SimdLevel::Avx2 {
+            // SAFETY: AVX2 and FMA are present; `src` and `dst` are `h * w` long, and the
+            // kernel reads x-1..x+9 of a row only for 1 <= x <= w - 9.
+            unsafe { avx2::depthwise_plane(src, h, w, t, bias[c], relu, dst) };
+            continue;
+        }
+        for oy in 0..h {
+            let rows = rows_around(src, h, w, oy);
+            for x in 0..w {
+                dst[oy * w + x] = depthwise_pixel(&rows, t, bias[c], relu, x, w);
+            }
+        }
+    }
+}
+
+/// The input rows above, at and below output row `oy` (`None` in the zero padding).
+fn rows_around(src: &[f32], h: usize, w: usize, oy: usize) -> [Option<&[f32]>; 3] {
+    std::array::from_fn(|ky| (oy + ky).checked_sub(1).filter(|&iy| iy < h).map(|iy| &src[iy * w..(iy + 1) * w]))
+}
+
+/// One output pixel of the depthwise convolution, zero padding included.
+#[inline]
+fn depthwise_pixel(rows: &[Option<&[f32]>; 3], taps: &[f32], bias: f32, relu: bool, x: usize, w: usize) -> f32 {
+    let mut v = bias;
+    for (ky, row) in rows.iter().enumerate() {
+        if let Some(r) = row {
+            for kx in 0..3 {
+                let ix = (x + kx).wrapping_sub(1);
+                if ix < w {
+                    v += taps[ky * 3 + kx] * r[ix];
+                }
+            }
+        }
+    }
+    if relu {
+        v.max(0.0)
+    } else {
+        v
+    }
+}
+
+/// 2x2 max pooling, stride 2, of `channels` planes of `h` x `w` (both even).
+pub fn max_pool2(level: SimdLevel, x: &[f32], channels: usize, h: usize, w: usize, out: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    assert!(x.len() >= channels * h * w && out.len() >= channels * oh * ow);
+    dispatch!(level, {
+        for c in 0..channels {
+            for oy in 0..oh {
+                let r0 = &x[(c * h + 2 * oy) * w..][..w];
+                let r1 = &x[(c * h + 2 * oy + 1) * w..][..w];
+                let dst = &mut out[(c * oh + oy) * ow..][..ow];
+                for ((o, a), b) in dst.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                    *o = a[0].max(a[1]).max(b[0].max(b[1]));
+                }
+            }
+        }
+    })
+}
+
+/// `fine += nearest-upsample-2x(coarse)`: `channels` planes, `fine` `2h x 2w`, `coarse` `h x w`.
+pub fn add_upsampled2(level: SimdLevel, fine: &mut [f32], coarse: &[f32], channels: usize, h: usize, w: usize) {
+    assert!(fine.len() >= channels * 4 * h * w && coarse.len() >= channels * h * w);
+    dispatch!(level, {
+        for c in 0..channels {
+            for y in 0..2 * h {
+                let src = &coarse[(c * h + y / 2) * w..][..w];
+                let dst = &mut fine[(c * 2 * h + y) * 2 * w..][..2 * w];
+                for (d, s) in dst.chunks_exact_mut(2).zip(src) {
+                    d[0] += s;
+                    d[1] += s;
+                }
+            }
+        }
+    })
+}
+
+/// The `(C·9, H/2 · W/2)` column matrix of a 3x3, stride 2, padding 1 convolution of a CHW
+/// image (`h`, `w` even): the stem then runs as one [`pointwise`] product.
+pub fn im2col3x3_stride2(x: &[f32], channels: usize, h: usize, w: usize, cols: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    let n = oh * ow;
+    assert!(x.len() >= channels * h * w && cols.len() >= channels * 9 * n);
+    for c in 0..channels {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let dst = &mut cols[((c * 3 + ky) * 3 + kx) * n..][..n];
+                for oy in 0..oh {
+                    let row = &mut dst[oy * ow..(oy + 1) * ow];
+                    let iy = (2 * oy + ky).wrapping_sub(1);
+                    if iy >= h {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(c * h + iy) * w..][..w];
+                    for (ox, v) in row.iter_mut().enumerate() {
+                        let ix = (2 * ox + kx).wrapping_sub(1);
+                        *v = if ix < w { src[ix] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn avx2_kernels_match_the_portable_ones() {
+        if SimdLevel::detect() != SimdLevel::Avx2 {
+            eprintln!("no AVX2 here: nothing to compare");
+            return;
+        }
+        // Pixel counts with and without a partial 16-pixel tile; channel counts with a rest.
+        for (c_in, c_out, n) in [(16, 16, 64), (64, 64, 37), (27, 16, 5), (64, 18, 200)] {
+            let (x, w, b) = (values(c_in * n, 1), values(c_out * c_in, 2), values(c_out, 3));
+            let mut fast = vec![0f32; c_out * n];
+            let mut slow = vec![0f32; c_out * n];
+            pointwise(SimdLevel::Avx2, &x, c_in, n, &w, &b, true, &mut fast);
+            pointwise(SimdLevel::Portable, &x, c_in, n, &w, &b, true, &mut slow);
+            assert!(fast.iter().zip(&slow).all(|(a, b)| (a - b).abs() < 1e-4), "pointwise {c_in}->{c_out} x {n}");
+        }
+        for (h, w) in [(1, 1), (2, 2), (4, 4), (3, 8), (2, 9), (2, 7), (8, 16), (8, 33)] {
+            let (x, t, b) = (values(3 * h * w, 4), values(27, 5), values(3, 6));
+            let mut fast = vec![0f32; 3 * h * w];
+            let mut slow = vec![0f32; 3 * h * w];
+            depthwise3x3(SimdLevel::Avx2, &x, 3, h, w, &t, &b, false, &mut fast);
+            depthwise3x3(SimdLevel::Portable, &x, 3, h, w, &t, &b, false, &mut slow);
+            assert!(fast.iter().zip(&slow).all(|(a, b)| (a - b).abs() < 1e-5));
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_a_direct_sum() {
+        let (h, w) = (5, 6);
+        let (x, t) = (values(h * w, 7), values(9, 8));
+        let mut out = vec![0f32; h * w];
+        depthwise3x3(SimdLevel::detect(), &x, 1, h, w, &t, &[0.25], false, &mut out);
+        for y in 0..h as isize {
+            for xx in 0..w as isize {
+                let mut s = 0.25;
+                for ky in -1..=1isize {
+                    for kx in -1..=1isize {
+                        let (iy, ix) = (y + ky, xx + kx);
+                        if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                            s += t[((ky + 1) * 3 + kx + 1) as usize] * x[(iy * w as isize + ix) as usize];
+                        }
+                    }
+                }
+                assert!((out[(y * w as isize + xx) as usize] - s).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_and_upsampling() {
+        let x = [1., 5., 2., 0., 3., 4., 9., 1.];
+        let mut out = [0f32; 2];
+        max_pool2(SimdLevel::detect(), &x, 1, 2, 4, &mut out);
+        assert_eq!(out, [5., 9.]);
+        let mut fine = [1f32; 16];
+        add_upsampled2(SimdLevel::detect(), &mut fine, &[1., 2., 3., 4.], 1, 2, 2);
+        assert_eq!(&fine[..8], &[2., 2., 3., 3., 2., 2., 3., 3.]);
+        assert_eq!(&fine[8..], &[4., 4., 5., 5., 4., 4., 5., 5.]);
+    }
+}
