@@ -212,7 +212,7 @@ struct EvaluateArgs {
     tta: evaluate::Tta,
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Arithmetic of the CNN: auto is int8 on CPUs with AVX-512 VNNI, as in the element.
+    /// Arithmetic of the CNN: auto is int8 on x86-64 CPUs with AVX2, as in the element.
     #[arg(long, value_enum, default_value_t = emotion::Precision::Auto)]
     precision: emotion::Precision,
     /// Show the network this central part of each 48x48 image instead of the model's own
@@ -249,7 +249,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         described.push(format!(
             "arch {}, {}, view scale {view_scale:.4}, {}",
             classifier.arch.name(),
-            classifier.precision_name(),
+            classifier.arithmetic(),
             if classifier.logit_bias().is_some() { "logit bias" } else { "no logit bias" }
         ));
     }

@@ -1,4 +1,4 @@
-//! Int8 inference of the VGG-style emotion nets on CPUs with AVX-512 VNNI.
+//! Int8 inference of the VGG-style emotion nets on x86-64 CPUs (`ops::int8`'s kernels).
 //!
 //! Batch norm is folded into each convolution, whose weights are quantised per output channel
 //! to i8. Activations (non-negative after ReLU) are quantised to u8 per image and per layer,
@@ -95,7 +95,7 @@ impl Int8VggNet {
             if (kh, kw) != (3, 3) || c_in != channels {
                 candle_core::bail!("int8: convolution {c_in}x{kh}x{kw} → {c_out} does not follow a {channels}-channel layer");
             }
-            let conv = Int8Conv3x3::quantize(&to_vec(weight)?, &to_vec(bias)?, c_out, c_in).map_err(candle_core::Error::msg)?;
+            let conv = Int8Conv3x3::quantize(kernel, &to_vec(weight)?, &to_vec(bias)?, c_out, c_in).map_err(candle_core::Error::msg)?;
             convs.push((conv, *pools));
             activation_len = activation_len.max(side * side * c_out);
             channels = c_out;
@@ -120,6 +120,12 @@ impl Int8VggNet {
 
     pub fn kernel(&self) -> Int8Kernel {
         self.kernel
+    }
+
+    /// The same quantised weights run by the portable kernel: the vector kernels' reference.
+    pub fn with_portable_arithmetic(mut self) -> Self {
+        self.kernel = Int8Kernel::Portable;
+        self
     }
 
     /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits.
@@ -263,9 +269,18 @@ mod tests {
         // (the dense layers' GEMM may sum in another order for another batch size).
         let alone = probs(portable.forward_slice(&pixels[..InputContract::PIXELS], 1).unwrap());
         assert!(alone[0].iter().zip(&int8_probs[0]).all(|(a, b)| (a - b).abs() < 1e-6), "{alone:?} {int8_probs:?}");
-        if let Some(kernel) = Int8Kernel::detect() {
+        // Every vector kernel this CPU has gives exactly the portable kernel's results on the
+        // weights quantised for it, and the same predictions as f32.
+        for kernel in Int8Kernel::available() {
             let mut fast = Int8VggNet::quantize(classifier.net(), kernel).unwrap().expect("int8");
-            assert_eq!(probs(fast.forward(&x).unwrap()), int8_probs, "VNNI and portable kernels differ");
+            let mut reference = fast.clone().with_portable_arithmetic();
+            let fast_probs = probs(fast.forward(&x).unwrap());
+            assert_eq!(fast_probs, probs(reference.forward(&x).unwrap()), "{} and portable kernels differ", kernel.name());
+            for (a, b) in f32_probs.iter().zip(&fast_probs) {
+                assert_eq!(crate::emotion::argmax(a).0, crate::emotion::argmax(b).0, "{}: f32 {a:?} int8 {b:?}", kernel.name());
+                let worst = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(worst < 0.03, "{}: f32 {a:?} int8 {b:?}", kernel.name());
+            }
         }
     }
 

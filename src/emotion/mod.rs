@@ -236,13 +236,14 @@ pub fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
 #[repr(u32)]
 #[enum_type(name = "GstMoodMirrorPrecision")]
 pub enum Precision {
-    /// int8 on CPUs with AVX-512 VNNI (for the VGG-style nets), f32 otherwise.
-    #[enum_value(name = "Auto: int8 on CPUs with AVX-512 VNNI, else f32", nick = "auto")]
+    /// int8 on x86-64 CPUs with AVX2 (AVX-512 VNNI, AVX-VNNI or AVX2 kernels, for the
+    /// VGG-style nets), f32 otherwise.
+    #[enum_value(name = "Auto: int8 on x86-64 CPUs with AVX2 (VNNI kernels where present), else f32", nick = "auto")]
     Auto = 0,
     /// f32 everywhere: the arithmetic the model was trained in.
     #[enum_value(name = "f32", nick = "f32")]
     F32 = 1,
-    /// int8 convolutions (a slow portable kernel on CPUs without AVX-512 VNNI).
+    /// int8 convolutions (a slow portable kernel on CPUs without AVX2).
     #[enum_value(name = "int8 convolutions", nick = "int8")]
     Int8 = 2,
 }
@@ -383,6 +384,19 @@ impl EmotionClassifier {
             },
         };
         Ok(())
+    }
+
+    /// The int8 kernel in use (`None` in f32).
+    pub fn int8_kernel(&self) -> Option<ops::int8::Int8Kernel> {
+        self.int8.as_ref().map(|n| n.kernel())
+    }
+
+    /// The arithmetic in use, as logs and reports show it: "f32" or "int8 (avx2)".
+    pub fn arithmetic(&self) -> String {
+        match self.int8_kernel() {
+            Some(k) => format!("int8 ({})", k.name()),
+            None => "f32".into(),
+        }
     }
 
     /// The arithmetic in use: "int8" or "f32".

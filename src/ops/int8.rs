@@ -1,4 +1,4 @@
-//! Int8 inference kernels for CPUs with AVX-512 VNNI.
+//! Int8 inference kernels for x86-64 CPUs: AVX-512 VNNI, AVX-VNNI and plain AVX2.
 //!
 //! A 3x3 convolution (stride 1, padding 1) of unsigned 8-bit activations with signed 8-bit
 //! weights: `vpdpbusd` multiplies 4 u8·s8 pairs and adds them into an i32 lane, 64
@@ -9,8 +9,14 @@
 //! `relu(sum · in_scale · weight_scale + bias)` in f32, and the kernel returns their maximum,
 //! from which the caller quantises the next layer's input.
 //!
+//! On 256-bit registers, AVX-VNNI (Intel since Alder Lake) runs the same `vpdpbusd` on 8 lanes,
+//! and plain AVX2 (every x86-64 CPU since Haswell and Zen 1) emulates it with `vpmaddubsw`
+//! (u8·s8 pairs summed into i16) and `vpmaddwd` (i16 pairs into i32). `vpmaddubsw` saturates at
+//! ±32767, and 2·255·127 would overflow it: weights for the AVX2 kernel are quantised to ±64
+//! (2·255·64 = 32,640), so its sums are exact too, on slightly coarser weights.
+//!
 //! A portable kernel computes the same sums without SIMD: it is the reference of the tests and
-//! runs where VNNI is missing (slowly: callers prefer f32 there).
+//! runs where no vector kernel does (slowly: callers prefer f32 there).
 
 /// Output pixels per register tile (along a row).
 const TILE_PIXELS: usize = 6;
@@ -18,38 +24,95 @@ const TILE_PIXELS: usize = 6;
 /// Which implementation runs the convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
-    /// AVX-512 VNNI (`vpdpbusd`): x86-64 CPUs from Ice Lake and Zen 4 on.
+    /// AVX-512 VNNI (`vpdpbusd` on 16 lanes): x86-64 CPUs from Ice Lake and Zen 4 on.
     Vnni,
+    /// AVX-VNNI (`vpdpbusd` on 8 lanes): Intel from Alder Lake on; the same sums as `Vnni`.
+    AvxVnni,
+    /// AVX2 (`vpmaddubsw` + `vpmaddwd`), weights quantised to ±64: every x86-64 CPU since
+    /// Haswell and Zen 1.
+    Avx2,
     /// Plain Rust: the tests' reference.
     Portable,
 }
 
 impl Int8Kernel {
-    /// The fast kernel when this CPU has it.
+    /// The fastest kernel this CPU has, or the one `MOODMIRROR_INT8_KERNEL` names
+    /// (`avx512-vnni`, `avx-vnni`, `avx2`; for benchmarks and tests of each path on one
+    /// machine) when the CPU has that one; `None` where no vector kernel runs.
     pub fn detect() -> Option<Self> {
+        static CHOSEN: std::sync::OnceLock<Option<Int8Kernel>> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let forced = std::env::var("MOODMIRROR_INT8_KERNEL").ok().and_then(|v| Int8Kernel::from_name(&v));
+            match forced {
+                Some(k) if k.is_here() => Some(k),
+                _ => Self::available().first().copied(),
+            }
+        })
+    }
+
+    /// The vector kernels this CPU runs, fastest first.
+    pub fn available() -> Vec<Self> {
+        [Int8Kernel::Vnni, Int8Kernel::AvxVnni, Int8Kernel::Avx2].into_iter().filter(|k| k.is_here()).collect()
+    }
+
+    /// Whether this CPU runs the kernel.
+    pub fn is_here(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")
-            {
-                return Some(Int8Kernel::Vnni);
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            match self {
+                Int8Kernel::Vnni => {
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni")
+                }
+                Int8Kernel::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
+                Int8Kernel::Avx2 => avx2,
+                Int8Kernel::Portable => true,
             }
         }
-        None
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Int8Kernel::Portable
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Vnni => "avx512-vnni",
+            Int8Kernel::AvxVnni => "avx-vnni",
+            Int8Kernel::Avx2 => "avx2",
+            Int8Kernel::Portable => "portable",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Int8Kernel::Vnni, Int8Kernel::AvxVnni, Int8Kernel::Avx2, Int8Kernel::Portable].into_iter().find(|k| k.name() == name.trim())
+    }
+
+    /// The largest quantised weight magnitude the kernel's arithmetic takes exactly.
+    fn weight_limit(self) -> f32 {
+        if self == Int8Kernel::Avx2 {
+            64.0
+        } else {
+            127.0
+        }
     }
 
     /// The VNNI kernel, asked for and present.
     fn is_vnni_here(self) -> bool {
-        self == Int8Kernel::Vnni && Int8Kernel::detect() == Some(Int8Kernel::Vnni)
+        self == Int8Kernel::Vnni && self.is_here()
+    }
+
+    /// One of the 256-bit kernels, asked for and present.
+    fn is_256_here(self) -> bool {
+        matches!(self, Int8Kernel::AvxVnni | Int8Kernel::Avx2) && self.is_here()
     }
 }
 
-/// Quantises `values` to symmetric i8 (±127) with one scale; returns the scale.
-fn quantize_symmetric(values: &[f32], out: &mut Vec<i8>) -> f32 {
+/// Quantises `values` to symmetric i8 (±`limit`) with one scale; returns the scale.
+fn quantize_symmetric(values: &[f32], limit: f32, out: &mut Vec<i8>) -> f32 {
     let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-    out.extend(values.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+    let scale = if max > 0.0 { max / limit } else { 1.0 };
+    out.extend(values.iter().map(|v| (v / scale).round().clamp(-limit, limit) as i8));
     scale
 }
 
@@ -60,8 +123,11 @@ pub struct Int8Conv3x3 {
     pub c_out: usize,
     /// `[c_out][tap][c_in]` quantised weights (the portable kernel's layout).
     plain: Vec<i8>,
-    /// VNNI layout, per block of `16·lanes` output channels: `[tap][c_in/4][lanes][16 ch][4 ci]`.
+    /// VNNI layout, per block of `16·lanes` output channels: `[tap][c_in/4][lanes][16 ch][4 ci]`
+    /// (`lanes` 1 for the 256-bit kernels).
     packed: Vec<i8>,
+    /// The kernel the weights were quantised and packed for.
+    kernel: Int8Kernel,
     /// `(first channel, 16-lane vectors, offset in packed)` per block of output channels.
     blocks: Vec<(usize, usize, usize)>,
     weight_scale: Vec<f32>,
@@ -69,9 +135,10 @@ pub struct Int8Conv3x3 {
 }
 
 impl Int8Conv3x3 {
-    /// From f32 weights `(c_out, c_in, 3, 3)` (row-major) and a bias of `c_out`. The VNNI kernel
-    /// needs `c_in` divisible by 4 and `c_out` by 16.
-    pub fn quantize(weight: &[f32], bias: &[f32], c_out: usize, c_in: usize) -> Result<Self, String> {
+    /// From f32 weights `(c_out, c_in, 3, 3)` (row-major) and a bias of `c_out`, for `kernel`
+    /// (its weight range and packing; the portable kernel runs any of them). The vector kernels
+    /// need `c_in` divisible by 4 and `c_out` by 16.
+    pub fn quantize(kernel: Int8Kernel, weight: &[f32], bias: &[f32], c_out: usize, c_in: usize) -> Result<Self, String> {
         if !c_in.is_multiple_of(4) || !c_out.is_multiple_of(16) {
             return Err(format!("int8 convolution needs input channels divisible by 4 and output channels by 16, got {c_in} → {c_out}"));
         }
@@ -93,14 +160,16 @@ impl Int8Conv3x3 {
             let w = &weight[co * c_in * 9..(co + 1) * c_in * 9];
             channel.extend((0..9).flat_map(|tap| (0..c_in).map(move |ci| w[ci * 9 + tap])));
             quantized.clear();
-            weight_scale.push(quantize_symmetric(&channel, &mut quantized));
+            weight_scale.push(quantize_symmetric(&channel, kernel.weight_limit(), &mut quantized));
             plain.extend_from_slice(&quantized);
         }
         let mut packed = Vec::with_capacity(plain.len());
         let mut blocks = Vec::new();
         let mut co0 = 0;
         while co0 < c_out {
+            // 16-channel blocks for the 256-bit kernels: read as two vectors of 8 channels.
             let lanes = match c_out - co0 {
+                _ if kernel != Int8Kernel::Vnni => 1,
                 r if r >= 64 => 4,
                 r if r >= 32 => 2,
                 _ => 1,
@@ -124,6 +193,7 @@ impl Int8Conv3x3 {
             c_out,
             plain,
             packed,
+            kernel,
             blocks,
             weight_scale,
             bias: bias.to_vec(),
@@ -154,12 +224,24 @@ impl Int8Conv3x3 {
                 out.len()
             ));
         }
+        // A vector kernel runs only on weights packed for it; the portable one runs any.
+        let kernel = if kernel == self.kernel { kernel } else { Int8Kernel::Portable };
         Ok(match kernel {
             #[cfg(target_arch = "x86_64")]
             Int8Kernel::Vnni if kernel.is_vnni_here() => {
                 // SAFETY: the CPU has the features (checked above) and the buffer sizes were
                 // checked against the reads and writes the kernel makes.
                 unsafe { vnni::forward(self, input, h, w, in_scale, out) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::AvxVnni if kernel.is_256_here() => {
+                // SAFETY: as above, for AVX2 and AVX-VNNI.
+                unsafe { avx2::forward_vnni(self, input, h, w, in_scale, out) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2 if kernel.is_256_here() => {
+                // SAFETY: as above, for AVX2; the weights are within ±64 (quantised for Avx2).
+                unsafe { avx2::forward_madd(self, input, h, w, in_scale, out) }
             }
             _ => self.forward_portable(input, h, w, in_scale, out),
         })
@@ -211,6 +293,7 @@ pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: u
     let step = if pool { 2 } else { 1 };
     // Decided once per image, not per pixel.
     let vector = c.is_multiple_of(16) && kernel.is_vnni_here();
+    let vector256 = c.is_multiple_of(8) && kernel.is_256_here();
     for y in 0..oh {
         for x in 0..ow {
             let d = &mut dst[(y + 1) * row + (x + 1) * c..][..c];
@@ -220,6 +303,12 @@ pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: u
             if vector {
                 // SAFETY: AVX-512 is present (checked) and every slice holds `c` elements.
                 unsafe { vnni::max4_quantize(quads, inv, d) };
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if vector256 {
+                // SAFETY: AVX2 is present (checked) and every slice holds `c` elements.
+                unsafe { avx2::max4_quantize(quads, inv, d) };
                 continue;
             }
             for (i, q) in d.iter_mut().enumerate() {
@@ -243,6 +332,11 @@ pub fn conv3x3_one_channel(kernel: Int8Kernel, weight: &[f32], bias: &[f32], inp
     if c.is_multiple_of(16) && kernel.is_vnni_here() {
         // SAFETY: AVX-512 is present (checked) and the buffer sizes were checked above.
         return Ok(unsafe { vnni::conv3x3_one_channel(weight, bias, input, h, w, out) });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if c.is_multiple_of(8) && kernel.is_256_here() {
+        // SAFETY: AVX2 and FMA are present (checked) and the buffer sizes were checked above.
+        return Ok(unsafe { avx2::conv3x3_one_channel(weight, bias, input, h, w, out) });
     }
     let mut max = 0f32;
     for y in 0..h {
@@ -393,6 +487,147 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Int8Conv3x3;
+    use std::arch::x86_64::*;
+
+    /// Pixels per register tile: 4 pixels x 16 channels in eight accumulators, with two weight
+    /// vectors, the broadcast pixels and the AVX2 path's temporaries: 13 of 16 registers.
+    const PIXELS: usize = 4;
+
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    pub(super) unsafe fn forward_vnni(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
+        forward::<true>(conv, input, h, w, in_scale, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward_madd(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
+        forward::<false>(conv, input, h, w, in_scale, out)
+    }
+
+    /// `acc + Σ of four u8·s8 products` per i32 lane: `vpdpbusd` with AVX-VNNI, else
+    /// `vpmaddubsw` + `vpmaddwd` (exact while |w| ≤ 64).
+    #[inline(always)]
+    unsafe fn dot4<const VNNI: bool>(acc: __m256i, pixels: __m256i, weights: __m256i, ones: __m256i) -> __m256i {
+        if VNNI {
+            _mm256_dpbusd_avx_epi32(acc, pixels, weights)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(pixels, weights), ones))
+        }
+    }
+
+    /// Every 16-channel block over the whole image, `PIXELS` pixels at a time (the VNNI
+    /// kernel's scheme on 8-lane registers).
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // register tiles: indexed on purpose
+    unsafe fn forward<const VNNI: bool>(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
+        let (c_in, c_out) = (conv.c_in, conv.c_out);
+        let row = (w + 2) * c_in;
+        let groups = c_in / 4;
+        let ones = _mm256_set1_epi16(1);
+        let zero = _mm256_setzero_ps();
+        let mut max = zero;
+        for &(co0, _, offset) in &conv.blocks {
+            let weights = conv.packed.as_ptr().add(offset) as *const __m256i;
+            let mut scale = [zero; 2];
+            let mut bias = [zero; 2];
+            for l in 0..2 {
+                let ch = co0 + l * 8;
+                scale[l] = _mm256_mul_ps(_mm256_set1_ps(in_scale), _mm256_loadu_ps(conv.weight_scale.as_ptr().add(ch)));
+                bias[l] = _mm256_loadu_ps(conv.bias.as_ptr().add(ch));
+            }
+            for y in 0..h {
+                let mut x0 = 0;
+                while x0 < w {
+                    let mut acc = [[_mm256_setzero_si256(); 2]; PIXELS];
+                    let mut wp = weights;
+                    for tap in 0..9 {
+                        let base = input.as_ptr().add((y + tap / 3) * row + (x0 + tap % 3) * c_in);
+                        for g in 0..groups {
+                            let w0 = _mm256_loadu_si256(wp);
+                            let w1 = _mm256_loadu_si256(wp.add(1));
+                            wp = wp.add(2);
+                            let a = base.add(g * 4);
+                            for p in 0..PIXELS {
+                                let pixels = _mm256_set1_epi32((a.add(p * c_in) as *const i32).read_unaligned());
+                                acc[p][0] = dot4::<VNNI>(acc[p][0], pixels, w0, ones);
+                                acc[p][1] = dot4::<VNNI>(acc[p][1], pixels, w1, ones);
+                            }
+                        }
+                    }
+                    for (p, acc) in acc.iter().enumerate().take(w - x0) {
+                        let dst = out.as_mut_ptr().add((y * w + x0 + p) * c_out + co0);
+                        for l in 0..2 {
+                            let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[l]), scale[l], bias[l]);
+                            let v = _mm256_max_ps(v, zero);
+                            _mm256_storeu_ps(dst.add(l * 8), v);
+                            max = _mm256_max_ps(max, v);
+                        }
+                    }
+                    x0 += PIXELS;
+                }
+            }
+        }
+        horizontal_max(max)
+    }
+
+    #[inline(always)]
+    unsafe fn horizontal_max(v: __m256) -> f32 {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        lanes.iter().fold(0f32, |m, x| m.max(*x))
+    }
+
+    /// `d[i] = round(max of the four rows at i · inv)`, saturated to 255; as the portable code.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max4_quantize(rows: [&[f32]; 4], inv: f32, d: &mut [u8]) {
+        let (inv, half) = (_mm256_set1_ps(inv), _mm256_set1_ps(0.5));
+        let limit = _mm256_set1_ps(255.0);
+        for i in (0..d.len()).step_by(8) {
+            let load = |r: &[f32]| _mm256_loadu_ps(r.as_ptr().add(i));
+            let v = _mm256_max_ps(_mm256_max_ps(load(rows[0]), load(rows[1])), _mm256_max_ps(load(rows[2]), load(rows[3])));
+            let v = _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(v, inv), half), limit);
+            // 0..=255 in i32 lanes → bytes: pack within each 128-bit half, then take the low
+            // four bytes of each half.
+            let words = _mm256_packus_epi32(_mm256_cvttps_epi32(v), _mm256_setzero_si256());
+            let bytes = _mm256_packus_epi16(words, _mm256_setzero_si256());
+            let lo = _mm256_extract_epi32::<0>(bytes) as u32;
+            let hi = _mm256_extract_epi32::<4>(bytes) as u32;
+            d[i..i + 4].copy_from_slice(&lo.to_le_bytes());
+            d[i + 4..i + 8].copy_from_slice(&hi.to_le_bytes());
+        }
+    }
+
+    /// The one-channel 3x3 convolution, 8 output channels per register.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn conv3x3_one_channel(weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> f32 {
+        let c = bias.len();
+        let zero = _mm256_setzero_ps();
+        let mut max = zero;
+        for co in (0..c).step_by(8) {
+            let b = _mm256_loadu_ps(bias.as_ptr().add(co));
+            let mut k = [zero; 9];
+            for (tap, k) in k.iter_mut().enumerate() {
+                *k = _mm256_loadu_ps(weight.as_ptr().add(tap * c + co));
+            }
+            for y in 0..h {
+                for x in 0..w {
+                    let mut v = b;
+                    for (tap, k) in k.iter().enumerate() {
+                        let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
+                        v = _mm256_fmadd_ps(_mm256_set1_ps(a), *k, v);
+                    }
+                    let v = _mm256_max_ps(v, zero);
+                    _mm256_storeu_ps(out.as_mut_ptr().add((y * w + x) * c + co), v);
+                    max = _mm256_max_ps(max, v);
+                }
+            }
+        }
+        horizontal_max(max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,21 +677,25 @@ mod tests {
         for (seed, (h, w, c_in, c_out)) in [(5, 7, 8, 16), (6, 6, 32, 64), (3, 13, 12, 112), (1, 1, 4, 48)].into_iter().enumerate() {
             let (weight, bias, input) = random_case(seed as u64, h, w, c_in, c_out);
             let scale = 0.01;
-            let conv = Int8Conv3x3::quantize(&weight, &bias, c_out, c_in).unwrap();
             let expected = reference(&weight, &bias, &input, scale, h, w, c_in, c_out);
-            let mut out = vec![0f32; h * w * c_out];
-            let max = conv.forward(Int8Kernel::Portable, &input, h, w, scale, &mut out).unwrap();
-            let worst = expected.iter().zip(&out).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             let range = expected.iter().fold(0f32, |m, v| m.max(*v));
-            // Weight rounding: at most half a step (max|w|/254) per tap, times the input.
-            assert!(worst < 0.01 * range.max(1.0), "{h}x{w} {c_in}→{c_out}: off by {worst} of {range}");
-            assert_eq!(max, out.iter().fold(0f32, |m, v| m.max(*v)));
-            if let Some(Int8Kernel::Vnni) = Int8Kernel::detect() {
-                let mut fast = vec![0f32; h * w * c_out];
-                let fast_max = conv.forward(Int8Kernel::Vnni, &input, h, w, scale, &mut fast).unwrap();
-                // Same integer sums, same fused multiply-add: identical results.
-                assert_eq!(fast, out, "{h}x{w} {c_in}→{c_out}");
-                assert_eq!(fast_max, max);
+            for kernel in std::iter::once(Int8Kernel::Portable).chain(Int8Kernel::available()) {
+                let conv = Int8Conv3x3::quantize(kernel, &weight, &bias, c_out, c_in).unwrap();
+                let mut out = vec![0f32; h * w * c_out];
+                let max = conv.forward(Int8Kernel::Portable, &input, h, w, scale, &mut out).unwrap();
+                let worst = expected.iter().zip(&out).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                // Weight rounding: at most half a step (max|w|/254, /128 for AVX2's ±64) per tap,
+                // times the input.
+                let tolerance = if kernel == Int8Kernel::Avx2 { 0.02 } else { 0.01 };
+                assert!(worst < tolerance * range.max(1.0), "{} {h}x{w} {c_in}→{c_out}: off by {worst} of {range}", kernel.name());
+                assert_eq!(max, out.iter().fold(0f32, |m, v| m.max(*v)));
+                if kernel != Int8Kernel::Portable {
+                    let mut fast = vec![0f32; h * w * c_out];
+                    let fast_max = conv.forward(kernel, &input, h, w, scale, &mut fast).unwrap();
+                    // Same integer sums, same fused multiply-add: identical results.
+                    assert_eq!(fast, out, "{} {h}x{w} {c_in}→{c_out}", kernel.name());
+                    assert_eq!(fast_max, max);
+                }
             }
         }
     }
@@ -482,9 +721,13 @@ mod tests {
 
     #[test]
     fn vector_and_portable_helpers_agree() {
-        let Some(fast) = Int8Kernel::detect() else {
-            return; // nothing to compare on this CPU: the portable code is tested above
-        };
+        // Nothing to compare on a CPU without vector kernels: the portable code is tested above.
+        for fast in Int8Kernel::available() {
+            helpers_agree(fast);
+        }
+    }
+
+    fn helpers_agree(fast: Int8Kernel) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let (h, w, c) = (6, 10, 32);
         let src: Vec<f32> = (0..h * w * c).map(|_| rng.random_range(0.0..3.0)).collect();
@@ -508,9 +751,10 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors() {
-        assert!(Int8Conv3x3::quantize(&[0.0; 9 * 3 * 16], &[0.0; 16], 16, 3).is_err());
-        assert!(Int8Conv3x3::quantize(&[0.0; 10], &[0.0; 16], 16, 4).is_err());
-        let conv = Int8Conv3x3::quantize(&[0.0; 9 * 4 * 16], &[0.0; 16], 16, 4).unwrap();
+        let k = Int8Kernel::Portable;
+        assert!(Int8Conv3x3::quantize(k, &[0.0; 9 * 3 * 16], &[0.0; 16], 16, 3).is_err());
+        assert!(Int8Conv3x3::quantize(k, &[0.0; 10], &[0.0; 16], 16, 4).is_err());
+        let conv = Int8Conv3x3::quantize(k, &[0.0; 9 * 4 * 16], &[0.0; 16], 16, 4).unwrap();
         let mut out = vec![0f32; 16];
         assert!(conv.forward(Int8Kernel::Portable, &[0u8; 8], 1, 1, 1.0, &mut out).is_err());
     }
