@@ -35,6 +35,9 @@ pub struct FaceResult {
     pub confidence: f32,
     /// Stable id of the face across frames (video only).
     pub track_id: Option<u64>,
+    /// The face was not found in this frame: box and probabilities are carried over by its
+    /// track from an earlier one (for at most a short grace time).
+    pub carried: bool,
 }
 
 impl FaceResult {
@@ -253,6 +256,7 @@ impl FaceAnalyzer {
                 emotion,
                 confidence,
                 track_id: None,
+                carried: false,
             });
         }
         Ok(&self.results)
@@ -430,6 +434,7 @@ impl FaceAnalyzer {
                     emotion,
                     confidence,
                     track_id: Some(t.id),
+                    carried: !t.seen_now,
                 });
             }
         }

@@ -299,6 +299,7 @@ mod tests {
             emotion: 3,
             confidence: 0.87,
             track_id: None,
+            carried: false,
         }
     }
 

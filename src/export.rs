@@ -29,7 +29,7 @@ pub fn object_json(face: &FaceMeta) -> Value {
         .zip(face.probabilities)
         .map(|(c, p)| (c.to_string(), json!(round4(p))))
         .collect();
-    let mut detection = json!({"confidence": face.score});
+    let mut detection = json!({"confidence": face.score, "carried": face.carried});
     if let Some(points) = face.landmarks {
         detection["landmarks"] = json!(points.iter().map(|p| [round4(p[0]), round4(p[1])]).collect::<Vec<_>>());
     }
@@ -88,6 +88,9 @@ pub fn validate_frame(v: &Value) -> Result<(), String> {
         if !o["detection"]["confidence"].is_number() || !e["confidence"].is_number() {
             return Err("confidences must be numbers".into());
         }
+        if !o["detection"]["carried"].is_boolean() {
+            return Err("detection.carried must be true or false".into());
+        }
     }
     Ok(())
 }
@@ -109,6 +112,7 @@ mod tests {
             probabilities: [0.1, 0.0, 0.1, 0.1, 0.5, 0.1, 0.1],
             track_id: Some(3),
             landmarks: None,
+            carried: false,
         };
         let v = frame_json(Some(gst::ClockTime::from_mseconds(40)), 640, 480, &[face]);
         validate_frame(&v).expect("valid");

@@ -36,6 +36,8 @@ pub struct FaceMeta {
     pub track_id: Option<u64>,
     /// Five landmarks (x, y) when the detector gives them: eyes, nose, mouth corners.
     pub landmarks: Option<[[f64; 2]; 5]>,
+    /// Not found in this frame: carried over by its track from an earlier one.
+    pub carried: bool,
 }
 
 fn landmarks_array(f: &crate::detect::Face) -> Option<gst::Array> {
@@ -82,7 +84,8 @@ pub fn face_structure(r: &FaceResult) -> gst::Structure {
         .field("emotion", r.label())
         .field("confidence", r.confidence as f64)
         .field("probabilities", probabilities)
-        .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1));
+        .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1))
+        .field("carried", r.carried);
     let b = match landmarks_array(&f) {
         Some(points) => b.field("landmarks", points),
         None => b,
@@ -121,7 +124,8 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
             .field("y_min", y as f64 / fh)
             .field("x_max", (x + w) as f64 / fw)
             .field("y_max", (y + h) as f64 / fh)
-            .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1));
+            .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1))
+            .field("carried", r.carried);
         if let Some(points) = landmarks_array(&f) {
             detection = detection.field("landmarks", points);
         }
@@ -160,6 +164,7 @@ fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
         probabilities,
         track_id: s.get::<i64>("track-id").ok().and_then(|id| u64::try_from(id).ok()),
         landmarks: landmarks_from(s),
+        carried: s.get::<bool>("carried").unwrap_or(false),
     })
 }
 
@@ -201,6 +206,7 @@ pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
                 probabilities,
                 track_id,
                 landmarks: detection.and_then(landmarks_from),
+                carried: detection.and_then(|d| d.get::<bool>("carried").ok()).unwrap_or(false),
             })
         })
         .collect()
@@ -221,6 +227,7 @@ mod tests {
             emotion: 3,
             confidence: 0.7,
             track_id: Some(12),
+            carried: true,
         };
         let mut result = result;
         result.face.landmarks = Some([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]);
@@ -238,6 +245,7 @@ mod tests {
             assert_eq!(f.score, 7.0);
             assert_eq!(f.track_id, Some(12));
             assert_eq!(f.landmarks.map(|l| l[4]), Some([9.0, 10.0]));
+            assert!(f.carried);
         }
         assert!(faces(&gst::Buffer::new()).is_none());
         let dl = dlstreamer_objects(&buffer);

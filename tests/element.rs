@@ -318,7 +318,14 @@ fn tracks_a_moving_face_with_one_id_between_detections() {
             .unwrap_or_else(|| panic!("frame {frame}: face not reported: {faces:?}"));
         xs.push(face.x - (frame * 6) as i32);
         ids.push(face.track_id);
+        assert!(!face.carried, "frame {frame}: the face is in this frame: {face:?}");
     }
+    // The face leaves: on the next frame its track still reports it, marked as carried over.
+    let mut buffer = gst::Buffer::from_slice(vec![90u8; (cw * ch * 3) as usize]);
+    buffer.get_mut().expect("writable").set_pts(gst::ClockTime::from_mseconds(15 * 33));
+    assert_eq!(harness.push(buffer), Ok(gst::FlowSuccess::Ok));
+    let faces = meta::faces(&harness.pull().expect("output")).expect("meta");
+    assert!(!faces.is_empty() && faces.iter().all(|f| f.carried && f.track_id == ids[0]), "{faces:?}");
     assert!(ids.iter().all(|id| id.is_some() && *id == ids[0]), "one track id: {ids:?}");
     // The box follows the face on the frames between full detections too.
     assert!(xs.iter().all(|dx| (dx - FACE.0).abs() <= 12), "box offsets from the moving face: {xs:?}");

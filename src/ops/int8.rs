@@ -355,6 +355,40 @@ pub fn conv3x3_one_channel(kernel: Int8Kernel, weight: &[f32], bias: &[f32], inp
     Ok(max)
 }
 
+/// The one-channel 3x3 convolution (the f32 first layer), `$lanes` output channels per
+/// register: the AVX-512 and AVX2 copies differ only in their intrinsics.
+#[cfg(target_arch = "x86_64")]
+macro_rules! one_channel_conv {
+    ($features:literal, $lanes:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $max:ident, $store:ident, $reduce:ident) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn conv3x3_one_channel(weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> f32 {
+            let c = bias.len();
+            let zero = $zero();
+            let mut max = zero;
+            for co in (0..c).step_by($lanes) {
+                let b = $load(bias.as_ptr().add(co));
+                let mut k = [zero; 9];
+                for (tap, k) in k.iter_mut().enumerate() {
+                    *k = $load(weight.as_ptr().add(tap * c + co));
+                }
+                for y in 0..h {
+                    for x in 0..w {
+                        let mut v = b;
+                        for (tap, k) in k.iter().enumerate() {
+                            let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
+                            v = $fmadd($set1(a), *k, v);
+                        }
+                        let v = $max(v, zero);
+                        $store(out.as_mut_ptr().add((y * w + x) * c + co), v);
+                        max = $max(max, v);
+                    }
+                }
+            }
+            $reduce(max)
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use super::{Int8Conv3x3, TILE_PIXELS};
@@ -395,33 +429,7 @@ mod vnni {
         }
     }
 
-    /// The one-channel 3x3 convolution, 16 output channels per register.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn conv3x3_one_channel(weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> f32 {
-        let c = bias.len();
-        let zero = _mm512_setzero_ps();
-        let mut max = zero;
-        for co in (0..c).step_by(16) {
-            let b = _mm512_loadu_ps(bias.as_ptr().add(co));
-            let mut k = [zero; 9];
-            for (tap, k) in k.iter_mut().enumerate() {
-                *k = _mm512_loadu_ps(weight.as_ptr().add(tap * c + co));
-            }
-            for y in 0..h {
-                for x in 0..w {
-                    let mut v = b;
-                    for (tap, k) in k.iter().enumerate() {
-                        let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
-                        v = _mm512_fmadd_ps(_mm512_set1_ps(a), *k, v);
-                    }
-                    let v = _mm512_max_ps(v, zero);
-                    _mm512_storeu_ps(out.as_mut_ptr().add((y * w + x) * c + co), v);
-                    max = _mm512_max_ps(max, v);
-                }
-            }
-        }
-        _mm512_reduce_max_ps(max)
-    }
+    one_channel_conv!("avx512f", 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_storeu_ps, _mm512_reduce_max_ps);
 
     /// One block of `16·L` output channels over the whole image, `TILE_PIXELS` pixels at a time:
     /// `TILE_PIXELS·L` i32 accumulators stay in registers for the whole 3x3xC_in reduction.
@@ -599,33 +607,7 @@ mod avx2 {
         }
     }
 
-    /// The one-channel 3x3 convolution, 8 output channels per register.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn conv3x3_one_channel(weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> f32 {
-        let c = bias.len();
-        let zero = _mm256_setzero_ps();
-        let mut max = zero;
-        for co in (0..c).step_by(8) {
-            let b = _mm256_loadu_ps(bias.as_ptr().add(co));
-            let mut k = [zero; 9];
-            for (tap, k) in k.iter_mut().enumerate() {
-                *k = _mm256_loadu_ps(weight.as_ptr().add(tap * c + co));
-            }
-            for y in 0..h {
-                for x in 0..w {
-                    let mut v = b;
-                    for (tap, k) in k.iter().enumerate() {
-                        let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
-                        v = _mm256_fmadd_ps(_mm256_set1_ps(a), *k, v);
-                    }
-                    let v = _mm256_max_ps(v, zero);
-                    _mm256_storeu_ps(out.as_mut_ptr().add((y * w + x) * c + co), v);
-                    max = _mm256_max_ps(max, v);
-                }
-            }
-        }
-        horizontal_max(max)
-    }
+    one_channel_conv!("avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_storeu_ps, horizontal_max);
 }
 
 #[cfg(test)]
