@@ -6,7 +6,6 @@
 //! probabilities smoothed.
 
 use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage, RgbImage};
-use crate::draw::PixelLayout;
 use crate::frame::FramePlanes;
 use crate::emotion::{argmax, EmotionClassifier, InputContract, CLASS_NAMES, NUM_CLASSES};
 use crate::background::BackgroundDetector;
@@ -159,6 +158,8 @@ pub struct FaceAnalyzer {
     rgb: Vec<u8>,
     local: Vec<Face>,
     due: Vec<usize>,
+    /// Tracks that may be classified before they are due (to spread the load over frames).
+    early: Vec<usize>,
     /// Full detection on a worker thread instead of the caller's (live video): see
     /// [`crate::background`]. `None`: full detections run in [`Self::analyze_frame`].
     pub background: Option<BackgroundDetector>,
@@ -216,6 +217,7 @@ impl FaceAnalyzer {
             rgb: Vec::new(),
             local: Vec::new(),
             due: Vec::new(),
+            early: Vec::new(),
             background: None,
             late_faces: Vec::new(),
             detection_wanted: false,
@@ -279,14 +281,7 @@ impl FaceAnalyzer {
         if !self.detector.needs_color() {
             return false;
         }
-        let gray_frame = FramePlanes {
-            planes: [image.data, &[], &[]],
-            strides: [image.stride, 0, 0],
-            width: image.width,
-            height: image.height,
-            layout: PixelLayout::Gray,
-            video_range: false,
-        };
+        let gray_frame = FramePlanes::gray(image);
         frame.unwrap_or(&gray_frame).rgb_resized_region(w, h, region, &mut self.rgb);
         true
     }
@@ -318,6 +313,13 @@ impl FaceAnalyzer {
     /// the box; Haar searches a region 1.6x its box at 0.8x to 1.25x its size.
     fn redetect_tracks(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
         self.faces.clear();
+        if let Detector::Yunet(yunet) = &mut self.detector {
+            // Crops sampled straight from the frame at full resolution, in its own format.
+            let gray_frame = FramePlanes::gray(image);
+            self.local.clear();
+            self.local.extend(self.tracker.tracks.iter().map(|t| t.face));
+            return yunet.track_in(frame.unwrap_or(&gray_frame), &self.local, &mut self.faces);
+        }
         if self.detector.tracks_in_color() {
             let (w, h, scale) = detection_size(image.width, image.height);
             self.local.clear();
@@ -406,13 +408,30 @@ impl FaceAnalyzer {
             self.redetect_tracks(image, frame, params)?;
             self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
         }
-        // Classify the faces seen now whose last classification is old enough, in one batch.
+        // Classify, in one batch, the faces seen now that have no result yet or whose last one
+        // is `classify-interval` frames old; then top the batch up to an even share (tracks /
+        // interval) with the stalest of the others, classified a little early. Tracks born
+        // together would otherwise all fall due on the same frame, a burst every interval.
+        let interval = video.classify_interval.max(1) as u64;
+        let age = |t: &crate::tracking::Track| frame_index.saturating_sub(t.last_classified);
         self.due.clear();
+        let mut seen = 0usize;
         for (i, t) in self.tracker.tracks.iter().enumerate() {
-            let stale = frame_index.saturating_sub(t.last_classified) >= video.classify_interval.max(1) as u64;
-            if t.seen_now && (!t.classified || stale) {
-                self.due.push(i);
+            if t.seen_now {
+                seen += 1;
+                if !t.classified || age(t) >= interval {
+                    self.due.push(i);
+                }
             }
+        }
+        let share = seen.div_ceil(interval as usize);
+        if self.due.len() < share {
+            self.early.clear();
+            let tracks = &self.tracker.tracks;
+            self.early.extend((0..tracks.len()).filter(|&i| tracks[i].seen_now && tracks[i].classified && age(&tracks[i]) < interval));
+            self.early.sort_by_key(|&i| std::cmp::Reverse(age(&tracks[i])));
+            let missing = share - self.due.len();
+            self.due.extend(self.early.iter().take(missing));
         }
         let px = InputContract::PIXELS;
         self.crops.resize(self.due.len() * px, 0);

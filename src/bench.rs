@@ -428,6 +428,15 @@ pub fn run_detect(args: &DetectBenchArgs) -> Result<()> {
         args.runs.max(1),
         faces.len()
     );
+    // Re-finding those faces, as between full detections (YuNet: one crop each; MTCNN: O-Net).
+    if !faces.is_empty() && detector.tracks_in_color() {
+        let previous = faces.clone();
+        let mut tracked = Vec::new();
+        let mut track = || -> Result<()> { detector.track(&rgb, &previous, &mut tracked).map_err(anyhow::Error::msg) };
+        track()?;
+        let median = median_seconds(args.runs, &mut track)? * 1e3;
+        println!("  tracking the {} faces: median {median:.2} ms per frame ({} re-found)", previous.len(), tracked.len());
+    }
     if !stages.is_empty() {
         let med = |f: fn(&crate::detect::mtcnn::StageTimes) -> f64| {
             let mut v: Vec<f64> = stages.iter().map(f).collect();

@@ -108,6 +108,17 @@ pub struct FramePlanes<'a> {
     pub video_range: bool,
 }
 
+/// YuNet's tracker samples its crops from the frame itself, in the frame's own format.
+impl crate::detect::yunet::BlockSampler for FramePlanes<'_> {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3] {
+        FramePlanes::block_rgb(self, xs, xe, ys, ye)
+    }
+}
+
 impl FramePlanes<'_> {
     fn yuv_to_rgb(&self, luma: f32, u: f32, v: f32) -> [f32; 3] {
         let (l, u, v) = if self.video_range {
@@ -157,6 +168,18 @@ impl FramePlanes<'_> {
                     _ => [luma; 3],
                 }
             }
+        }
+    }
+
+    /// A grey picture as a frame (for the readers of frames, when only luma is at hand).
+    pub fn gray<'a>(image: &GrayImage<'a>) -> FramePlanes<'a> {
+        FramePlanes {
+            planes: [image.data, &[], &[]],
+            strides: [image.stride, 0, 0],
+            width: image.width,
+            height: image.height,
+            layout: PixelLayout::Gray,
+            video_range: false,
         }
     }
 

@@ -176,8 +176,8 @@ impl UnitWeights {
     /// `x` (`c_in` planes of `h` x `w`) → `out` (`c_out` planes), `t` the pointwise result.
     fn forward(&self, level: SimdLevel, x: &[f32], h: usize, w: usize, t: &mut Vec<f32>, out: &mut Vec<f32>) {
         let (n, c) = (h * w, self.c_out());
-        t.resize(c * n, 0.0);
-        out.resize(c * n, 0.0);
+        grow(t, c * n);
+        grow(out, c * n);
         // The pointwise bias goes in before the depthwise pass, whose zero padding must not see it.
         dpunit::pointwise(level, x, self.c_in, n, &self.pointwise, &self.pointwise_bias, false, t);
         dpunit::depthwise3x3(level, t, c, h, w, &self.depthwise, &self.depthwise_bias, self.relu, out);
@@ -187,6 +187,21 @@ impl UnitWeights {
 thread_local! {
     /// Per thread, a crop's input planes and the buffers of its pass ([`YuNet::track`]).
     static CROP_SCRATCH: std::cell::RefCell<(Vec<f32>, Scratch)> = std::cell::RefCell::new(Default::default());
+}
+
+/// Makes `v` at least `n` long. The layers write every element they read back, so a buffer
+/// only grows (zero-filling it to each layer's size was a tenth of the detector's time); the
+/// kernels take sizes explicitly and ignore the rest.
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// `dst = src`, reusing `dst`'s allocation.
+fn copy_into(dst: &mut Vec<f32>, src: &[f32]) {
+    dst.clear();
+    dst.extend_from_slice(src);
 }
 
 /// Buffers of one [`CpuPlan::forward`], kept between calls: no allocation per frame.
@@ -199,6 +214,13 @@ struct Scratch {
     feats: [Vec<f32>; 3],
     /// Per level the 16 head channels, `h` and `w`.
     heads: [(Vec<f32>, usize, usize); 3],
+}
+
+impl Scratch {
+    /// The three levels' head outputs, as [`decode`] reads them.
+    fn head_slices(&self) -> [(&[f32], usize, usize); 3] {
+        self.heads.each_ref().map(|(d, h, w)| (&d[..], *h, *w))
+    }
 }
 
 /// The network on plain slices with [`dpunit`]'s kernels: the CPU path (candle's tensors and
@@ -233,13 +255,13 @@ impl CpuPlan {
     fn forward(&self, x: &[f32], h: usize, w: usize, s: &mut Scratch) {
         let level = self.level;
         let (mut h, mut w) = (h / 2, w / 2);
-        s.cols.resize(27 * h * w, 0.0);
+        grow(&mut s.cols, 27 * h * w);
         dpunit::im2col3x3_stride2(x, 3, 2 * h, 2 * w, &mut s.cols);
-        s.b.resize(16 * h * w, 0.0);
+        grow(&mut s.b, 16 * h * w);
         dpunit::pointwise(level, &s.cols, 27, h * w, &self.stem_weight, &self.stem_bias, true, &mut s.b);
         self.stem_unit.forward(level, &s.b, h, w, &mut s.t, &mut s.a);
         let pool = |src: &[f32], c: usize, h: &mut usize, w: &mut usize, dst: &mut Vec<f32>| {
-            dst.resize(c * (*h / 2) * (*w / 2), 0.0);
+            grow(dst, c * (*h / 2) * (*w / 2));
             dpunit::max_pool2(level, src, c, *h, *w, dst);
             *h /= 2;
             *w /= 2;
@@ -252,7 +274,7 @@ impl CpuPlan {
             u1.forward(level, &s.b, h, w, &mut s.t, &mut s.a);
             u2.forward(level, &s.a, h, w, &mut s.t, &mut s.b);
             if model >= 3 {
-                s.feats[model - 3].clone_from(&s.b);
+                copy_into(&mut s.feats[model - 3], &s.b[..64 * h * w]);
                 dims[model - 3] = (h, w);
             }
             if (2..=4).contains(&model) {
@@ -265,12 +287,12 @@ impl CpuPlan {
             self.lateral[l].forward(level, &s.feats[l], lh, lw, &mut s.t, &mut s.a);
             // A copy, not a swap: swapping would hand the big buffer's allocation to a small
             // level and make the next frame reallocate it.
-            s.feats[l].clone_from(&s.a);
+            copy_into(&mut s.feats[l], &s.a[..64 * lh * lw]);
             let (upper, lower) = s.feats.split_at_mut(l);
             dpunit::add_upsampled2(level, &mut upper[l - 1], &lower[0], 64, lh, lw);
         }
         self.lateral[0].forward(level, &s.feats[0], dims[0].0, dims[0].1, &mut s.t, &mut s.a);
-        s.feats[0].clone_from(&s.a);
+        copy_into(&mut s.feats[0], &s.a[..64 * dims[0].0 * dims[0].1]);
         for (l, &(lh, lw)) in dims.iter().enumerate() {
             self.shared[l].forward(level, &s.feats[l], lh, lw, &mut s.t, &mut s.a);
             let (out, oh, ow) = &mut s.heads[l];
@@ -419,55 +441,25 @@ impl YuNet {
         Self::load(YUNET_WEIGHTS, device)
     }
 
-    /// Runs the network on `self.input` (`(3, batch, h, w)`) and decodes each batch item's
-    /// faces scoring at least `threshold` into `self.found[item]` (before NMS).
-    fn run(&mut self, batch: usize, h: usize, w: usize, threshold: f32) -> candle_core::Result<()> {
+    /// Runs the network with candle's ops on `self.input` (`(3, batch, h, w)`) and decodes
+    /// each batch item's faces scoring at least `threshold` into `self.found[item]` (before
+    /// NMS): the GPU path, and the CPU path's reference in the tests.
+    fn run_candle(&mut self, batch: usize, h: usize, w: usize, threshold: f32) -> candle_core::Result<()> {
         self.found.resize_with(batch, Vec::new);
         self.found.iter_mut().for_each(Vec::clear);
-        match &self.plan {
-            Some(plan) if crate::ops::cpu_fast_paths_enabled() => {
-                if batch == 1 {
-                    plan.forward(&self.input, h, w, &mut self.scratch);
-                    let heads = self.scratch.heads.each_ref().map(|(d, h, w)| (&d[..], *h, *w));
-                    decode(&heads, 1, 0, threshold, &mut self.found[0]);
-                } else {
-                    // Crops in parallel, each thread with its own buffers.
-                    use rayon::prelude::*;
-                    let input = &self.input;
-                    self.found.par_iter_mut().enumerate().for_each(|(item, found)| {
-                        let mut run = |(x, s): &mut (Vec<f32>, Scratch)| {
-                            let plane = h * w;
-                            x.clear();
-                            for c in 0..3 {
-                                x.extend_from_slice(&input[(c * batch + item) * plane..][..plane]);
-                            }
-                            plan.forward(x, h, w, s);
-                            let heads = s.heads.each_ref().map(|(d, h, w)| (&d[..], *h, *w));
-                            decode(&heads, 1, 0, threshold, found);
-                        };
-                        CROP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                            Ok(mut scratch) => run(&mut scratch),
-                            Err(_) => run(&mut Default::default()),
-                        });
-                    });
-                }
-            }
-            _ => {
-                let x = Tensor::from_slice(&self.input, (3, batch, h, w), &self.device)?;
-                let outputs = self
-                    .net
-                    .forward(&x)?
-                    .iter()
-                    .map(|t| {
-                        let (_, _, h, w) = t.dims4()?;
-                        Ok((t.flatten_all()?.to_vec1::<f32>()?, h, w))
-                    })
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                let heads: Vec<(&[f32], usize, usize)> = outputs.iter().map(|(d, h, w)| (&d[..], *h, *w)).collect();
-                for item in 0..batch {
-                    decode(&heads, batch, item, threshold, &mut self.found[item]);
-                }
-            }
+        let x = Tensor::from_slice(&self.input[..3 * batch * h * w], (3, batch, h, w), &self.device)?;
+        let outputs = self
+            .net
+            .forward(&x)?
+            .iter()
+            .map(|t| {
+                let (_, _, h, w) = t.dims4()?;
+                Ok((t.flatten_all()?.to_vec1::<f32>()?, h, w))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let heads: Vec<(&[f32], usize, usize)> = outputs.iter().map(|(d, h, w)| (&d[..], *h, *w)).collect();
+        for item in 0..batch {
+            decode(&heads, batch, item, threshold, &mut self.found[item]);
         }
         Ok(())
     }
@@ -480,19 +472,32 @@ impl YuNet {
         }
         // Zero padding to the alignment on the right and bottom, as OpenCV's FaceDetectorYN.
         let (pw, ph) = (img.width.div_ceil(ALIGN) * ALIGN, img.height.div_ceil(ALIGN) * ALIGN);
-        self.input.clear();
-        self.input.resize(3 * pw * ph, 0.0);
         let plane = pw * ph;
-        for y in 0..img.height {
-            let src = &img.data[y * img.stride..][..img.width * 3];
-            for (x, px) in src.chunks_exact(3).enumerate() {
-                // BGR planes, as the network was trained (OpenCV images).
-                for c in 0..3 {
-                    self.input[c * plane + y * pw + x] = px[2 - c] as f32;
+        grow(&mut self.input, 3 * plane);
+        for c in 0..3 {
+            let dst = &mut self.input[c * plane..(c + 1) * plane];
+            for (y, row) in dst.chunks_exact_mut(pw).enumerate() {
+                if y >= img.height {
+                    row.fill(0.0);
+                    continue;
                 }
+                let src = &img.data[y * img.stride..][..img.width * 3];
+                // BGR planes, as the network was trained (OpenCV images).
+                for (d, px) in row.iter_mut().zip(src.chunks_exact(3)) {
+                    *d = px[2 - c] as f32;
+                }
+                row[img.width..].fill(0.0);
             }
         }
-        self.run(1, ph, pw, threshold)?;
+        match self.plan.as_ref().filter(|_| crate::ops::cpu_fast_paths_enabled()) {
+            Some(plan) => {
+                plan.forward(&self.input, ph, pw, &mut self.scratch);
+                self.found.resize_with(1, Vec::new);
+                self.found[0].clear();
+                decode(&self.scratch.head_slices(), 1, 0, threshold, &mut self.found[0]);
+            }
+            None => self.run_candle(1, ph, pw, threshold)?,
+        }
         nms(&mut self.found[0], self.nms_threshold);
         Ok(&self.found[0])
     }
@@ -516,22 +521,50 @@ impl YuNet {
     }
 
     /// Re-finds faces near `previous` boxes (tracking between full detections): each box's
-    /// surroundings, twice its side, resampled to 64x64 and run as one batch; a face comes back
-    /// where its crop holds a detection overlapping the previous box.
+    /// surroundings, twice its side, resampled to 64x64; a face comes back where its crop holds
+    /// a detection overlapping the previous box.
     pub fn track(&mut self, img: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
+        self.track_in(img, previous, faces)
+    }
+
+    /// [`Self::track`] on any picture that averages pixel blocks (a video frame in its own
+    /// format: the crops are sampled from it directly, with no RGB copy in between). On the
+    /// CPU each crop is sampled and run on its own thread.
+    pub fn track_in<S: BlockSampler>(&mut self, img: &S, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
         faces.clear();
-        if previous.is_empty() || img.width == 0 || img.height == 0 {
+        let (width, height) = img.size();
+        if previous.is_empty() || width == 0 || height == 0 {
             return Ok(());
         }
         let n = previous.len();
         let plane = TRACK_INPUT * TRACK_INPUT;
-        self.input.clear();
-        self.input.resize(3 * n * plane, 0.0);
-        for (i, prev) in previous.iter().enumerate() {
-            let (origin, scale) = track_window(prev);
-            sample_crop(img, origin, scale, n * plane, &mut self.input[i * plane..]);
+        let threshold = self.track_threshold;
+        if let Some(plan) = self.plan.as_ref().filter(|_| crate::ops::cpu_fast_paths_enabled()) {
+            use rayon::prelude::*;
+            self.found.resize_with(n, Vec::new);
+            self.found[..n].par_iter_mut().zip(previous).for_each(|(found, prev)| {
+                found.clear();
+                let (origin, scale) = track_window(prev);
+                let mut job = |(x, s): &mut (Vec<f32>, Scratch)| {
+                    grow(x, 3 * plane);
+                    sample_crop(img, origin, scale, plane, x);
+                    plan.forward(x, TRACK_INPUT, TRACK_INPUT, s);
+                    decode(&s.head_slices(), 1, 0, threshold, found);
+                };
+                CROP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut scratch) => job(&mut scratch),
+                    Err(_) => job(&mut Default::default()),
+                });
+            });
+        } else {
+            // `sample_crop` writes every value, padding included.
+            grow(&mut self.input, 3 * n * plane);
+            for (i, prev) in previous.iter().enumerate() {
+                let (origin, scale) = track_window(prev);
+                sample_crop(img, origin, scale, n * plane, &mut self.input[i * plane..]);
+            }
+            self.run_candle(n, TRACK_INPUT, TRACK_INPUT, threshold)?;
         }
-        self.run(n, TRACK_INPUT, TRACK_INPUT, self.track_threshold)?;
         for (prev, found) in previous.iter().zip(&self.found) {
             let (origin, scale) = track_window(prev);
             let before = Detection {
@@ -548,6 +581,32 @@ impl YuNet {
             }
         }
         Ok(())
+    }
+}
+
+/// A picture [`YuNet::track_in`] samples: its size and the mean colour of a pixel block.
+pub trait BlockSampler: Sync {
+    fn size(&self) -> (usize, usize);
+    /// Mean R, G, B of `[xs, xe) x [ys, ye)`, a non-empty block inside the picture.
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3];
+}
+
+impl BlockSampler for RgbImage<'_> {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3] {
+        let mut acc = [0f32; 3];
+        for y in ys..ye {
+            for px in self.data[y * self.stride + xs * 3..y * self.stride + xe * 3].chunks_exact(3) {
+                acc[0] += px[0] as f32;
+                acc[1] += px[1] as f32;
+                acc[2] += px[2] as f32;
+            }
+        }
+        let n = ((ye - ys) * (xe - xs)) as f32;
+        acc.map(|a| a / n)
     }
 }
 
@@ -575,27 +634,20 @@ pub fn track_region(f: &Face, width: usize, height: usize) -> (usize, usize, usi
 /// Area-averages the square `TRACK_INPUT`² crop at `origin` (`scale` picture pixels per crop
 /// pixel) into BGR planes `channel_stride` apart; outside the picture reads zero (the padding
 /// the network saw in training).
-fn sample_crop(img: &RgbImage, origin: [f32; 2], scale: f32, channel_stride: usize, out: &mut [f32]) {
+fn sample_crop<S: BlockSampler>(img: &S, origin: [f32; 2], scale: f32, channel_stride: usize, out: &mut [f32]) {
+    let (width, height) = img.size();
     let bounds = |o: f32, i: usize, max: usize| {
         let s = (o + i as f32 * scale).floor().max(0.0) as usize;
         let e = ((o + (i + 1) as f32 * scale).floor().max(0.0) as usize).max(s + 1);
         (s.min(max), e.min(max))
     };
     for oy in 0..TRACK_INPUT {
-        let (ys, ye) = bounds(origin[1], oy, img.height);
+        let (ys, ye) = bounds(origin[1], oy, height);
         for ox in 0..TRACK_INPUT {
-            let (xs, xe) = bounds(origin[0], ox, img.width);
-            let mut acc = [0f32; 3];
-            for y in ys..ye {
-                for px in img.data[y * img.stride + xs * 3..y * img.stride + xe * 3].chunks_exact(3) {
-                    acc[0] += px[2] as f32;
-                    acc[1] += px[1] as f32;
-                    acc[2] += px[0] as f32;
-                }
-            }
-            let n = ((ye - ys) * (xe - xs)).max(1) as f32;
-            for (c, a) in acc.iter().enumerate() {
-                out[c * channel_stride + oy * TRACK_INPUT + ox] = if ye > ys && xe > xs { a / n } else { 0.0 };
+            let (xs, xe) = bounds(origin[0], ox, width);
+            let rgb = if ye > ys && xe > xs { img.block_rgb(xs, xe, ys, ye) } else { [0.0; 3] };
+            for c in 0..3 {
+                out[c * channel_stride + oy * TRACK_INPUT + ox] = rgb[2 - c];
             }
         }
     }

@@ -84,6 +84,12 @@ pub fn pointwise(level: SimdLevel, x: &[f32], c_in: usize, n: usize, w: &[f32], 
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// The largest plane side [`depthwise_plane`] copies into a padded stack array.
+    pub(super) const SMALL_PLANE: usize = 64;
+
+    /// A small plane with its zero border and the vector loop's slack.
+    pub(super) type SmallPlane = [f32; (SMALL_PLANE + 2) * (SMALL_PLANE + 10)];
+
     /// [`super::pointwise`] for a multiple of 4 output channels. Pixel tiles outermost: a
     /// 16-pixel tile of every input channel (4 KiB for 64 channels) stays in L1 while each
     /// block of 4 output channels runs over it in eight accumulators; a partial last tile goes
@@ -91,10 +97,14 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn pointwise(x: &[f32], c_in: usize, n: usize, w: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
         let zero = _mm256_setzero_ps();
-        // On the stack for up to 64 input channels (all of YuNet's layers): no allocation.
-        let mut stack = [0f32; 64 * 16];
+        // On the stack for up to 64 input channels (all of YuNet's layers), and only when there
+        // is a partial tile: no allocation, no 4 KiB of zeroing per call otherwise.
+        let mut stack;
         let mut heap = Vec::new();
-        let tail: &mut [f32] = if c_in <= 64 {
+        let tail: &mut [f32] = if n % 16 == 0 {
+            &mut []
+        } else if c_in <= 64 {
+            stack = [0f32; 64 * 16];
             &mut stack[..c_in * 16]
         } else {
             heap.resize(c_in * 16, 0.0);
@@ -145,32 +155,43 @@ mod avx2 {
         }
     }
 
-    /// One channel's plane of [`super::depthwise3x3`]. Planes at most 8 wide (YuNet's coarse
-    /// levels on track crops) are copied with their zero border into a 16-float-wide array
-    /// and each row is one vector; wider ones run their interior eight pixels at a time (the
+    /// One channel's plane of [`super::depthwise3x3`]. Planes up to 64x64 (YuNet on track
+    /// crops) are copied with their zero border into a stack array and run eight outputs at a
+    /// time, edges included; larger ones run their interior eight pixels at a time (the
     /// last chunk overlapping the one before rather than leaving a tail: outputs are computed
     /// from scratch, so writing one twice is harmless) and their two edge pixels in scalar.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn depthwise_plane(src: &[f32], h: usize, w: usize, taps: &[f32], bias: f32, relu: bool, dst: &mut [f32]) {
+    pub(super) unsafe fn depthwise_plane(src: &[f32], h: usize, w: usize, taps: &[f32], bias: f32, relu: bool, dst: &mut [f32], padded: &mut SmallPlane) {
         let zero = _mm256_setzero_ps();
         let t: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(taps[i]));
         let finish = |acc: __m256| if relu { _mm256_max_ps(acc, zero) } else { acc };
-        if w <= 8 && h <= 16 {
-            let mut padded = [0f32; 18 * 16];
+        if w <= SMALL_PLANE && h <= SMALL_PLANE {
+            // Small planes (track crops): copied with their zero border into a stack array, so
+            // every output, edges included, is a vector lane.
+            let ps = w + 10; // row stride: the border, and slack for the last chunk's reads
+            // The caller zeroed the array once per layer; only the interior is written here,
+            // so the border stays zero for every channel.
             for y in 0..h {
-                padded[(y + 1) * 16 + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
+                padded[(y + 1) * ps + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
             }
             let mut lanes = [0f32; 8];
             for oy in 0..h {
-                let mut acc = _mm256_set1_ps(bias);
-                for ky in 0..3 {
-                    let p = padded.as_ptr().add((oy + ky) * 16);
-                    acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p), acc);
-                    acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p.add(1)), acc);
-                    acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(2)), acc);
+                for x0 in (0..w).step_by(8) {
+                    let mut acc = _mm256_set1_ps(bias);
+                    for ky in 0..3 {
+                        let p = padded.as_ptr().add((oy + ky) * ps + x0);
+                        acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p), acc);
+                        acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p.add(1)), acc);
+                        acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(2)), acc);
+                    }
+                    let row = &mut dst[oy * w..(oy + 1) * w];
+                    if x0 + 8 <= w {
+                        _mm256_storeu_ps(row.as_mut_ptr().add(x0), finish(acc));
+                    } else {
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), finish(acc));
+                        row[x0..].copy_from_slice(&lanes[..w - x0]);
+                    }
                 }
-                _mm256_storeu_ps(lanes.as_mut_ptr(), finish(acc));
-                dst[oy * w..(oy + 1) * w].copy_from_slice(&lanes[..w]);
             }
             return;
         }
@@ -212,6 +233,9 @@ mod avx2 {
 pub fn depthwise3x3(level: SimdLevel, x: &[f32], channels: usize, h: usize, w: usize, taps: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
     let plane = h * w;
     assert!(x.len() >= channels * plane && out.len() >= channels * plane && taps.len() >= channels * 9 && bias.len() >= channels);
+    // Zeroed once per layer, reused by every channel (see `avx2::depthwise_plane`).
+    #[cfg(target_arch = "x86_64")]
+    let mut padded: avx2::SmallPlane = [0.0; (avx2::SMALL_PLANE + 2) * (avx2::SMALL_PLANE + 10)];
     for c in 0..channels {
         let src = &x[c * plane..(c + 1) * plane];
         let dst = &mut out[c * plane..(c + 1) * plane];
@@ -220,7 +244,7 @@ pub fn depthwise3x3(level: SimdLevel, x: &[f32], channels: usize, h: usize, w: u
         if level == SimdLevel::Avx2 {
             // SAFETY: AVX2 and FMA are present; `src` and `dst` are `h * w` long, and the
             // kernel reads x-1..x+9 of a row only for 1 <= x <= w - 9.
-            unsafe { avx2::depthwise_plane(src, h, w, t, bias[c], relu, dst) };
+            unsafe { avx2::depthwise_plane(src, h, w, t, bias[c], relu, dst, &mut padded) };
             continue;
         }
         for oy in 0..h {
@@ -350,7 +374,7 @@ mod tests {
             pointwise(SimdLevel::Portable, &x, c_in, n, &w, &b, true, &mut slow);
             assert!(fast.iter().zip(&slow).all(|(a, b)| (a - b).abs() < 1e-4), "pointwise {c_in}->{c_out} x {n}");
         }
-        for (h, w) in [(1, 1), (2, 2), (4, 4), (3, 8), (2, 9), (2, 7), (8, 16), (8, 33)] {
+        for (h, w) in [(1, 1), (2, 2), (4, 4), (3, 8), (2, 9), (2, 7), (8, 16), (8, 33), (64, 64), (65, 20), (3, 70)] {
             let (x, t, b) = (values(3 * h * w, 4), values(27, 5), values(3, 6));
             let mut fast = vec![0f32; 3 * h * w];
             let mut slow = vec![0f32; 3 * h * w];
