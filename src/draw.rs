@@ -130,6 +130,30 @@ struct LabelSprite {
     height: usize,
     /// RGB and alpha (0..=255) per pixel, row-major.
     pixels: Vec<[u8; 4]>,
+    /// The same colours as Y, U, V: full range, and video range (16..=235).
+    yuv: [Vec<[u8; 3]>; 2],
+}
+
+impl LabelSprite {
+    fn new(width: usize, height: usize, pixels: Vec<[u8; 4]>) -> Self {
+        let to_yuv = |video_range: bool| {
+            pixels
+                .iter()
+                .map(|&[r, g, b, _]| {
+                    let (y, u, v) = rgb_to_yuv((r, g, b), video_range);
+                    [y, u, v].map(|c| c.round().clamp(0.0, 255.0) as u8)
+                })
+                .collect()
+        };
+        let yuv = [to_yuv(false), to_yuv(true)];
+        Self { width, height, pixels, yuv }
+    }
+}
+
+/// `d` blended toward `s` by `a`/255, rounded, in integers.
+#[inline]
+fn blend_u8(d: u8, s: u8, a: u32) -> u8 {
+    ((d as u32 * (255 - a) + s as u32 * a + 127) / 255) as u8
 }
 
 /// Labels are `emotion percent%` at one size per frame size: at most 7 x 101 per size.
@@ -214,7 +238,7 @@ impl Painter {
                 [part(color.0, ink.0), part(color.1, ink.1), part(color.2, ink.2), (alpha * 255.0).round() as u8]
             })
             .collect();
-        LabelSprite { width, height, pixels }
+        LabelSprite::new(width, height, pixels)
     }
 
     /// Draws every face's box and a label such as `happy 87%`, sized to the frame.
@@ -270,16 +294,36 @@ impl Canvas<'_> {
                         let [sr, sg, sb, a] = row[(xx - x) as usize];
                         let a = a as u32;
                         let px = &mut line[xx as usize * bytes_per_pixel..][..bytes_per_pixel];
-                        let blend = |d: u8, s: u8| ((d as u32 * (255 - a) + s as u32 * a + 127) / 255) as u8;
-                        px[r] = blend(px[r], sr);
-                        px[g] = blend(px[g], sg);
-                        px[b] = blend(px[b], sb);
+                        px[r] = blend_u8(px[r], sr, a);
+                        px[g] = blend_u8(px[g], sg, a);
+                        px[b] = blend_u8(px[b], sb, a);
                     }
                 }
-                _ => {
+                PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => {
+                    // The sprite's own Y, U, V: integer blends, chroma once per 2x2 block.
+                    let yuv = &sprite.yuv[usize::from(self.video_range && self.layout != PixelLayout::Gray)][(yy - y) as usize * sprite.width..][..sprite.width];
+                    let luma = &mut self.planes[0][yy as usize * self.strides[0]..];
                     for xx in x0..x1 {
-                        let [sr, sg, sb, a] = row[(xx - x) as usize];
-                        self.blend(xx, yy, (sr, sg, sb), a as f32 / 255.0);
+                        let i = (xx - x) as usize;
+                        luma[xx as usize] = blend_u8(luma[xx as usize], yuv[i][0], row[i][3] as u32);
+                    }
+                    if self.layout == PixelLayout::Gray || yy % 2 != 0 {
+                        continue;
+                    }
+                    let cy = yy as usize / 2;
+                    for xx in (x0 + x0 % 2..x1).step_by(2) {
+                        let i = (xx - x) as usize;
+                        let (a, cx) = (row[i][3] as u32, xx as usize / 2);
+                        if self.layout == PixelLayout::I420 {
+                            let u = &mut self.planes[1][cy * self.strides[1] + cx];
+                            *u = blend_u8(*u, yuv[i][1], a);
+                            let v = &mut self.planes[2][cy * self.strides[2] + cx];
+                            *v = blend_u8(*v, yuv[i][2], a);
+                        } else {
+                            let p = cy * self.strides[1] + 2 * cx;
+                            self.planes[1][p] = blend_u8(self.planes[1][p], yuv[i][1], a);
+                            self.planes[1][p + 1] = blend_u8(self.planes[1][p + 1], yuv[i][2], a);
+                        }
                     }
                 }
             }

@@ -96,7 +96,6 @@ mod avx2 {
     /// through a zero-padded copy.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn pointwise(x: &[f32], c_in: usize, n: usize, w: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
-        let zero = _mm256_setzero_ps();
         // On the stack for up to 64 input channels (all of YuNet's layers), and only when there
         // is a partial tile: no allocation, no 4 KiB of zeroing per call otherwise.
         let mut stack;
@@ -122,36 +121,67 @@ mod avx2 {
                 }
                 (tail.as_ptr(), 16)
             };
-            for (block, b) in bias.chunks_exact(4).enumerate() {
-                let wb = w.as_ptr().add(block * 4 * c_in);
-                let mut acc = [[zero; 2]; 4];
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = [_mm256_set1_ps(b[j]); 2];
-                }
-                for ci in 0..c_in {
-                    let row = src.add(ci * stride);
-                    let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let wv = _mm256_broadcast_ss(&*wb.add(j * c_in + ci));
-                        a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
-                        a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
-                    }
-                }
-                for (j, a) in acc.iter().enumerate() {
-                    let (v0, v1) = if relu { (_mm256_max_ps(a[0], zero), _mm256_max_ps(a[1], zero)) } else { (a[0], a[1]) };
-                    let dst = &mut out[(block * 4 + j) * n + p..];
-                    if full {
-                        _mm256_storeu_ps(dst.as_mut_ptr(), v0);
-                        _mm256_storeu_ps(dst.as_mut_ptr().add(8), v1);
-                    } else {
-                        let mut t = [0f32; 16];
-                        _mm256_storeu_ps(t.as_mut_ptr(), v0);
-                        _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
-                        dst[..n - p].copy_from_slice(&t[..n - p]);
-                    }
-                }
+            // Six output channels at a time (twelve accumulators), four for the rest (`c_out` is
+            // a multiple of 4: as many blocks of six as leave one).
+            let c_out = bias.len();
+            let sixes = (0..=c_out / 6).rev().find(|k| (c_out - 6 * k) % 4 == 0).unwrap_or(0);
+            let mut co = 0;
+            while co < 6 * sixes {
+                channels_tile::<6>(src, stride, c_in, w.as_ptr().add(co * c_in), &bias[co..co + 6], relu, out, n, p, co, full);
+                co += 6;
+            }
+            while co < c_out {
+                channels_tile::<4>(src, stride, c_in, w.as_ptr().add(co * c_in), &bias[co..co + 4], relu, out, n, p, co, full);
+                co += 4;
             }
             p += 16;
+        }
+    }
+
+    /// `CO` output channels from `co` of one 16-pixel tile at `p` of [`pointwise`]: `2·CO`
+    /// accumulators over the whole reduction, the tile's two input vectors loaded once per
+    /// input channel and each weight broadcast once.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn channels_tile<const CO: usize>(
+        src: *const f32,
+        stride: usize,
+        c_in: usize,
+        wb: *const f32,
+        bias: &[f32],
+        relu: bool,
+        out: &mut [f32],
+        n: usize,
+        p: usize,
+        co: usize,
+        full: bool,
+    ) {
+        let zero = _mm256_setzero_ps();
+        let mut acc = [[zero; 2]; CO];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = [_mm256_set1_ps(bias[j]); 2];
+        }
+        for ci in 0..c_in {
+            let row = src.add(ci * stride);
+            let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+            for (j, a) in acc.iter_mut().enumerate() {
+                let wv = _mm256_broadcast_ss(&*wb.add(j * c_in + ci));
+                a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
+                a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            let (v0, v1) = if relu { (_mm256_max_ps(a[0], zero), _mm256_max_ps(a[1], zero)) } else { (a[0], a[1]) };
+            let dst = &mut out[(co + j) * n + p..];
+            if full {
+                _mm256_storeu_ps(dst.as_mut_ptr(), v0);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(8), v1);
+            } else {
+                let mut t = [0f32; 16];
+                _mm256_storeu_ps(t.as_mut_ptr(), v0);
+                _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
+                dst[..n - p].copy_from_slice(&t[..n - p]);
+            }
         }
     }
 
@@ -366,7 +396,7 @@ mod tests {
             return;
         }
         // Pixel counts with and without a partial 16-pixel tile; channel counts with a rest.
-        for (c_in, c_out, n) in [(16, 16, 64), (64, 64, 37), (27, 16, 5), (64, 18, 200)] {
+        for (c_in, c_out, n) in [(16, 16, 64), (64, 64, 37), (27, 16, 5), (64, 18, 200), (8, 8, 16), (5, 20, 33), (3, 4, 7)] {
             let (x, w, b) = (values(c_in * n, 1), values(c_out * c_in, 2), values(c_out, 3));
             let mut fast = vec![0f32; c_out * n];
             let mut slow = vec![0f32; c_out * n];
