@@ -500,18 +500,17 @@ impl FaceAnalyzer {
         Ok(())
     }
 
-    /// Cuts the frame to detection size into the worker's buffers and hands them over.
+    /// Copies the frame into the worker's buffers and hands them over.
     fn submit_background(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) {
         let (w, h, scale) = detection_size(image.width, image.height);
-        let color = self.prepare_rgb(image, frame, w, h);
+        let color = self.detector.needs_color();
         let Some(bg) = self.background.as_mut() else { return };
         let Some(job) = bg.idle_job() else { return };
-        job.gray.resize(w * h, 0);
-        resize_bilinear(image, &mut job.gray, w, h);
-        job.rgb.clear();
-        if color {
-            job.rgb.extend_from_slice(&self.rgb);
-        }
+        // Copies only: the worker cuts the frame to detection size.
+        job.luma.clear();
+        job.luma.extend_from_slice(&image.data[..image.data.len().min(image.height * image.stride)]);
+        job.luma_stride = image.stride;
+        job.frame.copy_from(frame.unwrap_or(&FramePlanes::gray(image)));
         job.width = w;
         job.height = h;
         job.scale = scale;

@@ -1,7 +1,8 @@
-//! Full face detection off the streaming thread: a worker with its own detector takes the
-//! latest due frame (already cut to detection size) and hands its faces back a few frames
-//! later, so no frame waits for a 100 ms detection of a crowded picture. Buffers travel with
-//! the job and come back with the result: nothing is allocated per frame once they are sized.
+//! Full face detection off the streaming thread: a worker with its own detector takes a copy of
+//! the latest due frame, cuts it to detection size and hands its faces back a few frames later,
+//! so no frame waits for a detection (nor for its preparation: the streaming thread only copies
+//! the planes). Buffers travel with the job and come back with the result: nothing is allocated
+//! per frame once they are sized.
 
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
@@ -9,6 +10,7 @@ use std::thread::JoinHandle;
 use gst::glib;
 
 use crate::detect::{DetectParams, Detector, DetectorKind, Face, GrayImage, RgbImage};
+use crate::frame::OwnedFrame;
 
 /// Where full detections run (the element's `detection-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
@@ -25,11 +27,17 @@ pub enum DetectionMode {
     Async = 2,
 }
 
-/// One frame to search, at detection size.
+/// One frame to search: its copy, and the detection size it is cut to on the worker.
 pub struct DetectionJob {
-    pub gray: Vec<u8>,
-    /// The same picture in colour (MTCNN), empty for detectors that read gray only.
-    pub rgb: Vec<u8>,
+    /// The frame's luma (the element's, also for packed RGB frames).
+    pub luma: Vec<u8>,
+    pub luma_stride: usize,
+    /// The frame in its own format, for detectors that read colour.
+    pub frame: OwnedFrame,
+    /// Detection-size pictures, made on the worker.
+    gray: Vec<u8>,
+    rgb: Vec<u8>,
+    /// Detection size.
     pub width: usize,
     pub height: usize,
     /// Detection size → frame size.
@@ -66,9 +74,19 @@ impl BackgroundDetector {
             .spawn(move || {
                 let mut faces = Vec::new();
                 // Ends when the element drops its sender (stop) or stops listening.
-                while let Ok(job) = job_rx.recv() {
-                    let gray = GrayImage { data: &job.gray, width: job.width, height: job.height, stride: job.width };
-                    let rgb = (!job.rgb.is_empty()).then_some(RgbImage { data: &job.rgb, width: job.width, height: job.height, stride: job.width * 3 });
+                while let Ok(mut job) = job_rx.recv() {
+                    let (w, h) = (job.width, job.height);
+                    let frame = job.frame.view();
+                    let color = detector.needs_color();
+                    if color {
+                        frame.rgb_resized(w, h, &mut job.rgb);
+                    } else {
+                        let luma = GrayImage { data: &job.luma, width: frame.width, height: frame.height, stride: job.luma_stride };
+                        job.gray.resize(w * h, 0);
+                        crate::detect::haar::resize_bilinear(&luma, &mut job.gray, w, h);
+                    }
+                    let gray = GrayImage { data: &job.gray, width: w, height: h, stride: w };
+                    let rgb = color.then_some(RgbImage { data: &job.rgb, width: w, height: h, stride: w * 3 });
                     faces.clear();
                     let error = detector.detect(&gray, rgb.as_ref(), &job.params, &mut faces).err();
                     for f in &mut faces {
@@ -82,6 +100,9 @@ impl BackgroundDetector {
             })
             .map_err(|e| format!("cannot start the detection thread: {e}"))?;
         let spare = DetectionJob {
+            luma: Vec::new(),
+            luma_stride: 0,
+            frame: OwnedFrame::default(),
             gray: Vec::new(),
             rgb: Vec::new(),
             width: 0,

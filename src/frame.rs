@@ -108,6 +108,42 @@ pub struct FramePlanes<'a> {
     pub video_range: bool,
 }
 
+/// A copy of a frame's planes that outlives the buffer (a full detection's input, handed to
+/// the worker thread); its vectors are reused from frame to frame.
+#[derive(Debug, Default)]
+pub struct OwnedFrame {
+    planes: [Vec<u8>; 3],
+    strides: [usize; 3],
+    width: usize,
+    height: usize,
+    layout: Option<PixelLayout>,
+    video_range: bool,
+}
+
+impl OwnedFrame {
+    pub fn copy_from(&mut self, f: &FramePlanes) {
+        for (dst, src) in self.planes.iter_mut().zip(f.planes) {
+            dst.clear();
+            dst.extend_from_slice(src);
+        }
+        self.strides = f.strides;
+        (self.width, self.height) = (f.width, f.height);
+        self.layout = Some(f.layout);
+        self.video_range = f.video_range;
+    }
+
+    pub fn view(&self) -> FramePlanes<'_> {
+        FramePlanes {
+            planes: [&self.planes[0], &self.planes[1], &self.planes[2]],
+            strides: self.strides,
+            width: self.width,
+            height: self.height,
+            layout: self.layout.unwrap_or(PixelLayout::Gray),
+            video_range: self.video_range,
+        }
+    }
+}
+
 /// YuNet's tracker samples its crops from the frame itself, in the frame's own format.
 impl crate::detect::yunet::BlockSampler for FramePlanes<'_> {
     fn size(&self) -> (usize, usize) {
