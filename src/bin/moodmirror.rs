@@ -326,7 +326,8 @@ fn main() -> ExitCode {
     // The stock-candle baseline of `moodmirror bench` runs with candle's defaults.
     if std::env::var_os("MOODMIRROR_STOCK_BASELINE").is_none() {
         keep_freed_memory();
-        gstmoodmirror::configure_threads();
+        // SAFETY: the first statements of `main`: no other thread exists yet.
+        unsafe { gstmoodmirror::configure_threads() };
     }
     let cli = Cli::parse();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");

@@ -286,7 +286,7 @@ impl Dense {
 
     /// `x · Wᵀ` without the bias, for callers that fuse the bias into the next op.
     pub fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)
+        crate::ops::matmul(x, &self.weight.t()?)
     }
 
     pub fn bias(&self) -> &Tensor {

@@ -17,6 +17,7 @@ pub mod dpunit;
 pub mod gemm_bf16;
 mod im2col;
 pub mod int8;
+mod matmul;
 mod maxpool;
 mod prelu;
 
@@ -24,6 +25,7 @@ pub use batchnorm::batch_norm_relu_train;
 pub use depthwise::{depthwise3x3_bias_act, depthwise_conv2d};
 pub use direct_conv::{conv2d_bias_prelu, conv2d_bias_prelu_padded};
 pub use im2col::{col2im, im2col, Conv2dGeometry};
+pub use matmul::matmul;
 pub use maxpool::{max_pool2d, max_pool2d_ceil};
 pub use prelu::bias_prelu;
 
@@ -85,7 +87,7 @@ fn conv_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if conv_uses_bf16(a.dim(1)?) {
         gemm_bf16::matmul(a, b)
     } else {
-        a.matmul(b)
+        matmul(a, b)
     }
 }
 
@@ -140,9 +142,9 @@ pub fn conv2d_cbhw(
         let out = if c_out < 32 {
             // Few output channels make a GEMM with a tiny M; computing the transpose
             // (positions x channels) keeps gemm's kernels busy, one transpose copy costs less.
-            cols.t()?.matmul(&w2.t()?)?.t()?.contiguous()?
+            matmul(&cols.t()?, &w2.t()?)?.t()?.contiguous()?
         } else {
-            w2.matmul(&cols)?
+            matmul(&w2, &cols)?
         };
         out.reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else {
