@@ -28,7 +28,11 @@ pub struct VideoParams {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaceResult {
     pub face: Face,
+    /// Smoothed over the track's classifications (video), as reported.
     pub probabilities: [f32; NUM_CLASSES],
+    /// The last classification before smoothing (equal to `probabilities` for still images and
+    /// `smoothing=0`).
+    pub raw_probabilities: [f32; NUM_CLASSES],
     /// Index into [`CLASS_NAMES`] of the most likely emotion.
     pub emotion: usize,
     pub confidence: f32,
@@ -255,6 +259,7 @@ impl FaceAnalyzer {
             self.results.push(FaceResult {
                 face,
                 probabilities: *p,
+                raw_probabilities: *p,
                 emotion,
                 confidence,
                 track_id: None,
@@ -450,6 +455,7 @@ impl FaceAnalyzer {
                 self.results.push(FaceResult {
                     face,
                     probabilities: t.probabilities,
+                    raw_probabilities: t.raw_probabilities,
                     emotion,
                     confidence,
                     track_id: Some(t.id),

@@ -340,6 +340,7 @@ mod tests {
         FaceResult {
             face: Face::new(x, y, w, h, 5.0),
             probabilities: [0.0, 0.0, 0.0, 0.87, 0.0, 0.0, 0.13],
+            raw_probabilities: [0.0, 0.0, 0.0, 0.87, 0.0, 0.0, 0.13],
             emotion: 3,
             confidence: 0.87,
             track_id: None,

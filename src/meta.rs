@@ -38,6 +38,21 @@ pub struct FaceMeta {
     pub landmarks: Option<[[f64; 2]; 5]>,
     /// Not found in this frame: carried over by its track from an earlier one.
     pub carried: bool,
+    /// The last classification before smoothing, in [`CLASS_NAMES`] order (`None` from metas
+    /// written before the field existed).
+    pub raw_probabilities: Option<[f64; NUM_CLASSES]>,
+    /// The emotion weights' name.
+    pub model_name: Option<String>,
+}
+
+fn class_array(a: &[f32; NUM_CLASSES]) -> gst::Array {
+    gst::Array::new(a.iter().map(|&p| p as f64))
+}
+
+fn class_array_from(s: &gst::StructureRef, field: &str) -> Option<[f64; NUM_CLASSES]> {
+    let a = s.get::<gst::Array>(field).ok()?;
+    let v: Vec<f64> = a.iter().filter_map(|x| x.get::<f64>().ok()).collect();
+    v.try_into().ok()
 }
 
 fn landmarks_array(f: &crate::detect::Face) -> Option<gst::Array> {
@@ -74,7 +89,7 @@ pub fn object_id(track_id: u64) -> i32 {
 /// One `face` structure for the custom meta and bus messages.
 pub fn face_structure(r: &FaceResult) -> gst::Structure {
     let f = r.face;
-    let probabilities = gst::Array::new(r.probabilities.iter().map(|&p| p as f64));
+    let probabilities = class_array(&r.probabilities);
     let b = gst::Structure::builder("face")
         .field("x", f.x)
         .field("y", f.y)
@@ -84,6 +99,7 @@ pub fn face_structure(r: &FaceResult) -> gst::Structure {
         .field("emotion", r.label())
         .field("confidence", r.confidence as f64)
         .field("probabilities", probabilities)
+        .field("raw-probabilities", class_array(&r.raw_probabilities))
         .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1))
         .field("carried", r.carried);
     let b = match landmarks_array(&f) {
@@ -131,6 +147,7 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
         }
         roi.add_param(detection.build());
         let emotion = emotion_fields(gst::Structure::builder("emotion"), r)
+            .field("raw-probabilities", class_array(&r.raw_probabilities))
             .field("label_id", r.emotion as i32)
             .field("model_name", model_name)
             .field("attribute_name", "emotion");
@@ -145,10 +162,11 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
         s.set("faces", faces_list(results));
         s.set("frame-width", width as i32);
         s.set("frame-height", height as i32);
+        s.set("model-name", model_name);
     }
 }
 
-fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
+fn face_from_structure(s: &gst::StructureRef, model_name: Option<&str>) -> Option<FaceMeta> {
     let mut probabilities = [0f64; NUM_CLASSES];
     for (p, name) in probabilities.iter_mut().zip(CLASS_NAMES) {
         *p = s.get::<f64>(name).ok()?;
@@ -165,6 +183,8 @@ fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
         track_id: s.get::<i64>("track-id").ok().and_then(|id| u64::try_from(id).ok()),
         landmarks: landmarks_from(s),
         carried: s.get::<bool>("carried").unwrap_or(false),
+        raw_probabilities: class_array_from(s, "raw-probabilities"),
+        model_name: model_name.map(str::to_owned),
     })
 }
 
@@ -172,10 +192,11 @@ fn face_from_structure(s: &gst::StructureRef) -> Option<FaceMeta> {
 pub fn faces(buffer: &gst::BufferRef) -> Option<Vec<FaceMeta>> {
     let meta = gst::meta::CustomMeta::from_buffer(buffer, CUSTOM_META_NAME).ok()?;
     let list = meta.structure().get::<gst::List>("faces").ok()?;
+    let model_name = meta.structure().get::<String>("model-name").ok();
     Some(
         list.iter()
             .filter_map(|v| v.get::<gst::Structure>().ok())
-            .filter_map(|s| face_from_structure(&s))
+            .filter_map(|s| face_from_structure(&s, model_name.as_deref()))
             .collect(),
     )
 }
@@ -207,6 +228,8 @@ pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
                 track_id,
                 landmarks: detection.and_then(landmarks_from),
                 carried: detection.and_then(|d| d.get::<bool>("carried").ok()).unwrap_or(false),
+                raw_probabilities: class_array_from(emotion, "raw-probabilities"),
+                model_name: emotion.get::<String>("model_name").ok(),
             })
         })
         .collect()
@@ -228,6 +251,7 @@ mod tests {
             confidence: 0.7,
             track_id: Some(12),
             carried: true,
+            raw_probabilities: [0.1, 0.0, 0.1, 0.6, 0.1, 0.0, 0.1],
         };
         let mut result = result;
         result.face.landmarks = Some([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]);
@@ -246,6 +270,8 @@ mod tests {
             assert_eq!(f.track_id, Some(12));
             assert_eq!(f.landmarks.map(|l| l[4]), Some([9.0, 10.0]));
             assert!(f.carried);
+            assert_eq!(f.raw_probabilities.map(|p| (p[3] * 10.0).round()), Some(6.0));
+            assert_eq!(f.model_name.as_deref(), Some("moodmirror-test"));
         }
         assert!(faces(&gst::Buffer::new()).is_none());
         let dl = dlstreamer_objects(&buffer);

@@ -11,6 +11,8 @@ pub struct Track {
     pub face: Face,
     /// Smoothed probabilities (what is reported).
     pub probabilities: [f32; NUM_CLASSES],
+    /// The last classification as the network gave it, before smoothing.
+    pub raw_probabilities: [f32; NUM_CLASSES],
     pub classified: bool,
     /// Frame index of the last classification, to honour `classify-interval`.
     pub last_classified: u64,
@@ -140,6 +142,7 @@ impl Tracker {
                     id: self.next_id,
                     face: *d,
                     probabilities: [0.0; NUM_CLASSES],
+                    raw_probabilities: [0.0; NUM_CLASSES],
                     classified: false,
                     last_classified: 0,
                     last_seen_ns: now_ns,
@@ -193,6 +196,7 @@ impl Tracker {
         for (s, &p) in track.probabilities.iter_mut().zip(probabilities) {
             *s = keep * *s + (1.0 - keep) * p;
         }
+        track.raw_probabilities = *probabilities;
         track.classified = true;
         track.last_classified = frame;
     }

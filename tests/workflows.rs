@@ -139,7 +139,7 @@ fn moodmirrorjson_passes_video_through_unchanged() {
     let jsonl = dir.path().join("frames.jsonl");
     let buffers = run_to_eos(&format!(
         "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=5 ! moodmirror draw=false \
-         ! moodmirrorjson location={} ! appsink name=sink sync=false",
+         ! moodmirrorjson location={} source=door-cam tags=\"{{\\\"site\\\":\\\"lab\\\"}}\" ! appsink name=sink sync=false",
         fixture("astronaut.jpg").display(),
         jsonl.display()
     ));
@@ -149,8 +149,38 @@ fn moodmirrorjson_passes_video_through_unchanged() {
     for (line, buffer) in text.lines().zip(&buffers) {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
         gstmoodmirror::export::validate_frame(&v).expect("schema");
+        // A segment from 0: stream time is the PTS.
         assert_eq!(v["timestamp"].as_u64(), buffer.pts().map(|t| t.nseconds()));
+        assert_eq!(v["pts"].as_u64(), buffer.pts().map(|t| t.nseconds()));
         assert_eq!(v["resolution"]["width"], 512);
+        assert_eq!((v["source"].as_str(), v["tags"]["site"].as_str()), (Some("door-cam"), Some("lab")));
+        // The face with DL Streamer's fields: normalised box, label ids, model name.
+        let o = &v["objects"][0];
+        assert_eq!(o["roi_type"], "face");
+        assert!(o["detection"]["bounding_box"]["x_max"].as_f64().is_some_and(|x| x > 0.3 && x < 0.7), "{o}");
+        assert!(o["emotion"]["model_name"].as_str().is_some_and(|m| !m.is_empty()), "{o}");
+        assert!(o["emotion"]["raw_probabilities"].is_object(), "{o}");
+    }
+}
+
+#[test]
+fn moodmirrorjson_refuses_tags_that_are_not_a_json_object() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    for tags in ["site=lab", "[1, 2]"] {
+        let jsonl = dir.path().join("frames.jsonl");
+        let pipeline = gst::parse::launch(&format!("videotestsrc num-buffers=3 ! moodmirrorjson name=j location={} ! fakesink", jsonl.display()))
+            .expect("pipeline")
+            .downcast::<gst::Pipeline>()
+            .expect("pipeline");
+        pipeline.by_name("j").expect("j").set_property("tags", tags);
+        let _ = pipeline.set_state(gst::State::Playing);
+        let bus = pipeline.bus().expect("bus");
+        let message = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error, gst::MessageType::Eos]).expect("a message");
+        let MessageKind::Error(e) = message.view().clone_message_view() else { panic!("{tags}: no error") };
+        assert!(e.contains("tags"), "{tags}: {e}");
+        pipeline.set_state(gst::State::Null).expect("null");
+        assert!(!jsonl.exists(), "{tags}: nothing written");
     }
 }
 

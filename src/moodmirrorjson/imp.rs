@@ -4,6 +4,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gst_base::prelude::BaseTransformExtManual;
 use gst_base::subclass::prelude::*;
 
 use crate::{export, meta};
@@ -17,11 +18,15 @@ const DEFAULT_LOCATION: &str = "-";
 #[derive(Debug, Clone)]
 struct Settings {
     location: String,
+    /// Stamped on every line as `source` (a camera or site name), as gvametaconvert's `source`.
+    source: Option<String>,
+    /// A JSON object stamped on every line as `tags`, as gvametaconvert's `tags`.
+    tags: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { location: DEFAULT_LOCATION.into() }
+        Self { location: DEFAULT_LOCATION.into(), source: None, tags: None }
     }
 }
 
@@ -30,6 +35,8 @@ struct State {
     width: u32,
     height: u32,
     line: Vec<u8>,
+    source: Option<String>,
+    tags: Option<serde_json::Value>,
     /// A write failed and was reported: nothing more is written, and stopping does not fail
     /// again on the flush (a failing stop() would keep the pipeline from reaching NULL).
     failed: bool,
@@ -55,30 +62,44 @@ impl ObjectSubclass for MoodMirrorJson {
 impl ObjectImpl for MoodMirrorJson {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecString::builder("location")
-                .nick("Location")
-                .blurb("File to write JSON lines to ('-' = standard output); replaced when the element starts")
-                .default_value(Some(DEFAULT_LOCATION))
-                .mutable_ready()
-                .build()]
+            vec![
+                glib::ParamSpecString::builder("location")
+                    .nick("Location")
+                    .blurb("File to write JSON lines to ('-' = standard output); replaced when the element starts")
+                    .default_value(Some(DEFAULT_LOCATION))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("source")
+                    .nick("Source")
+                    .blurb("Written on every line as \"source\" (e.g. a camera name), as gvametaconvert's source; none by default")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("tags")
+                    .nick("Tags")
+                    .blurb("A JSON object written on every line as \"tags\", as gvametaconvert's tags, e.g. {\"site\":\"lab\"}; checked when the element starts")
+                    .mutable_ready()
+                    .build(),
+            ]
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if pspec.name() == "location" {
-            lock(&self.settings).location = value
-                .get::<Option<String>>()
-                .ok()
-                .flatten()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| DEFAULT_LOCATION.into());
+        let text = value.get::<Option<String>>().ok().flatten().filter(|s| !s.is_empty());
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "location" => settings.location = text.unwrap_or_else(|| DEFAULT_LOCATION.into()),
+            "source" => settings.source = text,
+            "tags" => settings.tags = text,
+            _ => {}
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "location" => lock(&self.settings).location.to_value(),
+            "source" => lock(&self.settings).source.to_value(),
+            "tags" => lock(&self.settings).tags.to_value(),
             _ => pspec.default_value().clone(),
         }
     }
@@ -121,7 +142,17 @@ impl BaseTransformImpl for MoodMirrorJson {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let location = lock(&self.settings).location.clone();
+        let settings = lock(&self.settings).clone();
+        let location = settings.location.clone();
+        // A bad tags value fails the start with a message naming it, before any file is made.
+        let tags = match &settings.tags {
+            None => None,
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v) if v.is_object() => Some(v),
+                Ok(_) => return Err(gst::error_msg!(gst::LibraryError::Settings, ("tags must be a JSON object, got '{}'", text))),
+                Err(e) => return Err(gst::error_msg!(gst::LibraryError::Settings, ("tags '{}' is not JSON: {}", text, e))),
+            },
+        };
         let out: Box<dyn Write + Send> = if location == "-" {
             Box::new(std::io::stdout())
         } else {
@@ -130,7 +161,7 @@ impl BaseTransformImpl for MoodMirrorJson {
             })?;
             Box::new(std::io::BufWriter::new(file))
         };
-        *lock(&self.state) = Some(State { out, width: 0, height: 0, line: Vec::new(), failed: false });
+        *lock(&self.state) = Some(State { out, width: 0, height: 0, line: Vec::new(), source: settings.source, tags, failed: false });
         Ok(())
     }
 
@@ -165,7 +196,20 @@ impl BaseTransformImpl for MoodMirrorJson {
         if state.failed {
             return Err(gst::FlowError::Error);
         }
-        let frame = export::frame_json(buf.pts(), state.width, state.height, &faces);
+        // Stream time, as gvametaconvert writes it: the PTS through the current segment.
+        let stream_time = buf.pts().and_then(|pts| {
+            let segment = self.obj().segment();
+            segment.downcast_ref::<gst::ClockTime>().and_then(|s| s.to_stream_time(pts))
+        });
+        let info = export::FrameInfo {
+            timestamp: stream_time,
+            pts: buf.pts(),
+            width: state.width,
+            height: state.height,
+            source: state.source.as_deref(),
+            tags: state.tags.as_ref(),
+        };
+        let frame = export::frame_json(&info, &faces);
         state.line.clear();
         let written = serde_json::to_writer(&mut state.line, &frame)
             .map_err(std::io::Error::other)
