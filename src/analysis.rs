@@ -413,6 +413,47 @@ impl FaceAnalyzer {
             self.redetect_tracks(image, frame, params)?;
             self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
         }
+        self.classify_and_report(image, params, video, frame_index, now_ns, luma_range, true)
+    }
+
+    /// One video frame whose faces come with it (`detector=upstream`: another element's ROI
+    /// metas): they stand for this frame's full detection, and classification, smoothing and
+    /// track ids work as for faces found here. Only faces given for this frame are reported.
+    #[allow(clippy::too_many_arguments)]
+    pub fn analyze_given_faces(
+        &mut self,
+        image: &GrayImage,
+        given: &[Face],
+        params: &DetectParams,
+        video: &VideoParams,
+        frame_index: u64,
+        now_ns: u64,
+        luma_range: (u8, u8),
+    ) -> candle_core::Result<&[FaceResult]> {
+        self.results.clear();
+        if image.width == 0 || image.height == 0 {
+            return Ok(&self.results);
+        }
+        self.faces.clear();
+        self.faces.extend(given.iter().take(params.max_faces));
+        self.tracker.update(&self.faces, now_ns, &video.tracker, true, (image.width as i32, image.height as i32));
+        self.classify_and_report(image, params, video, frame_index, now_ns, luma_range, false)
+    }
+
+    /// Classifies the tracks due on this frame and lists the results to report (`carry`: also
+    /// tracks not seen now, within their grace time).
+    #[allow(clippy::too_many_arguments)]
+    fn classify_and_report(
+        &mut self,
+        image: &GrayImage,
+        params: &DetectParams,
+        video: &VideoParams,
+        frame_index: u64,
+        now_ns: u64,
+        luma_range: (u8, u8),
+        carry: bool,
+    ) -> candle_core::Result<&[FaceResult]> {
+        let frame_size = (image.width as i32, image.height as i32);
         // Classify, in one batch, the faces seen now that have no result yet or whose last one
         // is `classify-interval` frames old; then top the batch up to an even share (tracks /
         // interval) with the stalest of the others, classified a little early. Tracks born
@@ -448,7 +489,7 @@ impl FaceAnalyzer {
             Tracker::observe(&mut self.tracker.tracks[i], p, frame_index, video.tracker.smoothing);
         }
         for t in &self.tracker.tracks {
-            let recent = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS;
+            let recent = t.seen_now || (carry && now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS);
             let visible = t.face.clipped_to(frame_size.0, frame_size.1);
             if let (true, true, true, Some(face)) = (t.classified, recent, self.results.len() < params.max_faces, visible) {
                 let (emotion, confidence) = t.emotion();

@@ -122,17 +122,35 @@ pub fn faces_list(results: &[FaceResult]) -> gst::List {
 /// id + 1) for tracked faces.
 pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, height: u32, model_name: &str) {
     for r in results {
-        let f = r.face;
-        let x = f.x.clamp(0, width as i32) as u32;
-        let y = f.y.clamp(0, height as i32) as u32;
-        let w = ((f.x + f.width).clamp(0, width as i32) as u32).saturating_sub(x);
-        let h = ((f.y + f.height).clamp(0, height as i32) as u32).saturating_sub(y);
-        let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "face", (x, y, w, h));
+        let rect = frame_rect(&r.face, width, height);
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, "face", rect);
         if let Some(id) = r.track_id {
             roi.set_id(i32::try_from(id).unwrap_or(i32::MAX));
         }
+        for param in face_params(r, rect, width, height, model_name, true) {
+            roi.add_param(param);
+        }
+    }
+    attach_custom(buffer, results, width, height, model_name);
+}
+
+/// A face's box cut to the frame, as ROI metas hold it.
+fn frame_rect(f: &crate::detect::Face, width: u32, height: u32) -> (u32, u32, u32, u32) {
+    let x = f.x.clamp(0, width as i32) as u32;
+    let y = f.y.clamp(0, height as i32) as u32;
+    let w = ((f.x.saturating_add(f.width)).clamp(0, width as i32) as u32).saturating_sub(x);
+    let h = ((f.y.saturating_add(f.height)).clamp(0, height as i32) as u32).saturating_sub(y);
+    (x, y, w, h)
+}
+
+/// The ROI params of one face: `emotion`, and unless the ROI came with its own, `detection` and
+/// (tracked faces) `object_id`.
+fn face_params(r: &FaceResult, (x, y, w, h): (u32, u32, u32, u32), width: u32, height: u32, model_name: &str, detection: bool) -> Vec<gst::Structure> {
+    let f = r.face;
+    let mut params = Vec::with_capacity(3);
+    if detection {
         let (fw, fh) = (width.max(1) as f64, height.max(1) as f64);
-        let mut detection = gst::Structure::builder("detection")
+        let mut d = gst::Structure::builder("detection")
             .field("confidence", f.score as f64)
             .field("label", "face")
             .field("label_id", 0i32)
@@ -143,19 +161,24 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
             .field("track-id", r.track_id.map(|id| id as i64).unwrap_or(-1))
             .field("carried", r.carried);
         if let Some(points) = landmarks_array(&f) {
-            detection = detection.field("landmarks", points);
+            d = d.field("landmarks", points);
         }
-        roi.add_param(detection.build());
-        let emotion = emotion_fields(gst::Structure::builder("emotion"), r)
-            .field("raw-probabilities", class_array(&r.raw_probabilities))
-            .field("label_id", r.emotion as i32)
-            .field("model_name", model_name)
-            .field("attribute_name", "emotion");
-        roi.add_param(emotion.build());
-        if let Some(id) = r.track_id {
-            roi.add_param(gst::Structure::builder("object_id").field("id", object_id(id)).build());
-        }
+        params.push(d.build());
     }
+    let emotion = emotion_fields(gst::Structure::builder("emotion"), r)
+        .field("raw-probabilities", class_array(&r.raw_probabilities))
+        .field("label_id", r.emotion as i32)
+        .field("model_name", model_name)
+        .field("attribute_name", "emotion");
+    params.push(emotion.build());
+    if let (Some(id), true) = (r.track_id, detection) {
+        params.push(gst::Structure::builder("object_id").field("id", object_id(id)).build());
+    }
+    params
+}
+
+/// The `MoodMirrorMeta` of a frame.
+fn attach_custom(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, height: u32, model_name: &str) {
     let mut meta = gst::meta::CustomMeta::add(buffer, CUSTOM_META_NAME).ok();
     if let Some(meta) = meta.as_mut() {
         let s = meta.mut_structure();
@@ -164,6 +187,56 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
         s.set("frame-height", height as i32);
         s.set("model-name", model_name);
     }
+}
+
+/// A face ROI meta another element put on the buffer, as `detector=upstream` reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpstreamFace {
+    pub face: crate::detect::Face,
+    /// The track id its `object_id` param gives (DL Streamer's id − 1), if any.
+    pub track_id: Option<u64>,
+}
+
+/// The `face` ROI metas already on `buffer`, cut to the frame; those of zero size or wholly
+/// outside the frame go to `skipped` (the element logs them) instead.
+pub fn upstream_faces(buffer: &gst::BufferRef, width: u32, height: u32, faces: &mut Vec<UpstreamFace>, skipped: &mut Vec<(u32, u32, u32, u32)>) {
+    faces.clear();
+    skipped.clear();
+    for m in buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>().filter(|m| m.roi_type() == "face") {
+        let rect = m.rect();
+        let (x, y, w, h) = (rect.0 as i64, rect.1 as i64, rect.2 as i64, rect.3 as i64);
+        let face = crate::detect::Face::new(x.min(i32::MAX as i64) as i32, y.min(i32::MAX as i64) as i32, w.min(i32::MAX as i64) as i32, h.min(i32::MAX as i64) as i32, 1.0);
+        let confidence = m.param("detection").and_then(|d| d.get::<f64>("confidence").ok());
+        let track_id = m.param("object_id").and_then(|p| p.get::<i32>("id").ok()).and_then(|id| u64::try_from(id).ok()).and_then(|id| id.checked_sub(1));
+        match face.clipped_to(width as i32, height as i32) {
+            Some(clipped) if w > 0 && h > 0 => faces.push(UpstreamFace { face: crate::detect::Face { score: confidence.unwrap_or(1.0) as f32, ..clipped }, track_id }),
+            _ => skipped.push(rect),
+        }
+    }
+}
+
+/// `detector=upstream`: adds each result's `emotion` param to the `face` ROI meta it came from
+/// (and `detection` / `object_id` where that ROI has none), rather than new ROI metas; then the
+/// frame's `MoodMirrorMeta`.
+pub fn attach_to_upstream(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, height: u32, model_name: &str) {
+    for mut m in buffer.iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>() {
+        if m.roi_type() != "face" {
+            continue;
+        }
+        let (x, y, w, h) = m.rect();
+        let given = crate::detect::Face::new(x as i32, y as i32, w as i32, h as i32, 0.0);
+        let Some(rect) = given.clipped_to(width as i32, height as i32).map(|f| frame_rect(&f, width, height)) else { continue };
+        let Some(r) = results.iter().find(|r| frame_rect(&r.face, width, height) == rect) else { continue };
+        let has_detection = m.param("detection").is_some();
+        let has_object_id = m.param("object_id").is_some();
+        for param in face_params(r, rect, width, height, model_name, !has_detection) {
+            if param.name() == "object_id" && has_object_id {
+                continue;
+            }
+            m.add_param(param);
+        }
+    }
+    attach_custom(buffer, results, width, height, model_name);
 }
 
 fn face_from_structure(s: &gst::StructureRef, model_name: Option<&str>) -> Option<FaceMeta> {

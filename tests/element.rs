@@ -406,3 +406,55 @@ fn background_detection_keeps_every_frame_and_finds_the_face_a_few_frames_later(
         assert_one_face_at_the_face(&last, mode);
     }
 }
+
+#[test]
+fn upstream_detector_classifies_every_face_facedetect_reports() {
+    init();
+    if gst::ElementFactory::find("facedetect").is_none() {
+        panic!("facedetect (gstreamer1.0-opencv) is missing: scripts/setup.sh installs it");
+    }
+    // facedetect (OpenCV's Haar cascade) finds the faces; moodmirror only classifies them.
+    let (_, buffers) = run_pipeline(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=3 ! videoconvert \
+         ! facedetect display=false ! videoconvert ! moodmirror detector=upstream draw=false ! appsink name=sink sync=false",
+        fixture("astronaut.jpg").display()
+    ));
+    assert_eq!(buffers.len(), 3);
+    for buffer in &buffers {
+        let rois: Vec<_> = buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>().filter(|m| m.roi_type() == "face").collect();
+        assert!(!rois.is_empty(), "facedetect found the face");
+        // No ROI of our own next to facedetect's: each of its ROIs carries our emotion.
+        for roi in &rois {
+            let emotion = roi.param("emotion").unwrap_or_else(|| panic!("ROI {:?} not classified", roi.rect()));
+            assert!(emotion.get::<String>("model_name").is_ok());
+        }
+        let faces = meta::faces(buffer).expect("MoodMirrorMeta");
+        assert_eq!(faces.len(), rois.len());
+        assert_one_face_at_the_face(&faces, "upstream");
+    }
+}
+
+#[test]
+fn upstream_rois_of_zero_size_or_outside_the_frame_are_skipped() {
+    init();
+    let (rgb, w, h) = astronaut_rgb();
+    let mut harness = gst_check::Harness::new("moodmirror");
+    harness.element().expect("element").set_property_from_str("detector", "upstream");
+    harness.element().expect("element").set_property("draw", false);
+    harness.set_src_caps_str(&rgb_caps(w, h));
+    let mut buffer = gst::Buffer::from_slice(rgb);
+    {
+        let b = buffer.get_mut().expect("writable");
+        gst_video::VideoRegionOfInterestMeta::add(b, "face", (FACE.0 as u32, FACE.1 as u32, FACE.2 as u32, FACE.3 as u32));
+        gst_video::VideoRegionOfInterestMeta::add(b, "face", (10, 10, 0, 40));
+        gst_video::VideoRegionOfInterestMeta::add(b, "face", (w + 5, 10, 40, 40));
+        gst_video::VideoRegionOfInterestMeta::add(b, "person", (0, 0, 100, 100));
+    }
+    assert_eq!(harness.push(buffer), Ok(gst::FlowSuccess::Ok));
+    let out = harness.pull().expect("output");
+    let faces = meta::faces(&out).expect("meta");
+    assert_one_face_at_the_face(&faces, "the one valid face ROI");
+    let classified = out.iter_meta::<gst_video::VideoRegionOfInterestMeta>().filter(|m| m.param("emotion").is_some()).count();
+    assert_eq!(classified, 1);
+    assert_eq!(out.iter_meta::<gst_video::VideoRegionOfInterestMeta>().count(), 4, "no ROI added or removed");
+}

@@ -100,6 +100,8 @@ pub enum DetectorKind {
     Mtcnn = 1,
     #[enum_value(name = "YuNet-n (one-pass CNN with landmarks, libfacedetection.train weights)", nick = "yunet")]
     Yunet = 2,
+    #[enum_value(name = "Upstream: classify the face ROI metas already on the buffer (facedetect, another detector)", nick = "upstream")]
+    Upstream = 3,
 }
 
 impl DetectorKind {
@@ -108,6 +110,7 @@ impl DetectorKind {
             DetectorKind::Haar => "haar",
             DetectorKind::Mtcnn => "mtcnn",
             DetectorKind::Yunet => "yunet",
+            DetectorKind::Upstream => "upstream",
         }
     }
 }
@@ -117,6 +120,8 @@ pub enum Detector {
     Haar(HaarDetector),
     Mtcnn(Box<Mtcnn>),
     Yunet(Box<YuNet>),
+    /// No detector of our own: the faces come with the buffer (`detector=upstream`).
+    Upstream,
 }
 
 impl Detector {
@@ -129,6 +134,7 @@ impl Detector {
             DetectorKind::Yunet => YuNet::embedded(device)
                 .map(|m| Detector::Yunet(Box::new(m)))
                 .map_err(|e| format!("YuNet weights: {e}")),
+            DetectorKind::Upstream => Ok(Detector::Upstream),
         }
     }
 
@@ -137,6 +143,7 @@ impl Detector {
             Detector::Haar(_) => DetectorKind::Haar,
             Detector::Mtcnn(_) => DetectorKind::Mtcnn,
             Detector::Yunet(_) => DetectorKind::Yunet,
+            Detector::Upstream => DetectorKind::Upstream,
         }
     }
 
@@ -167,6 +174,10 @@ impl Detector {
                 let rgb = rgb.ok_or("YuNet needs the colour image")?;
                 m.detect(rgb, params, faces).map_err(|e| format!("YuNet: {e}"))
             }
+            Detector::Upstream => {
+                faces.clear();
+                Ok(())
+            }
         }
     }
 }
@@ -191,7 +202,7 @@ impl Detector {
     pub fn track(&mut self, rgb: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> Result<(), String> {
         faces.clear();
         match self {
-            Detector::Haar(_) => Ok(()),
+            Detector::Haar(_) | Detector::Upstream => Ok(()),
             Detector::Mtcnn(m) => m.track(rgb, previous, faces).map_err(|e| format!("MTCNN: {e}")),
             Detector::Yunet(m) => m.track(rgb, previous, faces).map_err(|e| format!("YuNet: {e}")),
         }

@@ -143,6 +143,10 @@ struct State {
     detect_next: bool,
     /// Whether upstream is live (asked once, on the first frame): `detection-mode=auto`.
     live: Option<bool>,
+    /// `detector=upstream`: the frame's face ROI metas, their boxes, and those skipped.
+    upstream: Vec<meta::UpstreamFace>,
+    given: Vec<crate::detect::Face>,
+    skipped: Vec<(u32, u32, u32, u32)>,
 }
 
 #[derive(Default)]
@@ -412,6 +416,9 @@ impl BaseTransformImpl for MoodMirror {
             late: false,
             detect_next: true,
             live: None,
+            upstream: Vec::new(),
+            given: Vec::new(),
+            skipped: Vec::new(),
         });
         Ok(())
     }
@@ -459,8 +466,9 @@ impl BaseTransformImpl for MoodMirror {
             DetectionMode::Sync => false,
             DetectionMode::Async => true,
         };
+        let upstream = settings.detector == DetectorKind::Upstream;
         let background_kind = state.analyzer.background.as_ref().map(|b| b.kind());
-        if !background {
+        if !background || upstream {
             state.analyzer.background = None;
         } else if background_kind != Some(settings.detector) {
             match BackgroundDetector::start(settings.detector, &state.device) {
@@ -500,19 +508,27 @@ impl BaseTransformImpl for MoodMirror {
             let now = self.running_time_ns(buf);
             let frame_index = state.frame;
             state.frame += 1;
-            match state.analyzer.analyze_frame(
-                &gray,
-                Some(&planes),
-                &settings.params,
-                &settings.video,
-                frame_index,
-                now,
-                full,
-                format.luma_range,
-            ) {
+            let analysed = if upstream {
+                meta::upstream_faces(&*buf, width, height, &mut state.upstream, &mut state.skipped);
+                for rect in &state.skipped {
+                    gst::debug!(CAT, imp = self, "upstream face ROI {rect:?} is empty or outside the {width}x{height} frame: skipped");
+                }
+                state.given.clear();
+                state.given.extend(state.upstream.iter().map(|u| u.face));
+                state.analyzer.analyze_given_faces(&gray, &state.given, &settings.params, &settings.video, frame_index, now, format.luma_range)
+            } else {
+                state.analyzer.analyze_frame(&gray, Some(&planes), &settings.params, &settings.video, frame_index, now, full, format.luma_range)
+            };
+            match analysed {
                 Ok(results) => {
                     state.results.clear();
                     state.results.extend_from_slice(results);
+                    // Track ids the upstream element gave (an `object_id` param) are kept.
+                    for r in &mut state.results {
+                        if let Some(u) = state.upstream.iter().find(|u| u.track_id.is_some() && u.face.clipped_to(width as i32, height as i32) == Some(r.face)) {
+                            r.track_id = u.track_id;
+                        }
+                    }
                 }
                 Err(e) => {
                     gst::element_imp_error!(self, gst::LibraryError::Failed, ("emotion model failed: {}", e));
@@ -542,7 +558,11 @@ impl BaseTransformImpl for MoodMirror {
             };
             state.painter.draw(&mut canvas, &state.results);
         }
-        meta::attach(buf, &state.results, width, height, &state.analyzer.classifier.name);
+        if upstream {
+            meta::attach_to_upstream(buf, &state.results, width, height, &state.analyzer.classifier.name);
+        } else {
+            meta::attach(buf, &state.results, width, height, &state.analyzer.classifier.name);
+        }
         let results_for_message = settings.post_messages.then(|| meta::faces_list(&state.results));
         drop(state_guard);
         if let Some(faces) = results_for_message {
