@@ -39,6 +39,10 @@ pub struct AnnotateArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the report of `moodmirror report` here (timelines per face, share bars,
+    /// summary.csv, overview); the JSON lines go to DIR/frames.jsonl unless --jsonl says where.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 fn partial(path: &Path) -> PathBuf {
@@ -84,6 +88,20 @@ fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::
 }
 
 pub fn run(args: &AnnotateArgs) -> Result<()> {
+    let Some(dir) = &args.report else {
+        return annotate(args);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let args = AnnotateArgs { jsonl: Some(args.jsonl.clone().unwrap_or_else(|| dir.join("frames.jsonl"))), ..args.clone() };
+    annotate(&args)?;
+    let jsonl = args.jsonl.as_deref().unwrap_or(dir);
+    let rec = crate::report::Recording::read(jsonl)?;
+    let summaries = crate::report::write(&rec, dir, 0.0)?;
+    eprintln!("report: {} faces → {}", summaries.len(), dir.display());
+    Ok(())
+}
+
+fn annotate(args: &AnnotateArgs) -> Result<()> {
     if !args.input.is_file() {
         bail!("cannot read '{}': no such file", args.input.display());
     }

@@ -29,6 +29,7 @@ mod moodmirrorjson;
 pub mod ops;
 pub mod optim;
 pub mod plots;
+pub mod report;
 pub mod tracking;
 pub mod train;
 

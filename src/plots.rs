@@ -10,7 +10,7 @@ use crate::draw::FONT_BYTES;
 use crate::emotion::CLASS_NAMES;
 use crate::evaluate::Report;
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -20,7 +20,7 @@ fn register_font() {
     });
 }
 
-fn save_png(path: &Path, w: u32, h: u32, draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
+pub(crate) fn save_png(path: &Path, w: u32, h: u32, draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
     register_font();
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {

@@ -428,3 +428,39 @@ fn a_missing_model_file_names_the_os_reason_once() {
     assert!(stderr.contains("/nonexistent/model.safetensors"), "{stderr}");
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
+
+#[test]
+fn annotate_report_writes_a_timeline_per_track_and_seconds_that_add_up() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let clip = dir.path().join("clip.mp4");
+    make_clip(&clip);
+    let report = dir.path().join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["annotate", "--quiet", "--report"])
+        .arg(&report)
+        .arg("-o")
+        .arg(dir.path().join("out.mp4"))
+        .arg(&clip)
+        .output()
+        .expect("run annotate");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // 40 frames at 20 frames/s: the one face is visible for 2 s, in the CSV as in the lines.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(report.join("frames.jsonl"))
+        .expect("frames.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 40);
+    let csv = std::fs::read_to_string(report.join("summary.csv")).expect("summary.csv");
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    let seconds: f64 = rows[0][3].parse().expect("seconds");
+    assert!((seconds - 2.0).abs() < 0.01, "{csv}");
+    let shares: f64 = rows[0][5..12].iter().map(|s| s.parse::<f64>().expect("share")).sum();
+    assert!((shares - 1.0).abs() < 1e-3, "{csv}");
+    for png in ["overview.png", "shares.png", &format!("track-{}.png", rows[0][0])] {
+        let img = image::open(report.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert!(img.width() > 400, "{png}");
+    }
+}

@@ -112,6 +112,9 @@ enum Command {
     Annotate(annotate::AnnotateArgs),
     /// Convert facenet-pytorch's MTCNN weights (legacy torch format) to weights/mtcnn.safetensors.
     ConvertMtcnn(ConvertMtcnnArgs),
+    /// Emotions of a recording at a glance from its JSON lines: per-face timelines, share bars,
+    /// summary.csv and an overview.
+    Report(gstmoodmirror::report::ReportArgs),
     /// Convert YuNet-n's ONNX export (libfacedetection.train) to weights/yunet.safetensors.
     ConvertYunet(ConvertYunetArgs),
     /// Measure where FER2013's frame sits relative to MTCNN's eyes; check re-cut crops.
@@ -341,6 +344,7 @@ fn main() -> ExitCode {
         Command::Annotate(args) => annotate::run(args),
         Command::ConvertMtcnn(args) => convert_mtcnn(args),
         Command::ConvertYunet(args) => convert_yunet(args),
+        Command::Report(args) => gstmoodmirror::report::run(args),
         Command::FitCrop(args) => crop_fit::run(args),
     };
     match result {
