@@ -15,14 +15,23 @@ use crate::image_cmd::DetectorArg;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnnotateArgs {
-    /// Any file GStreamer can decode (MP4, MKV, WebM, AVI, MOV…).
-    pub input: PathBuf,
-    /// Annotated video (H.264 in MP4) [default: INPUT's name with `.moodmirror.mp4`].
+    /// Any files GStreamer can decode (MP4, MKV, WebM, AVI, MOV…), or folders of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Annotated video (H.264 in MP4) [default: INPUT's name with `.moodmirror.mp4`]; with
+    /// several inputs or a folder, the folder the outputs go to [default: beside each input].
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Also write one JSON object per frame here (see the README for the schema).
+    /// Also write one JSON object per frame here (see the README for the schema). With several
+    /// inputs the lines always go to `NAME.moodmirror.jsonl` beside each output.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
+    /// Annotate this many files at a time (several inputs or a folder).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Skip inputs whose annotated video already exists (outputs appear only when complete).
+    #[arg(long)]
+    pub resume: bool,
     /// Do not draw: the video is re-encoded unchanged, results go to --jsonl only.
     #[arg(long)]
     pub no_draw: bool,
@@ -87,28 +96,130 @@ fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::
     Ok(())
 }
 
+/// Extensions `annotate` takes from a folder.
+const VIDEO_EXTENSIONS: [&str; 14] = ["mp4", "m4v", "mkv", "webm", "avi", "mov", "ts", "mts", "m2ts", "flv", "wmv", "mpg", "mpeg", "ogv"];
+
+/// The files `inputs` name: files as given, folders as their video files (sorted).
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("reading folder {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_lowercase().as_str())))
+                .filter(|p| !p.to_string_lossy().ends_with(".moodmirror.mp4"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
 pub fn run(args: &AnnotateArgs) -> Result<()> {
-    let Some(dir) = &args.report else {
-        return annotate(args);
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let args = AnnotateArgs { jsonl: Some(args.jsonl.clone().unwrap_or_else(|| dir.join("frames.jsonl"))), ..args.clone() };
-    annotate(&args)?;
-    let jsonl = args.jsonl.as_deref().unwrap_or(dir);
-    let rec = crate::report::Recording::read(jsonl)?;
-    let summaries = crate::report::write(&rec, dir, 0.0)?;
-    eprintln!("report: {} faces → {}", summaries.len(), dir.display());
+    let batch = args.inputs.len() > 1 || args.inputs.iter().any(|i| i.is_dir());
+    if !batch {
+        let interrupts = signals::Interrupts::install();
+        let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(1000) };
+        return annotate_with_report(args, &bar, &interrupts);
+    }
+    if args.jsonl.is_some() {
+        bail!("--jsonl names one file: with several inputs the JSON lines go to NAME.moodmirror.jsonl beside each output");
+    }
+    let files = expand_inputs(&args.inputs)?;
+    if files.is_empty() {
+        bail!("no video files in {}", args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(dir) = &args.output {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // One job per file: its outputs named after it.
+    let jobs: Vec<AnnotateArgs> = files
+        .iter()
+        .map(|file| {
+            let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let folder = args.output.clone().unwrap_or_else(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
+            AnnotateArgs {
+                inputs: vec![file.clone()],
+                output: Some(folder.join(format!("{stem}.moodmirror.mp4"))),
+                jsonl: Some(folder.join(format!("{stem}.moodmirror.jsonl"))),
+                report: args.report.as_ref().map(|r| r.join(&stem)),
+                ..args.clone()
+            }
+        })
+        .collect();
+    let (todo, done): (Vec<&AnnotateArgs>, Vec<&AnnotateArgs>) =
+        jobs.iter().partition(|j| !(args.resume && j.output.as_ref().is_some_and(|o| o.is_file())));
+    for j in &done {
+        eprintln!("{}: already annotated, skipped (--resume)", j.inputs[0].display());
+    }
+    let bars = if args.quiet { indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()) } else { indicatif::MultiProgress::new() };
+    let overall = bars.add(ProgressBar::new(todo.len() as u64));
+    overall.set_style(ProgressStyle::with_template("files [{bar:40}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+    let interrupts = signals::Interrupts::install();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.clamp(1, todo.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = todo.get(i) else { break };
+                if interrupts.count() > 0 {
+                    break;
+                }
+                let bar = bars.insert_before(&overall, ProgressBar::new(1000));
+                bar.set_prefix(job.inputs[0].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
+                let result = annotate_with_report(job, &bar, &interrupts);
+                bars.remove(&bar);
+                match result {
+                    Ok(()) => overall.inc(1),
+                    Err(e) => {
+                        overall.inc(1);
+                        let message = format!("{}: {e:#}", job.inputs[0].display());
+                        overall.suspend(|| eprintln!("failed: {message}"));
+                        failures.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+                    }
+                }
+            });
+        }
+    });
+    overall.finish_and_clear();
+    let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    let annotated = todo.len() - failures.len();
+    eprintln!("annotated {annotated} of {} files ({} skipped as done, {} failed)", files.len(), done.len(), failures.len());
+    if !failures.is_empty() {
+        bail!("{} of {} files failed:\n  {}", failures.len(), files.len(), failures.join("\n  "));
+    }
     Ok(())
 }
 
-fn annotate(args: &AnnotateArgs) -> Result<()> {
-    if !args.input.is_file() {
-        bail!("cannot read '{}': no such file", args.input.display());
+/// One file, then its report when `--report` asks for one.
+fn annotate_with_report(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interrupts) -> Result<()> {
+    let Some(dir) = &args.report else {
+        return annotate(args, bar, interrupts);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let args = AnnotateArgs { jsonl: Some(args.jsonl.clone().unwrap_or_else(|| dir.join("frames.jsonl"))), ..args.clone() };
+    annotate(&args, bar, interrupts)?;
+    let jsonl = args.jsonl.as_deref().unwrap_or(dir);
+    let rec = crate::report::Recording::read(jsonl)?;
+    let summaries = crate::report::write(&rec, dir, 0.0)?;
+    bar.suspend(|| eprintln!("report: {} faces → {}", summaries.len(), dir.display()));
+    Ok(())
+}
+
+fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interrupts) -> Result<()> {
+    let input = &args.inputs[0];
+    if !input.is_file() {
+        bail!("cannot read '{}': no such file", input.display());
     }
-    std::fs::File::open(&args.input).with_context(|| format!("cannot read '{}'", args.input.display()))?;
+    std::fs::File::open(input).with_context(|| format!("cannot read '{}'", input.display()))?;
     let output = args.output.clone().unwrap_or_else(|| {
-        let stem = args.input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        args.input.with_file_name(format!("{stem}.moodmirror.mp4"))
+        let stem = input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        input.with_file_name(format!("{stem}.moodmirror.mp4"))
     });
     gst::init()?;
     crate::plugin_register_static()?;
@@ -126,7 +237,7 @@ fn annotate(args: &AnnotateArgs) -> Result<()> {
         "filesrc location=\"{input}\" ! decodebin name=dec \
          queue name=vin ! videoconvert ! moodmirror name=mm draw={draw} detector={det} min-face-size={min} precision={precision} {model} \
          {json_stage}! videoconvert ! x264enc speed-preset=veryfast ! queue ! mp4mux name=mux ! filesink location=\"{out}\"",
-        input = quote(&args.input),
+        input = quote(input),
         draw = !args.no_draw,
         det = detector.nick(),
         min = args.min_face_size,
@@ -178,14 +289,12 @@ fn annotate(args: &AnnotateArgs) -> Result<()> {
             let _ = std::fs::remove_file(p);
         }
     };
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(1000) };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:40}] {percent:>3}% {msg} eta {eta}")
+        ProgressStyle::with_template("{prefix} {spinner} [{bar:40}] {percent:>3}% {msg} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     let started = Instant::now();
-    let interrupts = signals::Interrupts::install();
     if pipeline.set_state(gst::State::Playing).is_err() {
         // The bus has the reason.
     }
@@ -233,16 +342,15 @@ fn annotate(args: &AnnotateArgs) -> Result<()> {
         }
     };
     let _ = pipeline.set_state(gst::State::Null);
-    drop(interrupts);
     bar.finish_and_clear();
     let n = frames.load(Ordering::Relaxed);
     if let Err(e) = result {
         cleanup();
-        return Err(e.context(format!("annotating '{}' failed; no output written", args.input.display())));
+        return Err(e.context(format!("annotating '{}' failed; no output written", input.display())));
     }
     if n == 0 {
         cleanup();
-        bail!("'{}' has no video frames; no output written", args.input.display());
+        bail!("'{}' has no video frames; no output written", input.display());
     }
     std::fs::rename(&video_tmp, &output).with_context(|| format!("writing {}", output.display()))?;
     if let (Some(tmp), Some(jsonl)) = (&jsonl_tmp, &args.jsonl) {

@@ -464,3 +464,39 @@ fn annotate_report_writes_a_timeline_per_track_and_seconds_that_add_up() {
         assert!(img.width() > 400, "{png}");
     }
 }
+
+#[test]
+fn annotate_a_folder_n_at_a_time_reports_failures_and_resumes() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let videos = dir.path().join("videos");
+    std::fs::create_dir(&videos).expect("mkdir");
+    make_clip(&videos.join("a.mp4"));
+    std::fs::copy(videos.join("a.mp4"), videos.join("b.mp4")).expect("copy");
+    std::fs::write(videos.join("broken.mp4"), b"not a video").expect("write");
+    let out = dir.path().join("out");
+    let annotate = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+            .args(["annotate", "--quiet", "--jobs", "2", "-o"])
+            .arg(&out)
+            .args(extra)
+            .arg(&videos)
+            .output()
+            .expect("run annotate")
+    };
+    let run = annotate(&[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "a failed file makes the exit code non-zero: {stderr}");
+    assert!(stderr.contains("broken.mp4") && stderr.contains("1 of 3 files failed"), "{stderr}");
+    for name in ["a", "b"] {
+        assert!(out.join(format!("{name}.moodmirror.mp4")).is_file(), "{name}: {stderr}");
+        let lines = std::fs::read_to_string(out.join(format!("{name}.moodmirror.jsonl"))).expect("jsonl");
+        assert_eq!(lines.lines().count(), 40);
+    }
+    assert!(!out.join("broken.moodmirror.mp4").exists());
+    // Again with --resume: the two done files are skipped, the broken one fails again.
+    let run = annotate(&["--resume"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(stderr.matches("already annotated, skipped").count(), 2, "{stderr}");
+    assert!(stderr.contains("annotated 0 of 3 files (2 skipped as done, 1 failed)"), "{stderr}");
+}
