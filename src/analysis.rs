@@ -314,8 +314,8 @@ impl FaceAnalyzer {
         Ok(())
     }
 
-    /// Re-finds each track: MTCNN runs O-Net on the track's box, YuNet its net on a crop twice
-    /// the box; Haar searches a region 1.6x its box at 0.8x to 1.25x its size.
+    /// Re-finds each track: YuNet runs its net on a crop 1.5 times the box, MTCNN O-Net on the
+    /// box; Haar searches a region 1.6x its box at 0.8x to 1.25x its size.
     fn redetect_tracks(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
         self.faces.clear();
         if let Detector::Yunet(yunet) = &mut self.detector {
@@ -325,7 +325,7 @@ impl FaceAnalyzer {
             self.local.extend(self.tracker.tracks.iter().map(|t| t.face));
             return yunet.track_in(frame.unwrap_or(&gray_frame), &self.local, &mut self.faces);
         }
-        if self.detector.tracks_in_color() {
+        if let Detector::Mtcnn(_) = self.detector {
             let (w, h, scale) = detection_size(image.width, image.height);
             self.local.clear();
             for t in &self.tracker.tracks {
@@ -335,7 +335,7 @@ impl FaceAnalyzer {
             }
             // Only the pixels the tracker will read: a few face-sized squares, not the frame.
             for i in 0..self.local.len() {
-                let region = self.detector.track_region(&self.local[i], w, h);
+                let region = crate::detect::mtcnn::track_region(&self.local[i], w, h);
                 self.prepare_rgb_region(image, frame, w, h, region);
             }
             let rgb = RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 };

@@ -183,19 +183,10 @@ impl Detector {
 }
 
 impl Detector {
-    /// Whether [`Self::track`] re-finds tracks from the colour picture (MTCNN's O-Net, YuNet
-    /// on crops); Haar searches the luma around each track instead.
+    /// Whether [`Self::track`] re-finds tracks (MTCNN's O-Net, YuNet on crops); Haar searches
+    /// the luma around each track instead.
     pub fn tracks_in_color(&self) -> bool {
         self.needs_color()
-    }
-
-    /// The pixels [`Self::track`] reads for `face` (x0, y0, x1, y1) in a `width` x `height`
-    /// picture.
-    pub fn track_region(&self, face: &Face, width: usize, height: usize) -> (usize, usize, usize, usize) {
-        match self {
-            Detector::Yunet(_) => yunet::track_region(face, width, height),
-            _ => mtcnn::track_region(face, width, height),
-        }
     }
 
     /// Re-finds `previous` faces in `rgb` (colour trackers only; Haar returns nothing).

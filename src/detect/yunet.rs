@@ -531,8 +531,8 @@ impl YuNet {
     }
 
     /// Re-finds faces near `previous` boxes (tracking between full detections): each box's
-    /// surroundings, twice its side, resampled to 64x64; a face comes back where its crop holds
-    /// a detection overlapping the previous box.
+    /// surroundings, 1.5 times its side, resampled to 32x32 (64x64 for faces under 48 px); a
+    /// face comes back where its crop holds a detection overlapping the previous box.
     pub fn track(&mut self, img: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
         self.track_in(img, previous, faces)
     }
@@ -638,20 +638,6 @@ fn track_window(f: &Face, input: usize) -> ([f32; 2], f32) {
     let side = TRACK_CONTEXT * f.width.max(f.height).max(1) as f32;
     let (cx, cy) = (f.x as f32 + f.width as f32 * 0.5, f.y as f32 + f.height as f32 * 0.5);
     ([cx - side * 0.5, cy - side * 0.5], side / input as f32)
-}
-
-/// The pixels [`YuNet::track`] reads for a previous face (x0, y0, x1, y1), clipped to
-/// `width` x `height`: callers converting frames for tracking need only these.
-pub fn track_region(f: &Face, width: usize, height: usize) -> (usize, usize, usize, usize) {
-    let (origin, scale) = track_window(f, TRACK_INPUT);
-    let side = scale * TRACK_INPUT as f32;
-    let clip = |v: f32, max: usize| (v.max(0.0) as usize).min(max);
-    (
-        clip(origin[0].floor(), width),
-        clip(origin[1].floor(), height),
-        clip((origin[0] + side).ceil() + 1.0, width),
-        clip((origin[1] + side).ceil() + 1.0, height),
-    )
 }
 
 /// Area-averages the square `side`² crop at `origin` (`scale` picture pixels per crop pixel)
