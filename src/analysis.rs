@@ -197,14 +197,18 @@ fn detection_params(params: &DetectParams, scale: f32, color: bool) -> DetectPar
     }
 }
 
-/// The size full detection runs at: the frame, or its downscale to `DETECT_MAX_WIDTH` wide.
-fn detection_size(width: usize, height: usize) -> (usize, usize, f32) {
-    if width <= DETECT_MAX_WIDTH {
+/// The size full detection runs at: the frame, or its downscale to `max_width` wide.
+fn detection_size(width: usize, height: usize, max_width: usize) -> (usize, usize, f32) {
+    if width <= max_width {
         return (width, height, 1.0);
     }
-    let scale = width as f32 / DETECT_MAX_WIDTH as f32;
-    (DETECT_MAX_WIDTH, ((height as f32 / scale).round() as usize).max(1), scale)
+    let scale = width as f32 / max_width as f32;
+    (max_width, ((height as f32 / scale).round() as usize).max(1), scale)
 }
+
+/// The face side, in detection pixels, YuNet's downscale keeps `min-face-size` faces at (it
+/// finds faces from about 10 px; its boxes are checked against the size with 20 % slack).
+const YUNET_MIN_FACE_PX: usize = 16;
 
 impl FaceAnalyzer {
     pub fn new(detector: Detector, classifier: EmotionClassifier) -> Self {
@@ -291,9 +295,21 @@ impl FaceAnalyzer {
         true
     }
 
-    /// Full detection, on a downscaled copy when the frame is wider than [`DETECT_MAX_WIDTH`].
+    /// How wide full detections of a `width`-px frame run at most: [`DETECT_MAX_WIDTH`]; for
+    /// YuNet, whose cost grows with the pixels and not with the faces, down to where
+    /// `min-face-size` faces are [`YUNET_MIN_FACE_PX`] (at least 320 px) for frames wider than
+    /// that: 512 for 720p and the default 40 px, two thirds of the work of 640.
+    fn detection_width(&self, width: usize, params: &DetectParams) -> usize {
+        match self.detector {
+            // Pictures up to DETECT_MAX_WIDTH keep their size, as for the other detectors.
+            Detector::Yunet(_) if width > DETECT_MAX_WIDTH => (width * YUNET_MIN_FACE_PX / params.min_size.max(1)).clamp(320, DETECT_MAX_WIDTH),
+            _ => DETECT_MAX_WIDTH,
+        }
+    }
+
+    /// Full detection, on a downscaled copy when the frame is wider than [`Self::detection_width`].
     fn detect_full(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
-        let (w, h, scale) = detection_size(image.width, image.height);
+        let (w, h, scale) = detection_size(image.width, image.height, self.detection_width(image.width, params));
         let color = self.prepare_rgb(image, frame, w, h);
         let rgb = color.then_some(RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 });
         let scaled = detection_params(params, scale, color);
@@ -326,7 +342,7 @@ impl FaceAnalyzer {
             return yunet.track_in(frame.unwrap_or(&gray_frame), &self.local, &mut self.faces);
         }
         if let Detector::Mtcnn(_) = self.detector {
-            let (w, h, scale) = detection_size(image.width, image.height);
+            let (w, h, scale) = detection_size(image.width, image.height, DETECT_MAX_WIDTH);
             self.local.clear();
             for t in &self.tracker.tracks {
                 let mut f = t.face;
@@ -549,7 +565,7 @@ impl FaceAnalyzer {
 
     /// Copies the frame into the worker's buffers and hands them over.
     fn submit_background(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) {
-        let (w, h, scale) = detection_size(image.width, image.height);
+        let (w, h, scale) = detection_size(image.width, image.height, self.detection_width(image.width, params));
         let color = self.detector.needs_color();
         let Some(bg) = self.background.as_mut() else { return };
         let Some(job) = bg.idle_job() else { return };

@@ -179,7 +179,7 @@ impl ObjectImpl for MoodMirror {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("detector", DEFAULT_DETECTOR)
                     .nick("Detector")
-                    .blurb("Face detector: mtcnn (CNN cascade with landmarks, eye-aligned crops) or haar (Viola-Jones cascade)")
+                    .blurb("Face detector: yunet (one-pass CNN with landmarks, eye-aligned crops; cost independent of the number of faces), mtcnn (CNN cascade with landmarks), haar (Viola-Jones cascade), or upstream (classify the face ROI metas already on the buffer)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("min-face-size")
