@@ -106,9 +106,56 @@ impl Canvas<'_> {
         let y0 = y.max(0);
         let x1 = (x + w).min(self.width as i32);
         let y1 = (y + h).min(self.height as i32);
+        if x1 <= x0 || y1 <= y0 {
+            return;
+        }
+        if alpha >= 1.0 {
+            self.fill_opaque((x0 as usize, y0 as usize, x1 as usize, y1 as usize), color);
+            return;
+        }
         for yy in y0..y1 {
             for xx in x0..x1 {
                 self.blend(xx, yy, color, alpha);
+            }
+        }
+    }
+
+    /// An opaque fill of `[x0, x1) x [y0, y1)` (inside the frame): the colour converted once
+    /// and written row by row (box outlines); the same pixels as blending at full opacity.
+    fn fill_opaque(&mut self, (x0, y0, x1, y1): (usize, usize, usize, usize), color: (u8, u8, u8)) {
+        let byte = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        match self.layout {
+            PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
+                for yy in y0..y1 {
+                    let row = &mut self.planes[0][yy * self.strides[0]..];
+                    for px in row[x0 * bytes_per_pixel..x1 * bytes_per_pixel].chunks_exact_mut(bytes_per_pixel) {
+                        (px[r], px[g], px[b]) = color;
+                    }
+                }
+            }
+            PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => {
+                let video_range = self.video_range && self.layout != PixelLayout::Gray;
+                let (luma, u, v) = rgb_to_yuv(color, video_range);
+                let (luma, u, v) = (byte(luma), byte(u), byte(v));
+                for yy in y0..y1 {
+                    self.planes[0][yy * self.strides[0] + x0..yy * self.strides[0] + x1].fill(luma);
+                }
+                if self.layout == PixelLayout::Gray {
+                    return;
+                }
+                // Chroma is shared by a 2x2 block: set from blocks whose top-left pixel is inside.
+                for cy in (y0.div_ceil(2)..y1.div_ceil(2)).filter(|cy| 2 * cy < y1) {
+                    for cx in (x0.div_ceil(2)..x1.div_ceil(2)).filter(|cx| 2 * cx < x1) {
+                        if self.layout == PixelLayout::I420 {
+                            self.planes[1][cy * self.strides[1] + cx] = u;
+                            self.planes[2][cy * self.strides[2] + cx] = v;
+                        } else {
+                            let p = cy * self.strides[1] + 2 * cx;
+                            self.planes[1][p] = u;
+                            self.planes[1][p + 1] = v;
+                        }
+                    }
+                }
             }
         }
     }
@@ -427,6 +474,46 @@ mod tests {
             assert_eq!(y[0], luma.round() as u8);
             assert_eq!(u[0], cb.round() as u8);
             assert_eq!(y[5 * w + 5], 16, "outside the rectangle untouched");
+        }
+    }
+
+    #[test]
+    fn opaque_fills_set_the_pixels_full_opacity_blending_sets() {
+        let (w, h) = (21usize, 13usize);
+        let layouts = [
+            PixelLayout::Packed { r: 2, g: 1, b: 0, bytes_per_pixel: 4 },
+            PixelLayout::Gray,
+            PixelLayout::I420,
+            PixelLayout::Nv12,
+        ];
+        for layout in layouts {
+            let planes = || -> [Vec<u8>; 3] {
+                let n = w * h * 4;
+                [(0..n).map(|i| (i * 7 % 251) as u8).collect(), (0..n).map(|i| (i * 3 % 253) as u8).collect(), (0..n).map(|i| (i * 5 % 241) as u8).collect()]
+            };
+            let strides = match layout {
+                PixelLayout::Packed { .. } => [w * 4, 0, 0],
+                PixelLayout::Nv12 => [w, w + 1, 0],
+                _ => [w, w.div_ceil(2), w.div_ceil(2)],
+            };
+            let (mut fast, mut slow) = (planes(), planes());
+            for (planes, opaque) in [(&mut fast, true), (&mut slow, false)] {
+                let [p0, p1, p2] = planes;
+                let mut canvas = Canvas { planes: [p0, p1, p2], strides, width: w, height: h, layout, video_range: true };
+                // Odd corners and sizes, and a rectangle reaching past the frame.
+                for (x, y, rw, rh) in [(3, 1, 7, 5), (-2, 8, 6, 9), (15, 0, 10, 3)] {
+                    if opaque {
+                        canvas.fill_rect(x, y, rw, rh, (40, 200, 90), 1.0);
+                    } else {
+                        for yy in y..y + rh {
+                            for xx in x..x + rw {
+                                canvas.blend(xx, yy, (40, 200, 90), 1.0);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(fast, slow, "{layout:?}");
         }
     }
 }
