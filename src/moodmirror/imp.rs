@@ -444,6 +444,7 @@ impl BaseTransformImpl for MoodMirror {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let started = std::time::Instant::now();
         let settings = lock(&self.settings).frame_settings();
         let mut state_guard = lock(&self.state);
         let Some(state) = state_guard.as_mut() else {
@@ -562,6 +563,14 @@ impl BaseTransformImpl for MoodMirror {
             meta::attach_to_upstream(buf, &state.results, width, height, &state.analyzer.classifier.name);
         } else {
             meta::attach(buf, &state.results, width, height, &state.analyzer.classifier.name);
+        }
+        if CAT.threshold() >= gst::DebugLevel::Log {
+            let faces: Vec<String> = state
+                .results
+                .iter()
+                .map(|r| format!("#{} {}x{}+{}+{} {} {:.2}{}", r.track_id.map_or(-1, |i| i as i64), r.face.width, r.face.height, r.face.x, r.face.y, r.label(), r.confidence, if r.carried { " (carried)" } else { "" }))
+                .collect();
+            gst::log!(CAT, imp = self, "frame {}: {} faces in {:.2} ms: {}", state.frame - 1, faces.len(), started.elapsed().as_secs_f64() * 1e3, faces.join(", "));
         }
         let results_for_message = settings.post_messages.then(|| meta::faces_list(&state.results));
         drop(state_guard);
