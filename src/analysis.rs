@@ -298,7 +298,7 @@ impl FaceAnalyzer {
     /// How wide full detections of a `width`-px frame run at most: [`DETECT_MAX_WIDTH`]; for
     /// YuNet, whose cost grows with the pixels and not with the faces, down to where
     /// `min-face-size` faces are [`YUNET_MIN_FACE_PX`] (at least 320 px) for frames wider than
-    /// that: 512 for 720p and the default 40 px, two thirds of the work of 640.
+    /// that: 512 for 720p and the default 40 px, 8-9 ms where 640x360 takes 18.5.
     fn detection_width(&self, width: usize, params: &DetectParams) -> usize {
         match self.detector {
             // Pictures up to DETECT_MAX_WIDTH keep their size, as for the other detectors.
@@ -349,7 +349,7 @@ impl FaceAnalyzer {
                 scale_face(&mut f, 1.0 / scale);
                 self.local.push(f);
             }
-            // Only the pixels the tracker will read: a few face-sized squares, not the frame.
+            // Only the pixels O-Net will read: a few face-sized squares, not the whole frame.
             for i in 0..self.local.len() {
                 let region = crate::detect::mtcnn::track_region(&self.local[i], w, h);
                 self.prepare_rgb_region(image, frame, w, h, region);
