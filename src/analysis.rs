@@ -569,11 +569,10 @@ impl FaceAnalyzer {
         let color = self.detector.needs_color();
         let Some(bg) = self.background.as_mut() else { return };
         let Some(job) = bg.idle_job() else { return };
-        // Copies only: the worker cuts the frame to detection size.
-        job.luma.clear();
-        job.luma.extend_from_slice(&image.data[..image.data.len().min(image.height * image.stride)]);
-        job.luma_stride = image.stride;
-        job.frame.copy_from(frame.unwrap_or(&FramePlanes::gray(image)));
+        // One copy, of what the detector reads (the frame for colour detectors, the luma for
+        // Haar); the worker cuts it to detection size.
+        let gray_frame = FramePlanes::gray(image);
+        job.frame.copy_from(if color { frame.unwrap_or(&gray_frame) } else { &gray_frame });
         job.width = w;
         job.height = h;
         job.scale = scale;

@@ -29,10 +29,8 @@ pub enum DetectionMode {
 
 /// One frame to search: its copy, and the detection size it is cut to on the worker.
 pub struct DetectionJob {
-    /// The frame's luma (the element's, also for packed RGB frames).
-    pub luma: Vec<u8>,
-    pub luma_stride: usize,
-    /// The frame in its own format, for detectors that read colour.
+    /// The frame in its own format for detectors that read colour; its luma (the element's,
+    /// also for packed RGB frames) as a grey frame for the others.
     pub frame: OwnedFrame,
     /// Detection-size pictures, made on the worker.
     gray: Vec<u8>,
@@ -81,7 +79,7 @@ impl BackgroundDetector {
                     if color {
                         frame.rgb_resized(w, h, &mut job.rgb);
                     } else {
-                        let luma = GrayImage { data: &job.luma, width: frame.width, height: frame.height, stride: job.luma_stride };
+                        let luma = GrayImage { data: frame.planes[0], width: frame.width, height: frame.height, stride: frame.strides[0] };
                         job.gray.resize(w * h, 0);
                         crate::detect::haar::resize_bilinear(&luma, &mut job.gray, w, h);
                     }
@@ -100,8 +98,6 @@ impl BackgroundDetector {
             })
             .map_err(|e| format!("cannot start the detection thread: {e}"))?;
         let spare = DetectionJob {
-            luma: Vec::new(),
-            luma_stride: 0,
             frame: OwnedFrame::default(),
             gray: Vec::new(),
             rgb: Vec::new(),

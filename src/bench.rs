@@ -429,7 +429,7 @@ pub fn run_detect(args: &DetectBenchArgs) -> Result<()> {
         faces.len()
     );
     // Re-finding those faces, as between full detections (YuNet: one crop each; MTCNN: O-Net).
-    if !faces.is_empty() && detector.tracks_in_color() {
+    if !faces.is_empty() && detector.needs_color() {
         let previous = faces.clone();
         let mut tracked = Vec::new();
         let mut track = || -> Result<()> { detector.track(&rgb, &previous, &mut tracked).map_err(anyhow::Error::msg) };

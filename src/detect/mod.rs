@@ -183,13 +183,8 @@ impl Detector {
 }
 
 impl Detector {
-    /// Whether [`Self::track`] re-finds tracks (MTCNN's O-Net, YuNet on crops); Haar searches
-    /// the luma around each track instead.
-    pub fn tracks_in_color(&self) -> bool {
-        self.needs_color()
-    }
-
-    /// Re-finds `previous` faces in `rgb` (colour trackers only; Haar returns nothing).
+    /// Re-finds `previous` faces in `rgb` (the colour detectors, [`Self::needs_color`]; Haar
+    /// returns nothing).
     pub fn track(&mut self, rgb: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> Result<(), String> {
         faces.clear();
         match self {

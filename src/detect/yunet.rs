@@ -564,7 +564,8 @@ impl YuNet {
         }
         let n = previous.len();
         let threshold = self.track_threshold;
-        if let Some(plan) = self.plan.as_ref().filter(|_| crate::ops::cpu_fast_paths_enabled()) {
+        let cpu = self.plan.is_some() && crate::ops::cpu_fast_paths_enabled();
+        if let Some(plan) = self.plan.as_ref().filter(|_| cpu) {
             use rayon::prelude::*;
             self.found.resize_with(n, Vec::new);
             self.found[..n].par_iter_mut().zip(previous).for_each(|(found, prev)| {
@@ -593,7 +594,6 @@ impl YuNet {
             }
             self.run_candle(n, side, side, threshold)?;
         }
-        let cpu = self.plan.is_some() && crate::ops::cpu_fast_paths_enabled();
         for (prev, found) in previous.iter().zip(&self.found) {
             let (origin, scale) = track_window(prev, if cpu { track_input(prev) } else { TRACK_INPUT_BATCH });
             let before = Detection {
