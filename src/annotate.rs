@@ -325,6 +325,8 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
             continue;
         };
         match msg.view() {
+            // A second signal may land while the stream drains: it still means abort.
+            gst::MessageView::Eos(_) if interrupts.count() > 1 => break Err(anyhow::anyhow!("interrupted twice")),
             gst::MessageView::Eos(_) => break Ok(()),
             gst::MessageView::Error(e) => {
                 break Err(anyhow::anyhow!(

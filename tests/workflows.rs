@@ -315,10 +315,12 @@ fn annotate_finishes_valid_shorter_files_on_the_first_interrupt_and_aborts_on_th
     let (out2, jsonl2) = (dir.path().join("out2.mp4"), dir.path().join("out2.jsonl"));
     let child = annotate_command(&clip, &out2, &jsonl2).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    for _ in 0..2 {
-        // SAFETY: as above. Spaced: a signal sent while the same one is pending is merged.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // Back to back, so both arrive before the stream can drain (a second signal after the files
+    // are complete rightly changes nothing); two different signals, since a signal sent while the
+    // same one is pending is merged.
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: as above.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     }
     let result = child.wait_with_output().expect("wait");
     assert!(!result.status.success());
