@@ -22,7 +22,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::emotion::CLASS_NAMES;
+use moodmirror::emotion::CLASS_NAMES;
 use crate::meta::FaceMeta;
 
 /// Keys every frame object has, and every object in `objects` (checked by the tests).

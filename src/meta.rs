@@ -7,8 +7,8 @@
 //! `height`, `score`, `emotion`, `confidence`, `probabilities` as an array in class order, and one
 //! double per class), easy to read from Python and C.
 
-use crate::analysis::FaceResult;
-use crate::emotion::{CLASS_NAMES, NUM_CLASSES};
+use moodmirror::face::FaceResult;
+use moodmirror::emotion::{CLASS_NAMES, NUM_CLASSES};
 
 pub const CUSTOM_META_NAME: &str = "MoodMirrorMeta";
 
@@ -55,7 +55,7 @@ fn class_array_from(s: &gst::StructureRef, field: &str) -> Option<[f64; NUM_CLAS
     v.try_into().ok()
 }
 
-fn landmarks_array(f: &crate::detect::Face) -> Option<gst::Array> {
+fn landmarks_array(f: &moodmirror::detect::Face) -> Option<gst::Array> {
     f.landmarks.map(|points| gst::Array::new(points.iter().flat_map(|p| [p[0] as f64, p[1] as f64])))
 }
 
@@ -135,7 +135,7 @@ pub fn attach(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32, h
 }
 
 /// A face's box cut to the frame, as ROI metas hold it.
-fn frame_rect(f: &crate::detect::Face, width: u32, height: u32) -> (u32, u32, u32, u32) {
+fn frame_rect(f: &moodmirror::detect::Face, width: u32, height: u32) -> (u32, u32, u32, u32) {
     let x = f.x.clamp(0, width as i32) as u32;
     let y = f.y.clamp(0, height as i32) as u32;
     let w = ((f.x.saturating_add(f.width)).clamp(0, width as i32) as u32).saturating_sub(x);
@@ -192,7 +192,7 @@ fn attach_custom(buffer: &mut gst::BufferRef, results: &[FaceResult], width: u32
 /// A face ROI meta another element put on the buffer, as `detector=upstream` reads it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpstreamFace {
-    pub face: crate::detect::Face,
+    pub face: moodmirror::detect::Face,
     /// The track id its `object_id` param gives (DL Streamer's id − 1), if any.
     pub track_id: Option<u64>,
 }
@@ -205,11 +205,11 @@ pub fn upstream_faces(buffer: &gst::BufferRef, width: u32, height: u32, faces: &
     for m in buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>().filter(|m| m.roi_type() == "face") {
         let rect = m.rect();
         let (x, y, w, h) = (rect.0 as i64, rect.1 as i64, rect.2 as i64, rect.3 as i64);
-        let face = crate::detect::Face::new(x.min(i32::MAX as i64) as i32, y.min(i32::MAX as i64) as i32, w.min(i32::MAX as i64) as i32, h.min(i32::MAX as i64) as i32, 1.0);
+        let face = moodmirror::detect::Face::new(x.min(i32::MAX as i64) as i32, y.min(i32::MAX as i64) as i32, w.min(i32::MAX as i64) as i32, h.min(i32::MAX as i64) as i32, 1.0);
         let confidence = m.param("detection").and_then(|d| d.get::<f64>("confidence").ok());
         let track_id = m.param("object_id").and_then(|p| p.get::<i32>("id").ok()).and_then(|id| u64::try_from(id).ok()).and_then(|id| id.checked_sub(1));
         match face.clipped_to(width as i32, height as i32) {
-            Some(clipped) if w > 0 && h > 0 => faces.push(UpstreamFace { face: crate::detect::Face { score: confidence.unwrap_or(1.0) as f32, ..clipped }, track_id }),
+            Some(clipped) if w > 0 && h > 0 => faces.push(UpstreamFace { face: moodmirror::detect::Face { score: confidence.unwrap_or(1.0) as f32, ..clipped }, track_id }),
             _ => skipped.push(rect),
         }
     }
@@ -224,7 +224,7 @@ pub fn attach_to_upstream(buffer: &mut gst::BufferRef, results: &[FaceResult], w
             continue;
         }
         let (x, y, w, h) = m.rect();
-        let given = crate::detect::Face::new(x as i32, y as i32, w as i32, h as i32, 0.0);
+        let given = moodmirror::detect::Face::new(x as i32, y as i32, w as i32, h as i32, 0.0);
         let Some(rect) = given.clipped_to(width as i32, height as i32).map(|f| frame_rect(&f, width, height)) else { continue };
         let Some(r) = results.iter().find(|r| frame_rect(&r.face, width, height) == rect) else { continue };
         let has_detection = m.param("detection").is_some();
@@ -311,7 +311,7 @@ pub fn roi_faces(buffer: &gst::BufferRef) -> Vec<FaceMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Face;
+    use moodmirror::detect::Face;
 
     #[test]
     fn metadata_round_trips_through_both_readers() {

@@ -7,11 +7,15 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use crate::analysis::{FaceAnalyzer, FaceResult, VideoParams};
-use crate::background::{BackgroundDetector, DetectionMode};
-use crate::detect::{DetectParams, Detector, DetectorKind};
-use crate::draw::{Canvas, Painter, PixelLayout};
-use crate::emotion::{select_device, DeviceKind, EmotionClassifier, Precision};
+use moodmirror::analysis::{FaceAnalyzer, VideoParams};
+use moodmirror::face::FaceResult;
+use moodmirror::background::BackgroundDetector;
+use moodmirror::detect::{DetectParams, Detector};
+use moodmirror::draw::{Canvas, Painter};
+use moodmirror::image::{luma, FramePlanes, PixelLayout};
+use moodmirror::emotion::{select_device, EmotionClassifier};
+
+use super::{DetectionMode, DetectorKind, DeviceKind, Precision};
 use crate::{frame, meta};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -108,7 +112,7 @@ impl Settings {
             video: VideoParams {
                 detect_interval: self.detect_interval,
                 classify_interval: self.classify_interval,
-                tracker: crate::tracking::TrackerParams {
+                tracker: moodmirror::tracking::TrackerParams {
                     smoothing: self.smoothing as f32,
                     max_age_ns: self.track_timeout_ms as u64 * 1_000_000,
                     ..Default::default()
@@ -145,7 +149,7 @@ struct State {
     live: Option<bool>,
     /// `detector=upstream`: the frame's face ROI metas, their boxes, and those skipped.
     upstream: Vec<meta::UpstreamFace>,
-    given: Vec<crate::detect::Face>,
+    given: Vec<moodmirror::detect::Face>,
     skipped: Vec<(u32, u32, u32, u32)>,
 }
 
@@ -378,7 +382,7 @@ impl BaseTransformImpl for MoodMirror {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let (device, warning) = select_device(settings.device)
+        let (device, warning) = select_device(settings.device.into())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         if let Some(warning) = warning {
             gst::warning!(CAT, imp = self, "{warning}");
@@ -388,10 +392,10 @@ impl BaseTransformImpl for MoodMirror {
             gst::error_msg!(gst::LibraryError::Settings, ("model-location: {}", e))
         })?;
         classifier
-            .set_precision(settings.precision)
+            .set_precision(settings.precision.into())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("precision: {}", e)))?;
         classifier.set_logit_bias_enabled(settings.logit_bias);
-        let detector = Detector::new(settings.detector, &device)
+        let detector = Detector::new(settings.detector.into(), &device)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("face detector: {}", e)))?;
         let painter = Painter::new().map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
         gst::info!(
@@ -455,8 +459,8 @@ impl BaseTransformImpl for MoodMirror {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("no caps negotiated before the first buffer"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        if state.analyzer.detector.kind() != settings.detector {
-            match Detector::new(settings.detector, &state.device) {
+        if state.analyzer.detector.kind() != settings.detector.into() {
+            match Detector::new(settings.detector.into(), &state.device) {
                 Ok(d) => state.analyzer.detector = d,
                 Err(e) => gst::warning!(CAT, imp = self, "cannot switch detector: {e}"),
             }
@@ -471,8 +475,8 @@ impl BaseTransformImpl for MoodMirror {
         let background_kind = state.analyzer.background.as_ref().map(|b| b.kind());
         if !background || upstream {
             state.analyzer.background = None;
-        } else if background_kind != Some(settings.detector) {
-            match BackgroundDetector::start(settings.detector, &state.device) {
+        } else if background_kind != Some(settings.detector.into()) {
+            match BackgroundDetector::start(settings.detector.into(), &state.device) {
                 Ok(b) => {
                     gst::debug!(CAT, imp = self, "full detections run on a worker thread (live: {live})");
                     state.analyzer.background = Some(b);
@@ -492,7 +496,7 @@ impl BaseTransformImpl for MoodMirror {
             let n_planes = frame.n_planes() as usize;
             let plane = |i: usize| if i < n_planes { frame.plane_data(i as u32).unwrap_or(&[]) } else { &[] };
             let stride = |i: usize| frame.plane_stride().get(i).copied().unwrap_or(0).max(0) as usize;
-            let planes = frame::FramePlanes {
+            let planes = FramePlanes {
                 planes: [plane(0), plane(1), plane(2)],
                 strides: [stride(0), stride(1), stride(2)],
                 width: width as usize,
@@ -500,7 +504,7 @@ impl BaseTransformImpl for MoodMirror {
                 layout: format.layout,
                 video_range: format.luma_range != (0, 255),
             };
-            let gray = frame::luma(planes.planes[0], planes.strides[0], width as usize, height as usize, format.layout, &mut state.gray);
+            let gray = luma(planes.planes[0], planes.strides[0], width as usize, height as usize, format.layout, &mut state.gray);
             // Full detection every `detect-interval` frames, unless QoS says we are late.
             let interval = settings.video.detect_interval.max(1) as u64;
             let forced = std::mem::take(&mut state.detect_next);

@@ -22,7 +22,10 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod enums;
 mod imp;
+
+pub use enums::{DetectionMode, DetectorKind, DeviceKind, Precision};
 
 glib::wrapper! {
     pub struct MoodMirror(ObjectSubclass<imp::MoodMirror>)
@@ -30,7 +33,7 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    crate::detect::DetectorKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
-    crate::emotion::DeviceKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    DetectorKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    DeviceKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(Some(plugin), "moodmirror", gst::Rank::NONE, MoodMirror::static_type())
 }

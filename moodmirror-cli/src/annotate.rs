@@ -1,0 +1,426 @@
+//! `moodmirror annotate`: decode any file GStreamer reads, run moodmirror on its video, encode
+//! H.264 in MP4 with the audio carried over, and write the results as JSON lines. Outputs are
+//! written to `*.partial` files and renamed only when the whole input went through.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use gst::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::image_cmd::DetectorArg;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnnotateArgs {
+    /// Any files GStreamer can decode (MP4, MKV, WebM, AVI, MOV…), or folders of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Annotated video (H.264 in MP4) [default: INPUT's name with `.moodmirror.mp4`]; with
+    /// several inputs or a folder, the folder the outputs go to [default: beside each input].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Also write one JSON object per frame here (see the README for the schema). With several
+    /// inputs the lines always go to `NAME.moodmirror.jsonl` beside each output.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Annotate this many files at a time (several inputs or a folder).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Skip inputs whose annotated video already exists (outputs appear only when complete).
+    #[arg(long)]
+    pub resume: bool,
+    /// Do not draw: the video is re-encoded unchanged, results go to --jsonl only.
+    #[arg(long)]
+    pub no_draw: bool,
+    #[arg(long, value_enum, default_value = "yunet")]
+    pub detector: DetectorArg,
+    #[arg(long, default_value_t = 40)]
+    pub min_face_size: u32,
+    /// Emotion model weights; the embedded default when omitted.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Arithmetic of the emotion CNN (the element's `precision`).
+    #[arg(long, default_value = "auto")]
+    pub precision: moodmirror::emotion::Precision,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Also write the report of `moodmirror report` here (timelines per face, share bars,
+    /// summary.csv, overview); the JSON lines go to DIR/frames.jsonl unless --jsonl says where.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().with_context(|| {
+        format!("GStreamer element '{factory}' is missing: install it (scripts/setup.sh installs the Debian packages)")
+    })
+}
+
+fn quote(path: &Path) -> String {
+    path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Links a new decodebin pad: video into the analysis branch, audio into an AAC encoder.
+fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::Pad, mux: &gst::Element) -> Result<()> {
+    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None))).context("pad without caps")?;
+    let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+    if name.starts_with("video/") {
+        if !video_sink.is_linked() {
+            pad.link(video_sink).context("linking the decoded video")?;
+        }
+    } else if name.starts_with("audio/") {
+        let chain = ["queue", "audioconvert", "audioresample", "avenc_aac", "queue"]
+            .iter()
+            .map(|f| make(f))
+            .collect::<Result<Vec<_>>>()?;
+        pipeline.add_many(&chain)?;
+        gst::Element::link_many(&chain)?;
+        let last = chain.last().context("empty chain")?;
+        let mux_pad = mux.request_pad_simple("audio_%u").context("mp4mux has no audio pad")?;
+        last.static_pad("src").context("queue src")?.link(&mux_pad)?;
+        for e in &chain {
+            e.sync_state_with_parent()?;
+        }
+        pad.link(&chain[0].static_pad("sink").context("queue sink")?)?;
+    }
+    Ok(())
+}
+
+/// Extensions `annotate` takes from a folder.
+const VIDEO_EXTENSIONS: [&str; 14] = ["mp4", "m4v", "mkv", "webm", "avi", "mov", "ts", "mts", "m2ts", "flv", "wmv", "mpg", "mpeg", "ogv"];
+
+/// The files `inputs` name: files as given, folders as their video files (sorted).
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("reading folder {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_lowercase().as_str())))
+                .filter(|p| !p.to_string_lossy().ends_with(".moodmirror.mp4"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+pub fn run(args: &AnnotateArgs) -> Result<()> {
+    let batch = args.inputs.len() > 1 || args.inputs.iter().any(|i| i.is_dir());
+    if !batch {
+        let interrupts = signals::Interrupts::install();
+        let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(1000) };
+        return annotate_with_report(args, &bar, &interrupts);
+    }
+    if args.jsonl.is_some() {
+        bail!("--jsonl names one file: with several inputs the JSON lines go to NAME.moodmirror.jsonl beside each output");
+    }
+    let files = expand_inputs(&args.inputs)?;
+    if files.is_empty() {
+        bail!("no video files in {}", args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(dir) = &args.output {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // One job per file: its outputs named after it.
+    let jobs: Vec<AnnotateArgs> = files
+        .iter()
+        .map(|file| {
+            let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let folder = args.output.clone().unwrap_or_else(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
+            AnnotateArgs {
+                inputs: vec![file.clone()],
+                output: Some(folder.join(format!("{stem}.moodmirror.mp4"))),
+                jsonl: Some(folder.join(format!("{stem}.moodmirror.jsonl"))),
+                report: args.report.as_ref().map(|r| r.join(&stem)),
+                ..args.clone()
+            }
+        })
+        .collect();
+    let (todo, done): (Vec<&AnnotateArgs>, Vec<&AnnotateArgs>) =
+        jobs.iter().partition(|j| !(args.resume && j.output.as_ref().is_some_and(|o| o.is_file())));
+    for j in &done {
+        eprintln!("{}: already annotated, skipped (--resume)", j.inputs[0].display());
+    }
+    let bars = if args.quiet { indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()) } else { indicatif::MultiProgress::new() };
+    let overall = bars.add(ProgressBar::new(todo.len() as u64));
+    overall.set_style(ProgressStyle::with_template("files [{bar:40}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+    let interrupts = signals::Interrupts::install();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.clamp(1, todo.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = todo.get(i) else { break };
+                if interrupts.count() > 0 {
+                    break;
+                }
+                let bar = bars.insert_before(&overall, ProgressBar::new(1000));
+                bar.set_prefix(job.inputs[0].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
+                let result = annotate_with_report(job, &bar, &interrupts);
+                bars.remove(&bar);
+                match result {
+                    Ok(()) => overall.inc(1),
+                    Err(e) => {
+                        overall.inc(1);
+                        let message = format!("{}: {e:#}", job.inputs[0].display());
+                        overall.suspend(|| eprintln!("failed: {message}"));
+                        failures.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+                    }
+                }
+            });
+        }
+    });
+    overall.finish_and_clear();
+    let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    let annotated = todo.len() - failures.len();
+    eprintln!("annotated {annotated} of {} files ({} skipped as done, {} failed)", files.len(), done.len(), failures.len());
+    if !failures.is_empty() {
+        bail!("{} of {} files failed:\n  {}", failures.len(), files.len(), failures.join("\n  "));
+    }
+    Ok(())
+}
+
+/// One file, then its report when `--report` asks for one.
+fn annotate_with_report(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interrupts) -> Result<()> {
+    let Some(dir) = &args.report else {
+        return annotate(args, bar, interrupts);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let args = AnnotateArgs { jsonl: Some(args.jsonl.clone().unwrap_or_else(|| dir.join("frames.jsonl"))), ..args.clone() };
+    annotate(&args, bar, interrupts)?;
+    let jsonl = args.jsonl.as_deref().unwrap_or(dir);
+    let rec = moodmirror_train::report::Recording::read(jsonl)?;
+    let summaries = moodmirror_train::report::write(&rec, dir, 0.0)?;
+    bar.suspend(|| eprintln!("report: {} faces → {}", summaries.len(), dir.display()));
+    Ok(())
+}
+
+fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interrupts) -> Result<()> {
+    let input = &args.inputs[0];
+    if !input.is_file() {
+        bail!("cannot read '{}': no such file", input.display());
+    }
+    std::fs::File::open(input).with_context(|| format!("cannot read '{}'", input.display()))?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        let stem = input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        input.with_file_name(format!("{stem}.moodmirror.mp4"))
+    });
+    gst::init()?;
+    gstmoodmirror::plugin_register_static()?;
+    for needed in ["decodebin", "x264enc", "mp4mux", "videoconvert"] {
+        make(needed)?;
+    }
+    let (video_tmp, jsonl_tmp) = (partial(&output), args.jsonl.as_deref().map(partial));
+    let json_stage = match &jsonl_tmp {
+        Some(p) => format!("! moodmirrorjson location=\"{}\" ", quote(p)),
+        None => String::new(),
+    };
+    let model = args.model.as_deref().map(|m| format!("model-location=\"{}\"", quote(m))).unwrap_or_default();
+    let detector: moodmirror::detect::DetectorKind = args.detector.into();
+    let description = format!(
+        "filesrc location=\"{input}\" ! decodebin name=dec \
+         queue name=vin ! videoconvert ! moodmirror name=mm draw={draw} detector={det} min-face-size={min} precision={precision} {model} \
+         {json_stage}! videoconvert ! x264enc speed-preset=veryfast ! queue ! mp4mux name=mux ! filesink location=\"{out}\"",
+        input = quote(input),
+        draw = !args.no_draw,
+        det = detector.nick(),
+        min = args.min_face_size,
+        precision = args.precision.nick(),
+        out = quote(&video_tmp),
+    );
+    let pipeline = gst::parse::launch(&description)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let by_name = |n: &str| pipeline.by_name(n).with_context(|| format!("pipeline lacks {n}"));
+    let (dec, vin, mux, mm) = (by_name("dec")?, by_name("vin")?, by_name("mux")?, by_name("mm")?);
+    let video_sink = vin.static_pad("sink").context("queue sink")?;
+    let weak = pipeline.downgrade();
+    let mux_for_pads = mux.clone();
+    dec.connect_pad_added(move |_, pad| {
+        if let Some(pipeline) = weak.upgrade() {
+            if let Err(e) = link_decoded_pad(&pipeline, pad, &video_sink, &mux_for_pads) {
+                let _ = pipeline.post_message(gst::message::Application::new(
+                    gst::Structure::builder("moodmirror-annotate-error").field("reason", e.to_string()).build(),
+                ));
+            }
+        }
+    });
+    // A file without video (audio only, or nothing decodable) would leave mp4mux waiting for
+    // video forever: once decodebin has exposed all its pads, no linked video is an error.
+    let weak = pipeline.downgrade();
+    let video_pad = vin.static_pad("sink").context("queue sink")?;
+    dec.connect_no_more_pads(move |_| {
+        if let Some(pipeline) = weak.upgrade() {
+            if !video_pad.is_linked() {
+                let _ = pipeline.post_message(gst::message::Application::new(
+                    gst::Structure::builder("moodmirror-annotate-error")
+                        .field("reason", "the input has no video stream (nothing to annotate)")
+                        .build(),
+                ));
+            }
+        }
+    });
+    let frames = Arc::new(AtomicU64::new(0));
+    let counter = frames.clone();
+    mm.static_pad("src").context("moodmirror src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+
+    let cleanup = || {
+        let _ = std::fs::remove_file(&video_tmp);
+        if let Some(p) = &jsonl_tmp {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {spinner} [{bar:40}] {percent:>3}% {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // The bus has the reason.
+    }
+    let bus = pipeline.bus().context("pipeline bus")?;
+    let mut finishing = false;
+    let result: Result<()> = loop {
+        match interrupts.count() {
+            0 => {}
+            1 if !finishing => {
+                // First Ctrl-C / SIGTERM: end the stream here so the MP4 and JSONL are complete.
+                finishing = true;
+                bar.suspend(|| eprintln!("interrupted: finishing the files with the frames so far (again to abort)"));
+                pipeline.send_event(gst::event::Eos::new());
+            }
+            1 => {}
+            _ => break Err(anyhow::anyhow!("interrupted twice")),
+        }
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            let position = pipeline.query_position::<gst::ClockTime>();
+            let duration = pipeline.query_duration::<gst::ClockTime>();
+            if let (Some(p), Some(d)) = (position, duration) {
+                if d.nseconds() > 0 {
+                    bar.set_position(p.nseconds() * 1000 / d.nseconds());
+                }
+            }
+            let n = frames.load(Ordering::Relaxed);
+            bar.set_message(format!("{n} frames, {:.1} frames/s", n as f64 / started.elapsed().as_secs_f64()));
+            continue;
+        };
+        match msg.view() {
+            // A second signal may land while the stream drains: it still means abort.
+            gst::MessageView::Eos(_) if interrupts.count() > 1 => break Err(anyhow::anyhow!("interrupted twice")),
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => {
+                break Err(anyhow::anyhow!(
+                    "{}{}",
+                    e.error(),
+                    e.debug().map(|d| format!(" ({d})")).unwrap_or_default()
+                ))
+            }
+            gst::MessageView::Application(a) => {
+                if let Some(s) = a.structure().filter(|s| s.name() == "moodmirror-annotate-error") {
+                    break Err(anyhow::anyhow!("{}", s.get::<String>("reason").unwrap_or_default()));
+                }
+            }
+            _ => {}
+        }
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    bar.finish_and_clear();
+    let n = frames.load(Ordering::Relaxed);
+    if let Err(e) = result {
+        cleanup();
+        return Err(e.context(format!("annotating '{}' failed; no output written", input.display())));
+    }
+    if n == 0 {
+        cleanup();
+        bail!("'{}' has no video frames; no output written", input.display());
+    }
+    std::fs::rename(&video_tmp, &output).with_context(|| format!("writing {}", output.display()))?;
+    if let (Some(tmp), Some(jsonl)) = (&jsonl_tmp, &args.jsonl) {
+        std::fs::rename(tmp, jsonl).with_context(|| format!("writing {}", jsonl.display()))?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if finishing {
+        eprintln!(
+            "interrupted: wrote the first {n} frames → {}{}",
+            output.display(),
+            args.jsonl.as_ref().map(|j| format!(", {}", j.display())).unwrap_or_default()
+        );
+        return Err(Interrupted { frames: n }.into());
+    }
+    eprintln!(
+        "annotated {n} frames in {secs:.1} s ({:.1} frames/s) → {}{}",
+        n as f64 / secs,
+        output.display(),
+        args.jsonl.as_ref().map(|j| format!(", {}", j.display())).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `annotate` was stopped by a signal after writing complete, shorter outputs.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted after {frames} frames (the outputs hold those frames)")]
+pub struct Interrupted {
+    pub frames: u64,
+}
+
+/// Counting SIGINT and SIGTERM while `annotate` runs, instead of dying with half-written files.
+mod signals {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic add: async-signal-safe.
+        COUNT.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The handlers, installed until dropped (the previous ones are put back).
+    pub struct Interrupts {
+        previous: [(libc::c_int, libc::sighandler_t); 2],
+    }
+
+    impl Interrupts {
+        pub fn install() -> Self {
+            COUNT.store(0, Ordering::SeqCst);
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            // SAFETY: `on_signal` only touches an atomic, which is async-signal-safe.
+            let previous = [libc::SIGINT, libc::SIGTERM].map(|sig| (sig, unsafe { libc::signal(sig, handler) }));
+            Self { previous }
+        }
+
+        pub fn count(&self) -> usize {
+            COUNT.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Interrupts {
+        fn drop(&mut self) {
+            for (sig, handler) in self.previous {
+                // SAFETY: restores the disposition that was in place before `install`.
+                unsafe {
+                    libc::signal(sig, handler);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Training, evaluation and tooling for moodmirror's models: datasets and augmentation,
+//! optimisers, training and distillation, checkpoint averaging, evaluation and plots, benchmarks,
+//! the crop fit, weight conversion from PyTorch/ONNX, and reports of recordings. The config
+//! structs derive command-line parsers with the `clap` feature.
+
+pub mod average;
+pub mod bench;
+pub mod convert;
+pub mod crop_fit;
+pub mod dataset;
+pub mod distill;
+pub mod evaluate;
+pub mod optim;
+pub mod plots;
+pub mod report;
+pub mod threads;
+pub mod train;

@@ -1,0 +1,417 @@
+//! `moodmirror report` (and `annotate --report`): a recording's emotions at a glance, from the
+//! JSON lines `moodmirrorjson` writes. Per track a timeline of the seven (smoothed)
+//! probabilities, a stacked share-of-time bar per face, `summary.csv`, and one overview of the
+//! whole video; colours are the ones the element draws with.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
+
+use moodmirror::draw::EMOTION_COLORS;
+use moodmirror::emotion::{CLASS_NAMES, NUM_CLASSES};
+
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct ReportArgs {
+    /// JSON lines from `moodmirrorjson` or `moodmirror annotate --jsonl`.
+    pub jsonl: PathBuf,
+    /// Folder for summary.csv and the PNGs (created if missing).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub out: PathBuf,
+    /// Timelines only for tracks visible at least this long (summary.csv lists every track);
+    /// by default every track gets one.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub min_seconds: f64,
+}
+
+/// One frame a track appears in.
+#[derive(Debug, Clone)]
+struct Sample {
+    frame: usize,
+    probabilities: [f64; NUM_CLASSES],
+    label: usize,
+}
+
+/// What a JSON-lines file holds, frame by frame.
+#[derive(Debug, Default)]
+pub struct Recording {
+    /// Start of each frame, seconds.
+    times: Vec<f64>,
+    /// How long each frame stands for: to the next frame's start (the last: the median step).
+    durations: Vec<f64>,
+    tracks: BTreeMap<u64, Vec<Sample>>,
+    /// Faces without a track id (still images), left out of the per-track outputs.
+    pub untracked: usize,
+    /// `(line number, reason)` of lines that could not be read.
+    pub skipped: Vec<(usize, String)>,
+}
+
+fn class_array(v: &serde_json::Value) -> Option<[f64; NUM_CLASSES]> {
+    let mut out = [0f64; NUM_CLASSES];
+    for (o, name) in out.iter_mut().zip(CLASS_NAMES) {
+        *o = v.get(name)?.as_f64()?;
+    }
+    Some(out)
+}
+
+impl Recording {
+    /// Reads `path`; a broken line is named in `skipped` and the rest is read.
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut rec = Recording::default();
+        let mut stamps: Vec<Option<f64>> = Vec::new();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let number = i + 1;
+            let line = line.with_context(|| format!("reading {} line {number}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    rec.skipped.push((number, format!("not JSON: {e}")));
+                    continue;
+                }
+            };
+            let Some(objects) = v.get("objects").and_then(|o| o.as_array()) else {
+                rec.skipped.push((number, "no \"objects\" array".into()));
+                continue;
+            };
+            let frame = stamps.len();
+            stamps.push(v.get("timestamp").and_then(|t| t.as_u64()).map(|ns| ns as f64 / 1e9));
+            for o in objects {
+                let emotion = &o["emotion"];
+                let probabilities = class_array(&emotion["probabilities"]);
+                let label = emotion["label"].as_str().and_then(|l| CLASS_NAMES.iter().position(|c| *c == l));
+                let (Some(probabilities), Some(label)) = (probabilities, label) else {
+                    rec.skipped.push((number, "an object without emotion label and probabilities".into()));
+                    continue;
+                };
+                match o["id"].as_u64() {
+                    Some(id) => rec.tracks.entry(id).or_default().push(Sample { frame, probabilities, label }),
+                    None => rec.untracked += 1,
+                }
+            }
+        }
+        // Frames without a timestamp: placed at 30 frames/s after the previous one.
+        let mut t = 0.0;
+        for (i, s) in stamps.iter().enumerate() {
+            t = match s {
+                Some(v) => *v,
+                None if i == 0 => 0.0,
+                None => t + 1.0 / 30.0,
+            };
+            rec.times.push(t);
+        }
+        let mut steps: Vec<f64> = rec.times.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect();
+        steps.sort_by(f64::total_cmp);
+        let typical = steps.get(steps.len() / 2).copied().unwrap_or(1.0 / 30.0);
+        rec.durations = rec.times.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect();
+        if !rec.times.is_empty() {
+            rec.durations.push(typical);
+        }
+        Ok(rec)
+    }
+
+    pub fn frames(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
+    }
+}
+
+/// One row of summary.csv.
+#[derive(Debug, Clone)]
+pub struct TrackSummary {
+    pub id: u64,
+    pub first_seen: f64,
+    pub last_seen: f64,
+    pub seconds: f64,
+    pub frames: usize,
+    /// Share of the visible time with each emotion as the label.
+    pub shares: [f64; NUM_CLASSES],
+    pub dominant: usize,
+}
+
+fn summarize(rec: &Recording) -> Vec<TrackSummary> {
+    rec.tracks
+        .iter()
+        .map(|(&id, samples)| {
+            let mut time = [0f64; NUM_CLASSES];
+            for s in samples {
+                time[s.label] += rec.durations[s.frame];
+            }
+            let seconds: f64 = time.iter().sum();
+            let shares = time.map(|t| if seconds > 0.0 { t / seconds } else { 0.0 });
+            let dominant = (0..NUM_CLASSES).max_by(|&a, &b| time[a].total_cmp(&time[b])).unwrap_or(NUM_CLASSES - 1);
+            TrackSummary {
+                id,
+                first_seen: samples.first().map_or(0.0, |s| rec.times[s.frame]),
+                last_seen: samples.last().map_or(0.0, |s| rec.times[s.frame] + rec.durations[s.frame]),
+                seconds,
+                frames: samples.len(),
+                shares,
+                dominant,
+            }
+        })
+        .collect()
+}
+
+fn color(i: usize) -> RGBColor {
+    let (r, g, b) = EMOTION_COLORS[i];
+    RGBColor(r, g, b)
+}
+
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+/// The seven probabilities of one track over time; gaps where the face was not seen.
+fn timeline(rec: &Recording, id: u64, samples: &[Sample], path: &Path) -> Result<()> {
+    let (t0, t1) = (rec.times[samples[0].frame], rec.times[samples[samples.len() - 1].frame] + rec.durations[samples[samples.len() - 1].frame]);
+    crate::plots::save_png(path, 1000, 420, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(format!("face {id}: emotions over time (smoothed)"), (crate::plots::FONT, 20))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .right_y_label_area_size(0)
+            .build_cartesian_2d(t0..t1.max(t0 + 1e-3), 0.0..1.0)
+            .map_err(plot_err)?;
+        chart.configure_mesh().x_desc("seconds").y_desc("probability").label_style((crate::plots::FONT, 13)).draw().map_err(plot_err)?;
+        for (c, name) in CLASS_NAMES.iter().enumerate() {
+            // One line per run of consecutive frames.
+            let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+            let mut last = None;
+            for s in samples {
+                if last.is_none_or(|f: usize| s.frame != f + 1) {
+                    runs.push(Vec::new());
+                }
+                if let Some(run) = runs.last_mut() {
+                    run.push((rec.times[s.frame], s.probabilities[c]));
+                }
+                last = Some(s.frame);
+            }
+            let mut labelled = false;
+            for run in runs {
+                let series = chart.draw_series(LineSeries::new(run, color(c).stroke_width(2))).map_err(plot_err)?;
+                if !labelled {
+                    series.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color(c).stroke_width(3)));
+                    labelled = true;
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((crate::plots::FONT, 13))
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+/// Draws a horizontal stacked bar of `shares` in `[x0, x1] x [y0, y1]`.
+fn stacked_bar(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, (x0, x1): (i32, i32), (y0, y1): (i32, i32), shares: &[f64; NUM_CLASSES]) -> Result<()> {
+    let mut x = x0 as f64;
+    for (c, share) in shares.iter().enumerate() {
+        let w = share * (x1 - x0) as f64;
+        if w > 0.0 {
+            area.draw(&Rectangle::new([(x.round() as i32, y0), ((x + w).round() as i32, y1)], color(c).filled())).map_err(plot_err)?;
+        }
+        x += w;
+    }
+    Ok(())
+}
+
+fn legend(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, x: i32, y: i32) -> Result<()> {
+    for (c, name) in CLASS_NAMES.iter().enumerate() {
+        let x = x + c as i32 * 105;
+        area.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], color(c).filled())).map_err(plot_err)?;
+        area.draw(&Text::new(*name, (x + 18, y), (crate::plots::FONT, 14))).map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// One stacked share-of-time bar per face, longest visible first.
+fn shares_chart(summaries: &[TrackSummary], path: &Path) -> Result<()> {
+    let mut rows: Vec<&TrackSummary> = summaries.iter().collect();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    rows.truncate(40);
+    let height = 90 + 26 * rows.len().max(1) as u32;
+    crate::plots::save_png(path, 900, height, |root| {
+        root.draw(&Text::new("share of visible time per face", (20, 12), (crate::plots::FONT, 20))).map_err(plot_err)?;
+        legend(root, 20, 44)?;
+        for (i, s) in rows.iter().enumerate() {
+            let y = 76 + 26 * i as i32;
+            root.draw(&Text::new(format!("face {} ({:.1} s)", s.id, s.seconds), (20, y + 2), (crate::plots::FONT, 14))).map_err(plot_err)?;
+            stacked_bar(root, (190, 880), (y, y + 20), &s.shares)?;
+        }
+        Ok(())
+    })
+}
+
+/// The whole video: per time slice, the share of the faces on screen showing each emotion.
+fn overview(rec: &Recording, summaries: &[TrackSummary], path: &Path) -> Result<()> {
+    let end = rec.times.last().copied().unwrap_or(0.0) + rec.durations.last().copied().unwrap_or(0.0);
+    let start = rec.times.first().copied().unwrap_or(0.0);
+    let bins = 120usize;
+    let span = (end - start).max(1e-6);
+    let mut time = vec![[0f64; NUM_CLASSES]; bins];
+    for samples in rec.tracks.values() {
+        for s in samples {
+            let b = (((rec.times[s.frame] - start) / span * bins as f64) as usize).min(bins - 1);
+            time[b][s.label] += rec.durations[s.frame];
+        }
+    }
+    let total_seconds: f64 = summaries.iter().map(|s| s.seconds).sum();
+    let mut overall = [0f64; NUM_CLASSES];
+    for s in summaries {
+        for (o, share) in overall.iter_mut().zip(s.shares) {
+            *o += share * s.seconds / total_seconds.max(1e-9);
+        }
+    }
+    crate::plots::save_png(path, 1000, 480, |root| {
+        let title = format!("{} faces over {:.1} s: emotions on screen", summaries.len(), span);
+        root.draw(&Text::new(title, (20, 10), (crate::plots::FONT, 20))).map_err(plot_err)?;
+        legend(root, 20, 40)?;
+        root.draw(&Text::new("whole video", (20, 72), (crate::plots::FONT, 14))).map_err(plot_err)?;
+        stacked_bar(root, (120, 980), (70, 92), &overall)?;
+        let (x0, x1, y0, y1) = (60i32, 980i32, 110i32, 430i32);
+        for (b, t) in time.iter().enumerate() {
+            let sum: f64 = t.iter().sum();
+            if sum <= 0.0 {
+                continue;
+            }
+            let (bx0, bx1) = (x0 + ((x1 - x0) as f64 * b as f64 / bins as f64) as i32, x0 + ((x1 - x0) as f64 * (b + 1) as f64 / bins as f64) as i32);
+            let mut y = y1 as f64;
+            for (c, v) in t.iter().enumerate() {
+                let h = v / sum * (y1 - y0) as f64;
+                root.draw(&Rectangle::new([(bx0, (y - h).round() as i32), (bx1, y.round() as i32)], color(c).filled())).map_err(plot_err)?;
+                y -= h;
+            }
+        }
+        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1))).map_err(plot_err)?;
+        for k in 0..=5 {
+            let x = x0 + (x1 - x0) * k / 5;
+            root.draw(&Text::new(format!("{:.0} s", start + span * k as f64 / 5.0), (x - 12, y1 + 8), (crate::plots::FONT, 13))).map_err(plot_err)?;
+        }
+        root.draw(&Text::new("share of faces", (x0, y0 - 16), (crate::plots::FONT, 13))).map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+fn write_summary(summaries: &[TrackSummary], path: &Path) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?);
+    write!(out, "track_id,first_seen_s,last_seen_s,seconds_visible,frames")?;
+    for name in CLASS_NAMES {
+        write!(out, ",{name}")?;
+    }
+    writeln!(out, ",dominant_emotion")?;
+    for s in summaries {
+        write!(out, "{},{:.3},{:.3},{:.3},{}", s.id, s.first_seen, s.last_seen, s.seconds, s.frames)?;
+        for share in s.shares {
+            write!(out, ",{share:.4}")?;
+        }
+        writeln!(out, ",{}", CLASS_NAMES[s.dominant])?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes summary.csv, shares.png, overview.png and one `track-ID.png` per track visible at
+/// least `min_seconds` into `dir`; returns the summaries.
+pub fn write(rec: &Recording, dir: &Path, min_seconds: f64) -> Result<Vec<TrackSummary>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let summaries = summarize(rec);
+    write_summary(&summaries, &dir.join("summary.csv"))?;
+    shares_chart(&summaries, &dir.join("shares.png"))?;
+    overview(rec, &summaries, &dir.join("overview.png"))?;
+    for s in summaries.iter().filter(|s| s.seconds >= min_seconds) {
+        timeline(rec, s.id, &rec.tracks[&s.id], &dir.join(format!("track-{}.png", s.id)))?;
+    }
+    Ok(summaries)
+}
+
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let rec = Recording::read(&args.jsonl)?;
+    for (line, reason) in &rec.skipped {
+        eprintln!("{} line {line}: {reason} (skipped)", args.jsonl.display());
+    }
+    let summaries = write(&rec, &args.out, args.min_seconds)?;
+    let timelines = summaries.iter().filter(|s| s.seconds >= args.min_seconds).count();
+    println!(
+        "{} frames, {} tracks ({} timelines, faces without a track id: {}) → {}",
+        rec.frames(),
+        summaries.len(),
+        timelines,
+        rec.untracked,
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(ts_ms: u64, faces: &[(u64, &str)]) -> String {
+        let objects: Vec<serde_json::Value> = faces
+            .iter()
+            .map(|(id, label)| {
+                let probabilities: serde_json::Map<String, serde_json::Value> =
+                    CLASS_NAMES.iter().map(|c| (c.to_string(), serde_json::json!(if c == label { 0.9 } else { 0.1 / 6.0 }))).collect();
+                serde_json::json!({"id": id, "emotion": {"label": label, "probabilities": probabilities}})
+            })
+            .collect();
+        serde_json::json!({"timestamp": ts_ms * 1_000_000, "objects": objects}).to_string()
+    }
+
+    #[test]
+    fn seconds_add_up_broken_lines_are_named_and_pictures_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames.jsonl");
+        let mut text = String::new();
+        // 30 frames at 100 ms: face 1 happy for 20 frames then sad for 10; face 2 from frame 10.
+        for f in 0..30u64 {
+            let mut faces = vec![(1, if f < 20 { "happy" } else { "sad" })];
+            if f >= 10 {
+                faces.push((2, "neutral"));
+            }
+            text.push_str(&line(f * 100, &faces));
+            text.push('\n');
+            if f == 5 {
+                text.push_str("{not json\n");
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let rec = Recording::read(&path).unwrap();
+        assert_eq!(rec.frames(), 30);
+        assert_eq!(rec.skipped.len(), 1);
+        assert_eq!(rec.skipped[0].0, 7, "the broken line is named by its number");
+        let out = dir.path().join("report");
+        let summaries = write(&rec, &out, 0.5).unwrap();
+        let one = summaries.iter().find(|s| s.id == 1).unwrap();
+        assert!((one.seconds - 3.0).abs() < 1e-9, "{one:?}");
+        assert!((one.shares[3] - 2.0 / 3.0).abs() < 1e-9 && (one.shares[4] - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(CLASS_NAMES[one.dominant], "happy");
+        let two = summaries.iter().find(|s| s.id == 2).unwrap();
+        assert!((two.seconds - 2.0).abs() < 1e-9 && (two.first_seen - 1.0).abs() < 1e-9);
+        let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 3);
+        assert!(csv.lines().nth(1).unwrap().starts_with("1,0.000,3.000,3.000,30,"));
+        for png in ["shares.png", "overview.png", "track-1.png", "track-2.png"] {
+            let img = image::open(out.join(png)).unwrap().into_rgb8();
+            // Drawn on: some pixels in an emotion's colour.
+            let (r, g, b) = EMOTION_COLORS[3];
+            assert!(img.pixels().any(|p| p.0 == [r, g, b]) || png == "track-2.png", "{png}");
+        }
+    }
+}

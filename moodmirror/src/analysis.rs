@@ -1,0 +1,581 @@
+//! The per-frame core shared by the element and `moodmirror image`: detect faces on a grayscale
+//! image, cut each into the emotion model's 48x48 input, classify all of them in one batch.
+//! For video, faces are tracked: the full detector runs every `detect_interval` frames (on a
+//! downscaled copy of large frames) and each track is re-found in between by searching a small
+//! region around it; each track is reclassified every `classify_interval` frames and its
+//! probabilities smoothed.
+
+use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage, RgbImage};
+use crate::image::FramePlanes;
+use crate::emotion::{argmax, EmotionClassifier, InputContract, NUM_CLASSES};
+use crate::background::BackgroundDetector;
+use crate::tracking::{Tracker, TrackerParams};
+use crate::face::FaceResult;
+
+/// Full detection runs on frames at most this wide; larger frames are downscaled first.
+pub const DETECT_MAX_WIDTH: usize = 640;
+/// Tracks missed by the detector are still reported for this long (ns), so boxes do not blink.
+const REPORT_GRACE_NS: u64 = 200_000_000;
+
+/// Video settings of the analysis (element properties).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoParams {
+    pub detect_interval: u32,
+    pub classify_interval: u32,
+    pub tracker: TrackerParams,
+}
+
+/// Where FER2013's 48x48 frame sits relative to the eyes, in units of the eye distance `d`:
+/// a square of side `side * d` whose centre is `below * d` under the eyes' midpoint, turned so
+/// that the eyes are level. Fitted on FER2013 `val` by `moodmirror fit-crop`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EyeCrop {
+    pub side: f32,
+    pub below: f32,
+}
+
+/// Geometry of the classifier's crop. With landmarks (MTCNN) the crop is aligned on the eyes
+/// (`eyes`); otherwise it is a square of side `box side * (1 + 2 * margin)` centred on the box
+/// and moved down by `offset_y` box heights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropGeometry {
+    pub margin: f32,
+    pub offset_y: f32,
+    pub eyes: Option<EyeCrop>,
+}
+
+impl Default for CropGeometry {
+    /// Box crops: FER2013 faces fill their frame about as tightly as a Haar box. Eye crops:
+    /// medians measured by `moodmirror fit-crop` on FER2013 val (see weights/README.md).
+    fn default() -> Self {
+        Self {
+            margin: 0.0,
+            offset_y: 0.0,
+            eyes: Some(EyeCrop { side: FER_SIDE_PER_EYE_DISTANCE, below: FER_CENTRE_BELOW_EYES }),
+        }
+    }
+}
+
+/// Fitted on all 3,589 FER2013 val images (`moodmirror fit-crop --limit 0`, medians): the FER
+/// frame is this many eye distances wide…
+pub const FER_SIDE_PER_EYE_DISTANCE: f32 = 2.69;
+/// …and its centre lies this many eye distances below the eyes' midpoint.
+pub const FER_CENTRE_BELOW_EYES: f32 = 0.30;
+
+/// The square region a crop samples: centre, side and rotation (radians).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropRegion {
+    pub cx: f32,
+    pub cy: f32,
+    pub side: f32,
+    pub angle: f32,
+}
+
+impl CropRegion {
+    pub fn of(face: &Face, geometry: CropGeometry) -> Self {
+        if let (Some(l), Some(eyes)) = (face.landmarks, geometry.eyes) {
+            let (dx, dy) = (l[1][0] - l[0][0], l[1][1] - l[0][1]);
+            let d = (dx * dx + dy * dy).sqrt();
+            if d > 1.0 {
+                let angle = dy.atan2(dx);
+                let (sin, cos) = angle.sin_cos();
+                let (ex, ey) = ((l[0][0] + l[1][0]) / 2.0, (l[0][1] + l[1][1]) / 2.0);
+                // "Below" along the face's own vertical axis.
+                return Self { cx: ex - sin * eyes.below * d, cy: ey + cos * eyes.below * d, side: eyes.side * d, angle };
+            }
+        }
+        Self {
+            cx: face.x as f32 + face.width as f32 / 2.0,
+            cy: face.y as f32 + face.height as f32 / 2.0 + geometry.offset_y * face.height as f32,
+            side: face.width.max(face.height) as f32 * (1.0 + 2.0 * geometry.margin),
+            angle: 0.0,
+        }
+    }
+}
+
+/// Cuts the crop of `face` out of `image` as 48x48 grayscale (bilinear, edges replicated),
+/// upright, and maps luma `black..=white` to 0..=255 (video-range YUV is 16..=235).
+pub fn crop_face(image: &GrayImage, face: &Face, geometry: CropGeometry, black: u8, white: u8, out: &mut [u8]) {
+    crop_region(image, CropRegion::of(face, geometry), black, white, out);
+}
+
+pub fn crop_region(image: &GrayImage, region: CropRegion, black: u8, white: u8, out: &mut [u8]) {
+    let s = InputContract::SIZE;
+    let step = region.side / s as f32;
+    let (sin, cos) = region.angle.sin_cos();
+    let (maxx, maxy) = ((image.width - 1) as f32, (image.height - 1) as f32);
+    let gain = 255.0 / (white.saturating_sub(black)).max(1) as f32;
+    for (y, row) in out.chunks_exact_mut(s).take(s).enumerate() {
+        let ly = (y as f32 + 0.5) * step - region.side / 2.0;
+        for (x, px) in row.iter_mut().enumerate() {
+            let lx = (x as f32 + 0.5) * step - region.side / 2.0;
+            let fx = (region.cx + cos * lx - sin * ly - 0.5).clamp(0.0, maxx);
+            let fy = (region.cy + sin * lx + cos * ly - 0.5).clamp(0.0, maxy);
+            let (ix, iy) = (fx as usize, fy as usize);
+            let (ix1, iy1) = ((ix + 1).min(image.width - 1), (iy + 1).min(image.height - 1));
+            let (wx, wy) = (fx - ix as f32, fy - iy as f32);
+            let top = image.at(ix, iy) as f32 * (1.0 - wx) + image.at(ix1, iy) as f32 * wx;
+            let bottom = image.at(ix, iy1) as f32 * (1.0 - wx) + image.at(ix1, iy1) as f32 * wx;
+            let v = (top * (1.0 - wy) + bottom * wy - black as f32) * gain;
+            *px = v.clamp(0.0, 255.0).round() as u8;
+        }
+    }
+}
+
+/// Detector + classifier + the buffers they reuse from frame to frame.
+pub struct FaceAnalyzer {
+    pub detector: Detector,
+    pub classifier: EmotionClassifier,
+    pub crop: CropGeometry,
+    faces: Vec<Face>,
+    crops: Vec<u8>,
+    probabilities: Vec<[f32; NUM_CLASSES]>,
+    results: Vec<FaceResult>,
+    pub tracker: Tracker,
+    /// Downscaled luma for full detection on large frames, reused.
+    small: Vec<u8>,
+    /// Colour image at detection resolution (MTCNN), reused.
+    rgb: Vec<u8>,
+    local: Vec<Face>,
+    due: Vec<usize>,
+    /// Tracks that may be classified before they are due (to spread the load over frames).
+    early: Vec<usize>,
+    /// Full detection on a worker thread instead of the caller's (live video): see
+    /// [`crate::background`]. `None`: full detections run in [`Self::analyze_frame`].
+    pub background: Option<BackgroundDetector>,
+    /// Faces of a finished background detection, to merge into the tracks.
+    late_faces: Vec<Face>,
+    /// A full detection was due while the worker was busy: submit on the next idle frame.
+    detection_wanted: bool,
+}
+
+/// `params` (frame pixels) for a detection run at `1/scale` of the frame; the smallest face the
+/// detector can see is 12 px with colour (MTCNN), 24 px otherwise (Haar's window).
+fn detection_params(params: &DetectParams, scale: f32, color: bool) -> DetectParams {
+    DetectParams {
+        min_size: ((params.min_size as f32 / scale).round() as usize).max(if color { 12 } else { 24 }),
+        max_size: params.max_size.map(|m| (m as f32 / scale) as usize),
+        ..*params
+    }
+}
+
+/// The size full detection runs at: the frame, or its downscale to `max_width` wide.
+fn detection_size(width: usize, height: usize, max_width: usize) -> (usize, usize, f32) {
+    if width <= max_width {
+        return (width, height, 1.0);
+    }
+    let scale = width as f32 / max_width as f32;
+    (max_width, ((height as f32 / scale).round() as usize).max(1), scale)
+}
+
+/// The face side, in detection pixels, YuNet's downscale keeps `min-face-size` faces at (it
+/// finds faces from about 10 px; its boxes are checked against the size with 20 % slack).
+const YUNET_MIN_FACE_PX: usize = 16;
+
+impl FaceAnalyzer {
+    pub fn new(detector: Detector, classifier: EmotionClassifier) -> Self {
+        Self {
+            detector,
+            classifier,
+            crop: CropGeometry::default(),
+            faces: Vec::new(),
+            crops: Vec::new(),
+            probabilities: Vec::new(),
+            results: Vec::new(),
+            tracker: Tracker::default(),
+            small: Vec::new(),
+            rgb: Vec::new(),
+            local: Vec::new(),
+            due: Vec::new(),
+            early: Vec::new(),
+            background: None,
+            late_faces: Vec::new(),
+            detection_wanted: false,
+        }
+    }
+
+    /// Detects and classifies every face of `image`. `black`/`white` give the luma range
+    /// (0/255 for full range, 16/235 for video-range YUV).
+    pub fn analyze(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        params: &DetectParams,
+        black: u8,
+        white: u8,
+    ) -> candle_core::Result<&[FaceResult]> {
+        self.results.clear();
+        if image.width == 0 || image.height == 0 {
+            return Ok(&self.results);
+        }
+        self.detect_full(image, frame, params)?;
+        self.faces.truncate(params.max_faces);
+        let px = InputContract::PIXELS;
+        self.crops.resize(self.faces.len() * px, 0);
+        for (face, out) in self.faces.iter().zip(self.crops.chunks_exact_mut(px)) {
+            crop_face(image, face, self.crop, black, white, out);
+        }
+        self.classifier.classify(&self.crops, &mut self.probabilities)?;
+        for (face, p) in self.faces.iter().zip(&self.probabilities) {
+            let (emotion, confidence) = argmax(p);
+            // The crop used the whole box; what is reported is its part inside the picture.
+            let Some(face) = face.clipped_to(image.width as i32, image.height as i32) else {
+                continue;
+            };
+            self.results.push(FaceResult {
+                face,
+                probabilities: *p,
+                raw_probabilities: *p,
+                emotion,
+                confidence,
+                track_id: None,
+                carried: false,
+            });
+        }
+        Ok(&self.results)
+    }
+
+    /// The colour picture at detection resolution, for detectors that need it.
+    fn prepare_rgb(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, w: usize, h: usize) -> bool {
+        self.prepare_rgb_region(image, frame, w, h, (0, 0, w, h))
+    }
+
+    /// [`Self::prepare_rgb`] for the output pixels `region` only.
+    fn prepare_rgb_region(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        w: usize,
+        h: usize,
+        region: (usize, usize, usize, usize),
+    ) -> bool {
+        if !self.detector.needs_color() {
+            return false;
+        }
+        let gray_frame = FramePlanes::gray(image);
+        frame.unwrap_or(&gray_frame).rgb_resized_region(w, h, region, &mut self.rgb);
+        true
+    }
+
+    /// How wide full detections of a `width`-px frame run at most: [`DETECT_MAX_WIDTH`]; for
+    /// YuNet, whose cost grows with the pixels and not with the faces, down to where
+    /// `min-face-size` faces are [`YUNET_MIN_FACE_PX`] (at least 320 px) for frames wider than
+    /// that: 512 for 720p and the default 40 px, 8-9 ms where 640x360 takes 18.5.
+    fn detection_width(&self, width: usize, params: &DetectParams) -> usize {
+        match self.detector {
+            // Pictures up to DETECT_MAX_WIDTH keep their size, as for the other detectors.
+            Detector::Yunet(_) if width > DETECT_MAX_WIDTH => (width * YUNET_MIN_FACE_PX / params.min_size.max(1)).clamp(320, DETECT_MAX_WIDTH),
+            _ => DETECT_MAX_WIDTH,
+        }
+    }
+
+    /// Full detection, on a downscaled copy when the frame is wider than [`Self::detection_width`].
+    fn detect_full(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
+        let (w, h, scale) = detection_size(image.width, image.height, self.detection_width(image.width, params));
+        let color = self.prepare_rgb(image, frame, w, h);
+        let rgb = color.then_some(RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 });
+        let scaled = detection_params(params, scale, color);
+        let result = if scale == 1.0 {
+            self.detector.detect(image, rgb.as_ref(), &scaled, &mut self.faces)
+        } else {
+            self.small.resize(w * h, 0);
+            resize_bilinear(image, &mut self.small, w, h);
+            let small = GrayImage { data: &self.small, width: w, height: h, stride: w };
+            self.detector.detect(&small, rgb.as_ref(), &scaled, &mut self.faces)
+        };
+        result.map_err(candle_core::Error::Msg)?;
+        if scale != 1.0 {
+            for f in &mut self.faces {
+                f.scale(scale);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-finds each track: YuNet runs its net on a crop 1.5 times the box, MTCNN O-Net on the
+    /// box; Haar searches a region 1.6x its box at 0.8x to 1.25x its size.
+    fn redetect_tracks(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
+        self.faces.clear();
+        if let Detector::Yunet(yunet) = &mut self.detector {
+            // Crops sampled straight from the frame at full resolution, in its own format.
+            let gray_frame = FramePlanes::gray(image);
+            self.local.clear();
+            self.local.extend(self.tracker.tracks.iter().map(|t| t.face));
+            return yunet.track_in(frame.unwrap_or(&gray_frame), &self.local, &mut self.faces);
+        }
+        if let Detector::Mtcnn(_) = self.detector {
+            let (w, h, scale) = detection_size(image.width, image.height, DETECT_MAX_WIDTH);
+            self.local.clear();
+            for t in &self.tracker.tracks {
+                let mut f = t.face;
+                f.scale(1.0 / scale);
+                self.local.push(f);
+            }
+            // Only the pixels O-Net will read: a few face-sized squares, not the whole frame.
+            for i in 0..self.local.len() {
+                let region = crate::detect::mtcnn::track_region(&self.local[i], w, h);
+                self.prepare_rgb_region(image, frame, w, h, region);
+            }
+            let rgb = RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 };
+            self.detector.track(&rgb, &self.local, &mut self.faces).map_err(candle_core::Error::Msg)?;
+            for f in &mut self.faces {
+                f.scale(scale);
+            }
+            return Ok(());
+        }
+        for ti in 0..self.tracker.tracks.len() {
+            let t = self.tracker.tracks[ti].face;
+            let side = t.width.max(t.height) as f32;
+            let margin = (side * 0.3) as i32;
+            let x0 = (t.x - margin).clamp(0, image.width as i32) as usize;
+            let y0 = (t.y - margin).clamp(0, image.height as i32) as usize;
+            let x1 = (t.x + t.width + margin).clamp(0, image.width as i32) as usize;
+            let y1 = (t.y + t.height + margin).clamp(0, image.height as i32) as usize;
+            if x1 <= x0 + 24 || y1 <= y0 + 24 {
+                continue;
+            }
+            let region = GrayImage {
+                data: &image.data[y0 * image.stride + x0..],
+                width: x1 - x0,
+                height: y1 - y0,
+                stride: image.stride,
+            };
+            let local_params = DetectParams {
+                min_size: ((side * 0.8) as usize).max(24),
+                max_size: Some((side * 1.25) as usize),
+                min_neighbors: params.min_neighbors.min(2),
+                max_faces: 1,
+                ..*params
+            };
+            self.detector
+                .detect(&region, None, &local_params, &mut self.local)
+                .map_err(candle_core::Error::Msg)?;
+            if let Some(best) = self.local.first() {
+                self.faces.push(Face {
+                    x: best.x + x0 as i32,
+                    y: best.y + y0 as i32,
+                    ..*best
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Analyses one video frame with tracking. `full_detection` says whether the full detector
+    /// runs (the caller applies `detect-interval` and QoS); `now_ns` is the frame's running time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn analyze_frame(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        params: &DetectParams,
+        video: &VideoParams,
+        frame_index: u64,
+        now_ns: u64,
+        full_detection: bool,
+        luma_range: (u8, u8),
+    ) -> candle_core::Result<&[FaceResult]> {
+        self.results.clear();
+        if image.width == 0 || image.height == 0 {
+            return Ok(&self.results);
+        }
+        let frame_size = (image.width as i32, image.height as i32);
+        if self.background.is_some() {
+            self.detection_wanted |= full_detection;
+            self.follow_with_background(image, frame, params, video, now_ns, frame_size)?;
+        } else if full_detection {
+            self.detect_full(image, frame, params)?;
+            self.faces.truncate(params.max_faces);
+            self.tracker.update(&self.faces, now_ns, &video.tracker, true, frame_size);
+        } else if !self.tracker.tracks.is_empty() {
+            self.redetect_tracks(image, frame, params)?;
+            self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
+        }
+        self.classify_and_report(image, params, video, frame_index, now_ns, luma_range, true)
+    }
+
+    /// One video frame whose faces come with it (`detector=upstream`: another element's ROI
+    /// metas): they stand for this frame's full detection, and classification, smoothing and
+    /// track ids work as for faces found here. Only faces given for this frame are reported.
+    #[allow(clippy::too_many_arguments)]
+    pub fn analyze_given_faces(
+        &mut self,
+        image: &GrayImage,
+        given: &[Face],
+        params: &DetectParams,
+        video: &VideoParams,
+        frame_index: u64,
+        now_ns: u64,
+        luma_range: (u8, u8),
+    ) -> candle_core::Result<&[FaceResult]> {
+        self.results.clear();
+        if image.width == 0 || image.height == 0 {
+            return Ok(&self.results);
+        }
+        self.faces.clear();
+        self.faces.extend(given.iter().take(params.max_faces));
+        self.tracker.update(&self.faces, now_ns, &video.tracker, true, (image.width as i32, image.height as i32));
+        self.classify_and_report(image, params, video, frame_index, now_ns, luma_range, false)
+    }
+
+    /// Classifies the tracks due on this frame and lists the results to report (`carry`: also
+    /// tracks not seen now, within their grace time).
+    #[allow(clippy::too_many_arguments)]
+    fn classify_and_report(
+        &mut self,
+        image: &GrayImage,
+        params: &DetectParams,
+        video: &VideoParams,
+        frame_index: u64,
+        now_ns: u64,
+        luma_range: (u8, u8),
+        carry: bool,
+    ) -> candle_core::Result<&[FaceResult]> {
+        let frame_size = (image.width as i32, image.height as i32);
+        // Classify, in one batch, the faces seen now that have no result yet or whose last one
+        // is `classify-interval` frames old; then top the batch up to an even share (tracks /
+        // interval) with the stalest of the others, classified a little early. Tracks born
+        // together would otherwise all fall due on the same frame, a burst every interval.
+        let interval = video.classify_interval.max(1) as u64;
+        let age = |t: &crate::tracking::Track| frame_index.saturating_sub(t.last_classified);
+        self.due.clear();
+        let mut seen = 0usize;
+        for (i, t) in self.tracker.tracks.iter().enumerate() {
+            if t.seen_now {
+                seen += 1;
+                if !t.classified || age(t) >= interval {
+                    self.due.push(i);
+                }
+            }
+        }
+        let share = seen.div_ceil(interval as usize);
+        if self.due.len() < share {
+            self.early.clear();
+            let tracks = &self.tracker.tracks;
+            self.early.extend((0..tracks.len()).filter(|&i| tracks[i].seen_now && tracks[i].classified && age(&tracks[i]) < interval));
+            self.early.sort_by_key(|&i| std::cmp::Reverse(age(&tracks[i])));
+            let missing = share - self.due.len();
+            self.due.extend(self.early.iter().take(missing));
+        }
+        let px = InputContract::PIXELS;
+        self.crops.resize(self.due.len() * px, 0);
+        for (&i, out) in self.due.iter().zip(self.crops.chunks_exact_mut(px)) {
+            crop_face(image, &self.tracker.tracks[i].face, self.crop, luma_range.0, luma_range.1, out);
+        }
+        self.classifier.classify(&self.crops, &mut self.probabilities)?;
+        for (&i, p) in self.due.iter().zip(&self.probabilities) {
+            Tracker::observe(&mut self.tracker.tracks[i], p, frame_index, video.tracker.smoothing);
+        }
+        for t in &self.tracker.tracks {
+            let recent = t.seen_now || (carry && now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS);
+            let visible = t.face.clipped_to(frame_size.0, frame_size.1);
+            if let (true, true, true, Some(face)) = (t.classified, recent, self.results.len() < params.max_faces, visible) {
+                let (emotion, confidence) = t.emotion();
+                self.results.push(FaceResult {
+                    face,
+                    probabilities: t.probabilities,
+                    raw_probabilities: t.raw_probabilities,
+                    emotion,
+                    confidence,
+                    track_id: Some(t.id),
+                    carried: !t.seen_now,
+                });
+            }
+        }
+        Ok(&self.results)
+    }
+
+    /// One frame with the full detector on the worker: hand it this frame when it is idle and a
+    /// detection is wanted, follow the tracks locally, and merge the faces of a detection that
+    /// finished since the last frame.
+    fn follow_with_background(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        params: &DetectParams,
+        video: &VideoParams,
+        now_ns: u64,
+        frame_size: (i32, i32),
+    ) -> candle_core::Result<()> {
+        let finished = match self.background.as_mut() {
+            Some(bg) => match bg.poll().map_err(candle_core::Error::Msg)? {
+                // Faces found in a frame of another size (a caps change since) are dropped.
+                Some((faces, (w, h))) if w.abs_diff(image.width) <= 1 && h.abs_diff(image.height) <= 1 => {
+                    self.late_faces.clear();
+                    self.late_faces.extend_from_slice(faces);
+                    self.late_faces.truncate(params.max_faces);
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        };
+        let idle = self.background.as_ref().is_some_and(|bg| !bg.busy());
+        if self.detection_wanted && idle {
+            self.submit_background(image, frame, params);
+            self.detection_wanted = false;
+        }
+        if !self.tracker.tracks.is_empty() {
+            self.redetect_tracks(image, frame, params)?;
+            self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
+        }
+        if finished {
+            self.tracker.merge_detections(&self.late_faces, now_ns, &video.tracker, frame_size);
+        }
+        Ok(())
+    }
+
+    /// Copies the frame into the worker's buffers and hands them over.
+    fn submit_background(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) {
+        let (w, h, scale) = detection_size(image.width, image.height, self.detection_width(image.width, params));
+        let color = self.detector.needs_color();
+        let Some(bg) = self.background.as_mut() else { return };
+        let Some(job) = bg.idle_job() else { return };
+        // One copy, of what the detector reads (the frame for colour detectors, the luma for
+        // Haar); the worker cuts it to detection size.
+        let gray_frame = FramePlanes::gray(image);
+        job.frame.copy_from(if color { frame.unwrap_or(&gray_frame) } else { &gray_frame });
+        job.width = w;
+        job.height = h;
+        job.scale = scale;
+        job.params = detection_params(params, scale, color);
+        bg.submit();
+    }
+
+    /// The 48x48 crops of the last analysed frame (for inspection and tests).
+    pub fn last_crops(&self) -> &[u8] {
+        &self.crops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_of_a_whole_image_box_resamples_it() {
+        // A 96x96 horizontal ramp cut with a box covering it: the crop is the ramp at half size.
+        let data: Vec<u8> = (0..96 * 96).map(|i| ((i % 96) * 2) as u8).collect();
+        let image = GrayImage { data: &data, width: 96, height: 96, stride: 96 };
+        let face = Face::new(0, 0, 96, 96, 1.0);
+        let mut out = vec![0u8; InputContract::PIXELS];
+        crop_face(&image, &face, CropGeometry::default(), 0, 255, &mut out);
+        for x in 0..48 {
+            let expected = (2 * x as i32 * 2 + 1).min(190);
+            assert!((out[10 * 48 + x] as i32 - expected).abs() <= 1, "x {x}: {} vs {expected}", out[10 * 48 + x]);
+        }
+    }
+
+    #[test]
+    fn video_range_luma_is_stretched() {
+        let data = vec![16u8; 64 * 64];
+        let mut white = data.clone();
+        white.fill(235);
+        let face = Face::new(8, 8, 48, 48, 1.0);
+        let mut out = vec![0u8; InputContract::PIXELS];
+        crop_face(&GrayImage { data: &data, width: 64, height: 64, stride: 64 }, &face, CropGeometry::default(), 16, 235, &mut out);
+        assert!(out.iter().all(|&p| p == 0));
+        crop_face(&GrayImage { data: &white, width: 64, height: 64, stride: 64 }, &face, CropGeometry::default(), 16, 235, &mut out);
+        assert!(out.iter().all(|&p| p == 255));
+    }
+}

@@ -1,0 +1,749 @@
+//! YuNet-n (Wu, Peng, Yu, "YuNet: A Tiny Millisecond-level Face Detector", 2023;
+//! libfacedetection.train, Apache-2.0) on candle: a 76 k-parameter anchor-free detector with five
+//! landmarks, one pass over the picture whatever the number of faces. Backbone of pointwise →
+//! depthwise units, a top-down neck over strides 8, 16 and 32, and per level one head for
+//! class, objectness, box and landmarks; decoding and scores as OpenCV's `FaceDetectorYN`.
+//! Weights converted from the ONNX export by `moodmirror convert-yunet` (weights/README.md).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::ops::dpunit::{self, SimdLevel};
+use crate::ops::{conv2d_bias_prelu_padded, depthwise3x3_bias_act, max_pool2d};
+
+use super::{DetectParams, Face, RgbImage};
+use crate::image::BlockSampler;
+
+/// The converted weights, embedded.
+pub static YUNET_WEIGHTS: &[u8] = include_bytes!("../../../weights/yunet.safetensors");
+
+/// Feature strides of the three output levels.
+const STRIDES: [usize; 3] = [8, 16, 32];
+/// The network's input sides must be multiples of this (the coarsest level's stride).
+const ALIGN: usize = 32;
+/// Sides of the square crop each track is re-found in (the face two thirds of it): 32 for faces
+/// of 48 px and more, 64 below (a face under 20 px in the crop is at the edge of what YuNet sees).
+/// Measured on the crowded clip against a full detection (640 px wide) on every frame: 32-px
+/// crops 1.5 face sides wide re-find every face at a mean IoU of 0.886 (0.857 before the width
+/// correction below); 64-px crops 2 face sides wide at 0.915, but the whole element ran 20–25 %
+/// slower on that clip (four times the
+/// network's work and 1.8 times the sampling per face). Speed won: boxes between full
+/// detections are a little coarser.
+const TRACK_INPUT: usize = 32;
+const TRACK_INPUT_SMALL_FACE: usize = 64;
+/// Faces narrower than this are re-found in `TRACK_INPUT_SMALL_FACE` crops.
+const SMALL_FACE: i32 = 48;
+/// YuNet's boxes for faces of ~20 px (a 32-px track crop) come out this much wider than the same
+/// faces' boxes in a 640-px detection (heights, centres unbiased): measured on the crowded and
+/// three-face clips, 1.106 (sd 0.059). Tracked boxes are narrowed by it, so that a full
+/// detection landing does not change the box's width.
+const SMALL_CROP_WIDTH_BIAS: f32 = 1.106;
+/// The GPU path runs its crops as one batch, of one size.
+const TRACK_INPUT_BATCH: usize = 64;
+/// The crop's side in face sides.
+const TRACK_CONTEXT: f32 = 1.5;
+
+/// A 1x1 convolution followed by a 3x3 depthwise one (batch norm folded in), ReLU optional:
+/// YuNet's `ConvDPUnit`.
+struct DpUnit {
+    /// `(C_out, C_in)`.
+    pointwise: Tensor,
+    pointwise_bias: Tensor,
+    /// `(C_out, 1, 3, 3)`.
+    depthwise: Tensor,
+    depthwise_bias: Tensor,
+    relu: bool,
+}
+
+impl DpUnit {
+    fn load(vb: VarBuilder, c_in: usize, c_out: usize, relu: bool) -> candle_core::Result<Self> {
+        Ok(Self {
+            pointwise: vb.pp("conv1").get((c_out, c_in, 1, 1), "weight")?.reshape((c_out, c_in))?,
+            pointwise_bias: vb.pp("conv1").get(c_out, "bias")?,
+            depthwise: vb.pp("conv2").get((c_out, 1, 3, 3), "weight")?,
+            depthwise_bias: vb.pp("conv2").get(c_out, "bias")?,
+            relu,
+        })
+    }
+
+    /// Units reading the same input as one, outputs stacked along the channels (exact: the
+    /// depthwise part works per channel).
+    fn stack(units: &[DpUnit]) -> candle_core::Result<Self> {
+        let cat = |f: fn(&DpUnit) -> &Tensor| Tensor::cat(&units.iter().map(f).collect::<Vec<_>>(), 0);
+        Ok(Self {
+            pointwise: cat(|u| &u.pointwise)?,
+            pointwise_bias: cat(|u| &u.pointwise_bias)?,
+            depthwise: cat(|u| &u.depthwise)?,
+            depthwise_bias: cat(|u| &u.depthwise_bias)?,
+            relu: units.iter().any(|u| u.relu),
+        })
+    }
+
+    /// `(C_in, B, H, W)` → `(C_out, B, H, W)`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (c_in, b, h, w) = x.dims4()?;
+        let c_out = self.pointwise.dim(0)?;
+        let y = self.pointwise.matmul(&x.contiguous()?.reshape((c_in, b * h * w))?)?.reshape((c_out, b, h, w))?;
+        depthwise3x3_bias_act(&y, &self.depthwise, &self.pointwise_bias, &self.depthwise_bias, self.relu)
+    }
+}
+
+/// The network, on channel-major `(C, B, H, W)` activations as moodmirror's other nets.
+pub struct YuNetNet {
+    stem_weight: Tensor,
+    stem_bias: Tensor,
+    /// Zero slopes: the stem's ReLU as the fused conv + bias + PReLU op.
+    stem_slopes: Tensor,
+    stem_unit: DpUnit,
+    /// `model1` … `model5`, two units each.
+    blocks: Vec<[DpUnit; 2]>,
+    lateral: Vec<DpUnit>,
+    shared: Vec<DpUnit>,
+    /// Per level: class, objectness, box and landmark units stacked (16 channels).
+    heads: Vec<DpUnit>,
+}
+
+impl YuNetNet {
+    pub fn load(vb: VarBuilder) -> candle_core::Result<Self> {
+        let backbone = vb.pp("backbone");
+        let stem = backbone.pp("model0");
+        let mut blocks = Vec::new();
+        for (i, c_in) in [(1, 16), (2, 64), (3, 64), (4, 64), (5, 64)] {
+            let b = backbone.pp(format!("model{i}"));
+            blocks.push([DpUnit::load(b.pp("conv1"), c_in, c_in, true)?, DpUnit::load(b.pp("conv2"), c_in, 64, true)?]);
+        }
+        let head = vb.pp("bbox_head");
+        let mut lateral = Vec::new();
+        let mut shared = Vec::new();
+        let mut heads = Vec::new();
+        for level in 0..STRIDES.len() {
+            lateral.push(DpUnit::load(vb.pp(format!("neck.lateral_convs.{level}")), 64, 64, true)?);
+            shared.push(DpUnit::load(head.pp(format!("multi_level_share_convs.{level}.0")), 64, 64, true)?);
+            let unit = |name: &str, c: usize| DpUnit::load(head.pp(format!("multi_level_{name}.{level}")), 64, c, false);
+            heads.push(DpUnit::stack(&[unit("cls", 1)?, unit("obj", 1)?, unit("bbox", 4)?, unit("kps", 10)?])?);
+        }
+        Ok(Self {
+            stem_weight: stem.pp("conv1").get((16, 3, 3, 3), "weight")?,
+            stem_bias: stem.pp("conv1").get(16, "bias")?,
+            stem_slopes: Tensor::zeros(16, DType::F32, vb.device())?,
+            stem_unit: DpUnit::load(stem.pp("conv2"), 16, 16, true)?,
+            blocks,
+            lateral,
+            shared,
+            heads,
+        })
+    }
+
+    /// BGR pixel values (0–255) `(3, B, H, W)`, H and W multiples of 32 → per stride 8, 16, 32
+    /// the raw head outputs `(16, B, H/s, W/s)`: class and objectness logits, box, landmarks.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let x = conv2d_bias_prelu_padded(x, &self.stem_weight, Some(&self.stem_bias), &self.stem_slopes, 2, 1)?;
+        let mut x = max_pool2d(&self.stem_unit.forward(&x)?, 2, 2, 0)?;
+        let mut feats = Vec::with_capacity(3);
+        for (i, [a, b]) in self.blocks.iter().enumerate() {
+            x = b.forward(&a.forward(&x)?)?;
+            let model = i + 1;
+            if model >= 3 {
+                feats.push(x.clone());
+            }
+            if (2..=4).contains(&model) {
+                x = max_pool2d(&x, 2, 2, 0)?;
+            }
+        }
+        // Top-down: each coarser level, refined, is added to the next finer one.
+        for level in (1..feats.len()).rev() {
+            feats[level] = self.lateral[level].forward(&feats[level])?;
+            let (_, _, h, w) = feats[level - 1].dims4()?;
+            feats[level - 1] = (&feats[level - 1] + feats[level].upsample_nearest2d(h, w)?)?;
+        }
+        feats[0] = self.lateral[0].forward(&feats[0])?;
+        feats
+            .iter()
+            .enumerate()
+            .map(|(level, f)| self.heads[level].forward(&self.shared[level].forward(f)?))
+            .collect()
+    }
+}
+
+/// A [`DpUnit`]'s weights as plain vectors, for [`CpuPlan`].
+struct UnitWeights {
+    c_in: usize,
+    pointwise: Vec<f32>,
+    pointwise_bias: Vec<f32>,
+    depthwise: Vec<f32>,
+    depthwise_bias: Vec<f32>,
+    relu: bool,
+}
+
+impl UnitWeights {
+    fn of(u: &DpUnit) -> candle_core::Result<Self> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        Ok(Self {
+            c_in: u.pointwise.dim(1)?,
+            pointwise: flat(&u.pointwise)?,
+            pointwise_bias: flat(&u.pointwise_bias)?,
+            depthwise: flat(&u.depthwise)?,
+            depthwise_bias: flat(&u.depthwise_bias)?,
+            relu: u.relu,
+        })
+    }
+
+    fn c_out(&self) -> usize {
+        self.pointwise_bias.len()
+    }
+
+    /// `x` (`c_in` planes of `h` x `w`) → `out` (`c_out` planes), `t` the pointwise result.
+    fn forward(&self, level: SimdLevel, x: &[f32], h: usize, w: usize, t: &mut Vec<f32>, out: &mut Vec<f32>) {
+        let (n, c) = (h * w, self.c_out());
+        grow(t, c * n);
+        grow(out, c * n);
+        // The pointwise bias goes in before the depthwise pass, whose zero padding must not see it.
+        dpunit::pointwise(level, x, self.c_in, n, &self.pointwise, &self.pointwise_bias, false, t);
+        dpunit::depthwise3x3(level, t, c, h, w, &self.depthwise, &self.depthwise_bias, self.relu, out);
+    }
+}
+
+thread_local! {
+    /// Per thread, a crop's input planes and the buffers of its pass ([`YuNet::track`]).
+    static CROP_SCRATCH: std::cell::RefCell<(Vec<f32>, Scratch)> = std::cell::RefCell::new(Default::default());
+}
+
+/// Makes `v` at least `n` long. The layers write every element they read back, so a buffer
+/// only grows (zero-filling it to each layer's size was a tenth of the detector's time); the
+/// kernels take sizes explicitly and ignore the rest.
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// `dst = src`, reusing `dst`'s allocation.
+fn copy_into(dst: &mut Vec<f32>, src: &[f32]) {
+    dst.clear();
+    dst.extend_from_slice(src);
+}
+
+/// Buffers of one [`CpuPlan::forward`], kept between calls: no allocation per frame.
+#[derive(Default)]
+struct Scratch {
+    cols: Vec<f32>,
+    t: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    feats: [Vec<f32>; 3],
+    /// Per level the 16 head channels, `h` and `w`.
+    heads: [(Vec<f32>, usize, usize); 3],
+}
+
+impl Scratch {
+    /// The three levels' head outputs, as [`decode`] reads them.
+    fn head_slices(&self) -> [(&[f32], usize, usize); 3] {
+        self.heads.each_ref().map(|(d, h, w)| (&d[..], *h, *w))
+    }
+}
+
+/// The network on plain slices with [`dpunit`]'s kernels: the CPU path (candle's tensors and
+/// [`YuNetNet::forward`] serve GPUs and are this path's reference in the tests).
+struct CpuPlan {
+    level: SimdLevel,
+    stem_weight: Vec<f32>,
+    stem_bias: Vec<f32>,
+    stem_unit: UnitWeights,
+    blocks: Vec<[UnitWeights; 2]>,
+    lateral: Vec<UnitWeights>,
+    shared: Vec<UnitWeights>,
+    heads: Vec<UnitWeights>,
+}
+
+impl CpuPlan {
+    fn of(net: &YuNetNet) -> candle_core::Result<Self> {
+        let units = |v: &[DpUnit]| v.iter().map(UnitWeights::of).collect::<candle_core::Result<Vec<_>>>();
+        Ok(Self {
+            level: SimdLevel::detect(),
+            stem_weight: net.stem_weight.flatten_all()?.to_vec1()?,
+            stem_bias: net.stem_bias.to_vec1()?,
+            stem_unit: UnitWeights::of(&net.stem_unit)?,
+            blocks: net.blocks.iter().map(|[a, b]| Ok([UnitWeights::of(a)?, UnitWeights::of(b)?])).collect::<candle_core::Result<_>>()?,
+            lateral: units(&net.lateral)?,
+            shared: units(&net.shared)?,
+            heads: units(&net.heads)?,
+        })
+    }
+
+    /// One BGR image `(3, h, w)`, sides multiples of 32 → `s.heads`.
+    fn forward(&self, x: &[f32], h: usize, w: usize, s: &mut Scratch) {
+        let level = self.level;
+        let (mut h, mut w) = (h / 2, w / 2);
+        grow(&mut s.cols, 27 * h * w);
+        dpunit::im2col3x3_stride2(x, 3, 2 * h, 2 * w, &mut s.cols);
+        grow(&mut s.b, 16 * h * w);
+        dpunit::pointwise(level, &s.cols, 27, h * w, &self.stem_weight, &self.stem_bias, true, &mut s.b);
+        self.stem_unit.forward(level, &s.b, h, w, &mut s.t, &mut s.a);
+        let pool = |src: &[f32], c: usize, h: &mut usize, w: &mut usize, dst: &mut Vec<f32>| {
+            grow(dst, c * (*h / 2) * (*w / 2));
+            dpunit::max_pool2(level, src, c, *h, *w, dst);
+            *h /= 2;
+            *w /= 2;
+        };
+        pool(&s.a, 16, &mut h, &mut w, &mut s.b);
+        // s.b holds the input of model1; each block leaves its output in s.b.
+        let mut dims = [(0, 0); 3];
+        for (i, [u1, u2]) in self.blocks.iter().enumerate() {
+            let model = i + 1;
+            u1.forward(level, &s.b, h, w, &mut s.t, &mut s.a);
+            u2.forward(level, &s.a, h, w, &mut s.t, &mut s.b);
+            if model >= 3 {
+                copy_into(&mut s.feats[model - 3], &s.b[..64 * h * w]);
+                dims[model - 3] = (h, w);
+            }
+            if (2..=4).contains(&model) {
+                pool(&s.b, 64, &mut h, &mut w, &mut s.a);
+                std::mem::swap(&mut s.a, &mut s.b);
+            }
+        }
+        for l in (1..3).rev() {
+            let (lh, lw) = dims[l];
+            self.lateral[l].forward(level, &s.feats[l], lh, lw, &mut s.t, &mut s.a);
+            // A copy, not a swap: swapping would hand the big buffer's allocation to a small
+            // level and make the next frame reallocate it.
+            copy_into(&mut s.feats[l], &s.a[..64 * lh * lw]);
+            let (upper, lower) = s.feats.split_at_mut(l);
+            dpunit::add_upsampled2(level, &mut upper[l - 1], &lower[0], 64, lh, lw);
+        }
+        self.lateral[0].forward(level, &s.feats[0], dims[0].0, dims[0].1, &mut s.t, &mut s.a);
+        copy_into(&mut s.feats[0], &s.a[..64 * dims[0].0 * dims[0].1]);
+        for (l, &(lh, lw)) in dims.iter().enumerate() {
+            self.shared[l].forward(level, &s.feats[l], lh, lw, &mut s.t, &mut s.a);
+            let (out, oh, ow) = &mut s.heads[l];
+            self.heads[l].forward(level, &s.a, lh, lw, &mut s.t, out);
+            (*oh, *ow) = (lh, lw);
+        }
+    }
+}
+
+/// A decoded face: box corners (x1, y1, x2, y2), score and landmarks, in input pixels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Detection {
+    pub b: [f32; 4],
+    pub score: f32,
+    pub landmarks: [[f32; 2]; 5],
+}
+
+impl Detection {
+    fn iou(&self, o: &Detection) -> f32 {
+        let iw = (self.b[2].min(o.b[2]) - self.b[0].max(o.b[0])).max(0.0);
+        let ih = (self.b[3].min(o.b[3]) - self.b[1].max(o.b[1])).max(0.0);
+        let inter = iw * ih;
+        let area = |d: &Detection| (d.b[2] - d.b[0]).max(0.0) * (d.b[3] - d.b[1]).max(0.0);
+        let union = area(self) + area(o) - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+
+    fn to_face(self) -> Face {
+        let x = self.b[0].round() as i32;
+        let y = self.b[1].round() as i32;
+        let mut face = Face::new(x, y, (self.b[2].round() as i32 - x).max(1), (self.b[3].round() as i32 - y).max(1), self.score);
+        face.landmarks = Some(self.landmarks);
+        face
+    }
+
+    /// Scales the box's width by `factor` about its centre.
+    fn narrow(&mut self, factor: f32) {
+        let (cx, half) = ((self.b[0] + self.b[2]) * 0.5, (self.b[2] - self.b[0]) * 0.5 * factor);
+        self.b[0] = cx - half;
+        self.b[2] = cx + half;
+    }
+
+    /// Maps from a crop's input pixels to the picture's: `x · scale + origin`.
+    fn mapped(mut self, origin: [f32; 2], scale: f32) -> Self {
+        for (i, v) in self.b.iter_mut().enumerate() {
+            *v = *v * scale + origin[i % 2];
+        }
+        for p in &mut self.landmarks {
+            *p = [p[0] * scale + origin[0], p[1] * scale + origin[1]];
+        }
+        self
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Decodes batch item `item` of the head outputs (`heads[level]` flattened, `(16, B, h, w)`)
+/// into `out`: OpenCV's score `sqrt(sigmoid(class) · sigmoid(objectness))`, boxes from the
+/// cell's corner `(col, row) · stride` plus offset, sides `exp(·) · stride`.
+fn decode(heads: &[(&[f32], usize, usize)], batch: usize, item: usize, threshold: f32, out: &mut Vec<Detection>) {
+    for (level, &(data, h, w)) in heads.iter().enumerate() {
+        let stride = STRIDES[level] as f32;
+        let plane = batch * h * w;
+        for row in 0..h {
+            for col in 0..w {
+                let i = (item * h + row) * w + col;
+                let cls = sigmoid(data[i]);
+                // Objectness is at most 1: skip the rest when the class alone cannot pass.
+                if cls < threshold * threshold {
+                    continue;
+                }
+                let score = (cls * sigmoid(data[plane + i])).sqrt();
+                if score < threshold || !score.is_finite() {
+                    continue;
+                }
+                let at = |ch: usize| data[ch * plane + i];
+                let (c, r) = (col as f32, row as f32);
+                let (cx, cy) = ((c + at(2)) * stride, (r + at(3)) * stride);
+                let (bw, bh) = (at(4).exp() * stride, at(5).exp() * stride);
+                if !(bw.is_finite() && bh.is_finite()) {
+                    continue;
+                }
+                let mut landmarks = [[0f32; 2]; 5];
+                for (k, p) in landmarks.iter_mut().enumerate() {
+                    *p = [(at(6 + 2 * k) + c) * stride, (at(7 + 2 * k) + r) * stride];
+                }
+                out.push(Detection {
+                    b: [cx - bw * 0.5, cy - bh * 0.5, cx + bw * 0.5, cy + bh * 0.5],
+                    score,
+                    landmarks,
+                });
+            }
+        }
+    }
+}
+
+/// Greedy non-maximum suppression by IoU, best score first (OpenCV's `NMSBoxes`).
+fn nms(dets: &mut Vec<Detection>, threshold: f32) {
+    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept = 0;
+    for i in 0..dets.len() {
+        if dets[..kept].iter().all(|k| k.iou(&dets[i]) <= threshold) {
+            dets.swap(kept, i);
+            kept += 1;
+        }
+    }
+    dets.truncate(kept);
+}
+
+pub struct YuNet {
+    net: YuNetNet,
+    /// The CPU path (`None` on a GPU).
+    plan: Option<CpuPlan>,
+    device: Device,
+    /// Faces scoring below this are dropped (OpenCV's score; the product owner's PASCAL
+    /// figures are at 0.7).
+    pub score_threshold: f32,
+    pub nms_threshold: f32,
+    /// The lower bar for re-finding a known face in its track's crop.
+    pub track_threshold: f32,
+    /// Network input `(3, batch, h, w)`.
+    input: Vec<f32>,
+    scratch: Scratch,
+    /// Per batch item, its decoded faces.
+    found: Vec<Vec<Detection>>,
+}
+
+impl YuNet {
+    pub fn load(bytes: &[u8], device: &Device) -> candle_core::Result<Self> {
+        let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)?;
+        let net = YuNetNet::load(vb)?;
+        let plan = if device.is_cpu() { Some(CpuPlan::of(&net)?) } else { None };
+        Ok(Self {
+            net,
+            plan,
+            device: device.clone(),
+            score_threshold: 0.7,
+            nms_threshold: 0.3,
+            track_threshold: 0.5,
+            input: Vec::new(),
+            scratch: Scratch::default(),
+            found: Vec::new(),
+        })
+    }
+
+    pub fn embedded(device: &Device) -> candle_core::Result<Self> {
+        Self::load(YUNET_WEIGHTS, device)
+    }
+
+    /// Runs the network with candle's ops on `self.input` (`(3, batch, h, w)`) and decodes
+    /// each batch item's faces scoring at least `threshold` into `self.found[item]` (before
+    /// NMS): the GPU path, and the CPU path's reference in the tests.
+    fn run_candle(&mut self, batch: usize, h: usize, w: usize, threshold: f32) -> candle_core::Result<()> {
+        self.found.resize_with(batch, Vec::new);
+        self.found.iter_mut().for_each(Vec::clear);
+        let x = Tensor::from_slice(&self.input[..3 * batch * h * w], (3, batch, h, w), &self.device)?;
+        let outputs = self
+            .net
+            .forward(&x)?
+            .iter()
+            .map(|t| {
+                let (_, _, h, w) = t.dims4()?;
+                Ok((t.flatten_all()?.to_vec1::<f32>()?, h, w))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let heads: Vec<(&[f32], usize, usize)> = outputs.iter().map(|(d, h, w)| (&d[..], *h, *w)).collect();
+        for item in 0..batch {
+            decode(&heads, batch, item, threshold, &mut self.found[item]);
+        }
+        Ok(())
+    }
+
+    /// Every face of `img` scoring at least `threshold`, after NMS, in image pixels.
+    pub fn detections(&mut self, img: &RgbImage, threshold: f32) -> candle_core::Result<&[Detection]> {
+        if img.width == 0 || img.height == 0 {
+            self.found.clear();
+            return Ok(&[]);
+        }
+        // Zero padding to the alignment on the right and bottom, as OpenCV's FaceDetectorYN.
+        let (pw, ph) = (img.width.div_ceil(ALIGN) * ALIGN, img.height.div_ceil(ALIGN) * ALIGN);
+        let plane = pw * ph;
+        grow(&mut self.input, 3 * plane);
+        for c in 0..3 {
+            let dst = &mut self.input[c * plane..(c + 1) * plane];
+            for (y, row) in dst.chunks_exact_mut(pw).enumerate() {
+                if y >= img.height {
+                    row.fill(0.0);
+                    continue;
+                }
+                let src = &img.data[y * img.stride..][..img.width * 3];
+                // BGR planes, as the network was trained (OpenCV images).
+                for (d, px) in row.iter_mut().zip(src.chunks_exact(3)) {
+                    *d = px[2 - c] as f32;
+                }
+                row[img.width..].fill(0.0);
+            }
+        }
+        match self.plan.as_ref().filter(|_| crate::ops::cpu_fast_paths_enabled()) {
+            Some(plan) => {
+                plan.forward(&self.input, ph, pw, &mut self.scratch);
+                self.found.resize_with(1, Vec::new);
+                self.found[0].clear();
+                decode(&self.scratch.head_slices(), 1, 0, threshold, &mut self.found[0]);
+            }
+            None => self.run_candle(1, ph, pw, threshold)?,
+        }
+        nms(&mut self.found[0], self.nms_threshold);
+        Ok(&self.found[0])
+    }
+
+    /// Faces of `img`, best first, with boxes, scores and landmarks. YuNet's boxes are taller
+    /// and narrower than the square boxes `min_size`/`max_size` were chosen for (MTCNN, Haar,
+    /// dlib's annotations): they bound the box's geometric mean side, with MTCNN's pyramid
+    /// slack of 20 % below `min_size`.
+    pub fn detect(&mut self, img: &RgbImage, params: &DetectParams, faces: &mut Vec<Face>) -> candle_core::Result<()> {
+        faces.clear();
+        let threshold = self.score_threshold;
+        let min = params.min_size as f32 * 0.8;
+        let max = params.max_size.map_or(f32::INFINITY, |m| m as f32 * 1.2);
+        for d in self.detections(img, threshold)? {
+            let side = ((d.b[2] - d.b[0]) * (d.b[3] - d.b[1])).max(0.0).sqrt();
+            if side >= min && side <= max && faces.len() < params.max_faces {
+                faces.push(d.to_face());
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-finds faces near `previous` boxes (tracking between full detections): each box's
+    /// surroundings, 1.5 times its side, resampled to 32x32 (64x64 for faces under 48 px); a
+    /// face comes back where its crop holds a detection overlapping the previous box.
+    pub fn track(&mut self, img: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
+        self.track_in(img, previous, faces)
+    }
+
+    /// [`Self::track`] on any picture that averages pixel blocks (a video frame in its own
+    /// format: the crops are sampled from it directly, with no RGB copy in between). On the
+    /// CPU each crop is sampled and run on its own thread.
+    pub fn track_in<S: BlockSampler>(&mut self, img: &S, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
+        faces.clear();
+        let (width, height) = img.size();
+        if previous.is_empty() || width == 0 || height == 0 {
+            return Ok(());
+        }
+        let n = previous.len();
+        let threshold = self.track_threshold;
+        let cpu = self.plan.is_some() && crate::ops::cpu_fast_paths_enabled();
+        if let Some(plan) = self.plan.as_ref().filter(|_| cpu) {
+            use rayon::prelude::*;
+            self.found.resize_with(n, Vec::new);
+            self.found[..n].par_iter_mut().zip(previous).for_each(|(found, prev)| {
+                found.clear();
+                let side = track_input(prev);
+                let (origin, scale) = track_window(prev, side);
+                let mut job = |(x, s): &mut (Vec<f32>, Scratch)| {
+                    grow(x, 3 * side * side);
+                    sample_crop(img, origin, scale, side, side * side, x);
+                    plan.forward(x, side, side, s);
+                    decode(&s.head_slices(), 1, 0, threshold, found);
+                };
+                CROP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut scratch) => job(&mut scratch),
+                    Err(_) => job(&mut Default::default()),
+                });
+            });
+        } else {
+            // `sample_crop` writes every value, padding included.
+            let side = TRACK_INPUT_BATCH;
+            let plane = side * side;
+            grow(&mut self.input, 3 * n * plane);
+            for (i, prev) in previous.iter().enumerate() {
+                let (origin, scale) = track_window(prev, side);
+                sample_crop(img, origin, scale, side, n * plane, &mut self.input[i * plane..]);
+            }
+            self.run_candle(n, side, side, threshold)?;
+        }
+        for (prev, found) in previous.iter().zip(&self.found) {
+            let (origin, scale) = track_window(prev, if cpu { track_input(prev) } else { TRACK_INPUT_BATCH });
+            let before = Detection {
+                b: [prev.x as f32, prev.y as f32, (prev.x + prev.width) as f32, (prev.y + prev.height) as f32],
+                ..Default::default()
+            };
+            let best = found
+                .iter()
+                .map(|d| d.mapped(origin, scale))
+                .filter(|d| d.iou(&before) >= 0.3)
+                .max_by(|a, b| a.score.total_cmp(&b.score));
+            if let Some(mut d) = best {
+                if cpu && track_input(prev) == TRACK_INPUT {
+                    d.narrow(1.0 / SMALL_CROP_WIDTH_BIAS);
+                }
+                faces.push(d.to_face());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The side of the crop `f` is re-found in (on the CPU).
+fn track_input(f: &Face) -> usize {
+    if f.width.max(f.height) >= SMALL_FACE {
+        TRACK_INPUT
+    } else {
+        TRACK_INPUT_SMALL_FACE
+    }
+}
+
+/// The crop a track is re-found in, `input` pixels square: top-left corner and picture pixels
+/// per crop pixel.
+fn track_window(f: &Face, input: usize) -> ([f32; 2], f32) {
+    let side = TRACK_CONTEXT * f.width.max(f.height).max(1) as f32;
+    let (cx, cy) = (f.x as f32 + f.width as f32 * 0.5, f.y as f32 + f.height as f32 * 0.5);
+    ([cx - side * 0.5, cy - side * 0.5], side / input as f32)
+}
+
+/// Area-averages the square `side`² crop at `origin` (`scale` picture pixels per crop pixel)
+/// into BGR planes `channel_stride` apart; outside the picture reads zero (the padding the
+/// network saw in training).
+fn sample_crop<S: BlockSampler>(img: &S, origin: [f32; 2], scale: f32, side: usize, channel_stride: usize, out: &mut [f32]) {
+    let (width, height) = img.size();
+    let bounds = |o: f32, i: usize, max: usize| {
+        let s = (o + i as f32 * scale).floor().max(0.0) as usize;
+        let e = ((o + (i + 1) as f32 * scale).floor().max(0.0) as usize).max(s + 1);
+        (s.min(max), e.min(max))
+    };
+    for oy in 0..side {
+        let (ys, ye) = bounds(origin[1], oy, height);
+        for ox in 0..side {
+            let (xs, xe) = bounds(origin[0], ox, width);
+            let rgb = if ye > ys && xe > xs { img.block_rgb(xs, xe, ys, ye) } else { [0.0; 3] };
+            for c in 0..3 {
+                out[c * channel_stride + oy * side + ox] = rgb[2 - c];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn astronaut() -> (Vec<u8>, usize, usize) {
+        let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/astronaut.png")).expect("fixture").into_rgb8();
+        let (w, h) = img.dimensions();
+        (img.into_raw(), w as usize, h as usize)
+    }
+
+    #[test]
+    fn finds_the_astronaut_with_landmarks_in_order() {
+        let (data, w, h) = astronaut();
+        let img = RgbImage { data: &data, width: w, height: h, stride: w * 3 };
+        let mut yunet = YuNet::embedded(&Device::Cpu).unwrap();
+        let mut faces = Vec::new();
+        yunet.detect(&img, &DetectParams::default(), &mut faces).unwrap();
+        assert_eq!(faces.len(), 1, "{faces:?}");
+        let f = faces[0];
+        assert!(f.score > 0.9, "{f:?}");
+        let p = f.landmarks.unwrap();
+        // Eyes above the nose above the mouth; left and right as seen in the image.
+        assert!(p[0][0] < p[1][0] && p[3][0] < p[4][0], "{p:?}");
+        assert!(p[0][1] < p[2][1] && p[2][1] < p[3][1], "{p:?}");
+        for q in p {
+            assert!(q[0] > f.x as f32 && q[0] < (f.x + f.width) as f32, "{q:?} outside {f:?}");
+        }
+        // Tracking re-finds it from a shifted box.
+        let moved = Face { x: f.x + f.width / 8, y: f.y - f.height / 10, ..f };
+        let mut tracked = Vec::new();
+        yunet.track(&img, &[moved], &mut tracked).unwrap();
+        assert_eq!(tracked.len(), 1);
+        let t = Detection { b: [tracked[0].x as f32, tracked[0].y as f32, (tracked[0].x + tracked[0].width) as f32, (tracked[0].y + tracked[0].height) as f32], ..Default::default() };
+        let d = Detection { b: [f.x as f32, f.y as f32, (f.x + f.width) as f32, (f.y + f.height) as f32], ..Default::default() };
+        assert!(t.iou(&d) > 0.7, "{tracked:?} vs {f:?}");
+    }
+
+    #[test]
+    fn tracks_a_small_face_in_the_larger_crop() {
+        let (data, w, h) = astronaut();
+        let photo = image::RgbImage::from_raw(w as u32, h as u32, data).unwrap();
+        let small = image::imageops::resize(&photo, w as u32 * 2 / 5, h as u32 * 2 / 5, image::imageops::FilterType::Triangle);
+        let (sw, sh) = (small.width() as usize, small.height() as usize);
+        let img = RgbImage { data: small.as_raw(), width: sw, height: sh, stride: sw * 3 };
+        let mut yunet = YuNet::embedded(&Device::Cpu).unwrap();
+        let mut faces = Vec::new();
+        yunet.detect(&img, &DetectParams { min_size: 12, ..Default::default() }, &mut faces).unwrap();
+        assert_eq!(faces.len(), 1, "{faces:?}");
+        assert!(faces[0].width < SMALL_FACE, "{faces:?}: the test wants a face under {SMALL_FACE} px");
+        let mut tracked = Vec::new();
+        yunet.track(&img, &faces, &mut tracked).unwrap();
+        assert_eq!(tracked.len(), 1);
+        let box_of = |f: &Face| Detection { b: [f.x as f32, f.y as f32, (f.x + f.width) as f32, (f.y + f.height) as f32], ..Default::default() };
+        assert!(box_of(&tracked[0]).iou(&box_of(&faces[0])) > 0.7, "{tracked:?} vs {faces:?}");
+    }
+
+    #[test]
+    fn gpu_code_paths_find_the_same_faces() {
+        let (data, w, h) = astronaut();
+        let img = RgbImage { data: &data, width: w, height: h, stride: w * 3 };
+        let mut yunet = YuNet::embedded(&Device::Cpu).unwrap();
+        let fast = yunet.detections(&img, 0.5).unwrap().to_vec();
+        let reference = crate::ops::with_gpu_paths(|| yunet.detections(&img, 0.5).map(|d| d.to_vec())).unwrap();
+        assert_eq!(fast.len(), reference.len());
+        for (a, b) in fast.iter().zip(&reference) {
+            assert!((a.score - b.score).abs() < 1e-4);
+            assert!(a.b.iter().zip(&b.b).all(|(x, y)| (x - y).abs() < 0.05), "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn blank_noise_and_tiny_images_have_no_faces() {
+        let mut yunet = YuNet::embedded(&Device::Cpu).unwrap();
+        let mut faces = vec![Face::new(0, 0, 1, 1, 1.0)];
+        for (w, h) in [(1, 1), (7, 3), (64, 48)] {
+            let data = vec![128u8; w * h * 3];
+            yunet.detect(&RgbImage { data: &data, width: w, height: h, stride: w * 3 }, &DetectParams::default(), &mut faces).unwrap();
+            assert!(faces.is_empty());
+        }
+        let mut state = 1u32;
+        let noise: Vec<u8> = (0..320 * 240 * 3)
+            .map(|_| {
+                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                (state >> 24) as u8
+            })
+            .collect();
+        yunet.detect(&RgbImage { data: &noise, width: 320, height: 240, stride: 960 }, &DetectParams::default(), &mut faces).unwrap();
+        assert!(faces.is_empty(), "{faces:?}");
+        yunet.track(&RgbImage { data: &noise, width: 320, height: 240, stride: 960 }, &[Face::new(-50, 300, 40, 40, 1.0)], &mut faces).unwrap();
+        assert!(faces.is_empty());
+    }
+}

@@ -1,0 +1,264 @@
+//! Frames as plain planes, whatever their source: the luma the detector reads (in place for
+//! GRAY8/I420/NV12, converted once for RGB variants), colour sampling for the detectors, and an
+//! owned copy for the background detector.
+
+use rayon::prelude::*;
+
+/// A borrowed 8-bit grayscale (or luma) image with a row stride.
+#[derive(Debug, Clone, Copy)]
+pub struct GrayImage<'a> {
+    pub data: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+}
+
+impl GrayImage<'_> {
+    #[inline]
+    pub fn at(&self, x: usize, y: usize) -> u8 {
+        self.data[y * self.stride + x]
+    }
+}
+
+/// An RGB image, 3 bytes per pixel, rows `stride` bytes apart.
+#[derive(Debug, Clone, Copy)]
+pub struct RgbImage<'a> {
+    pub data: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+}
+
+/// A picture [`crate::detect::YuNet::track_in`] samples: its size and the mean colour of a pixel block.
+pub trait BlockSampler: Sync {
+    fn size(&self) -> (usize, usize);
+    /// Mean R, G, B of `[xs, xe) x [ys, ye)`, a non-empty block inside the picture.
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3];
+}
+
+impl BlockSampler for RgbImage<'_> {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3] {
+        let mut acc = [0f32; 3];
+        for y in ys..ye {
+            for px in self.data[y * self.stride + xs * 3..y * self.stride + xe * 3].chunks_exact(3) {
+                acc[0] += px[0] as f32;
+                acc[1] += px[1] as f32;
+                acc[2] += px[2] as f32;
+            }
+        }
+        let n = ((ye - ys) * (xe - xs)) as f32;
+        acc.map(|a| a / n)
+    }
+}
+
+/// How pixels are laid out in the planes of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// One plane, `bytes_per_pixel` per pixel, R/G/B at these byte offsets.
+    Packed { r: usize, g: usize, b: usize, bytes_per_pixel: usize },
+    Gray,
+    /// Y plane, then U and V planes subsampled 2x2.
+    I420,
+    /// Y plane, then one interleaved UV plane subsampled 2x2.
+    Nv12,
+}
+
+/// The grayscale image of a frame's first plane: borrowed for luma/gray formats, converted into
+/// `scratch` (reused between frames) for packed RGB (BT.601 weights, as OpenCV's RGB2GRAY).
+pub fn luma<'a>(
+    plane0: &'a [u8],
+    stride: usize,
+    width: usize,
+    height: usize,
+    layout: PixelLayout,
+    scratch: &'a mut Vec<u8>,
+) -> GrayImage<'a> {
+    match layout {
+        PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => GrayImage {
+            data: plane0,
+            width,
+            height,
+            stride,
+        },
+        PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
+            scratch.resize(width * height, 0);
+            scratch
+                .par_chunks_mut(width.max(1))
+                .enumerate()
+                .for_each(|(y, row)| {
+                    let src = &plane0[y * stride..];
+                    for (x, out) in row.iter_mut().enumerate() {
+                        let p = &src[x * bytes_per_pixel..];
+                        let v = 19_595 * p[r] as u32 + 38_470 * p[g] as u32 + 7_471 * p[b] as u32;
+                        *out = ((v + 32_768) >> 16) as u8;
+                    }
+                });
+            GrayImage {
+                data: scratch,
+                width,
+                height,
+                stride: width,
+            }
+        }
+    }
+}
+
+/// Read-only view of a frame's planes, enough to sample colour from any supported layout.
+#[derive(Debug, Clone, Copy)]
+pub struct FramePlanes<'a> {
+    pub planes: [&'a [u8]; 3],
+    pub strides: [usize; 3],
+    pub width: usize,
+    pub height: usize,
+    pub layout: PixelLayout,
+    /// YUV with luma 16..=235.
+    pub video_range: bool,
+}
+
+/// A copy of a frame's planes that outlives the buffer (a full detection's input, handed to
+/// the worker thread); its vectors are reused from frame to frame.
+#[derive(Debug, Default)]
+pub struct OwnedFrame {
+    planes: [Vec<u8>; 3],
+    strides: [usize; 3],
+    width: usize,
+    height: usize,
+    layout: Option<PixelLayout>,
+    video_range: bool,
+}
+
+impl OwnedFrame {
+    pub fn copy_from(&mut self, f: &FramePlanes) {
+        for (dst, src) in self.planes.iter_mut().zip(f.planes) {
+            dst.clear();
+            dst.extend_from_slice(src);
+        }
+        self.strides = f.strides;
+        (self.width, self.height) = (f.width, f.height);
+        self.layout = Some(f.layout);
+        self.video_range = f.video_range;
+    }
+
+    pub fn view(&self) -> FramePlanes<'_> {
+        FramePlanes {
+            planes: [&self.planes[0], &self.planes[1], &self.planes[2]],
+            strides: self.strides,
+            width: self.width,
+            height: self.height,
+            layout: self.layout.unwrap_or(PixelLayout::Gray),
+            video_range: self.video_range,
+        }
+    }
+}
+
+/// YuNet's tracker samples its crops from the frame itself, in the frame's own format.
+impl BlockSampler for FramePlanes<'_> {
+    fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3] {
+        FramePlanes::block_rgb(self, xs, xe, ys, ye)
+    }
+}
+
+impl FramePlanes<'_> {
+    fn yuv_to_rgb(&self, luma: f32, u: f32, v: f32) -> [f32; 3] {
+        let (l, u, v) = if self.video_range {
+            ((luma - 16.0) * 255.0 / 219.0, (u - 128.0) * 255.0 / 224.0, (v - 128.0) * 255.0 / 224.0)
+        } else {
+            (luma, u - 128.0, v - 128.0)
+        };
+        [l + 1.402 * v, l - 0.344_136 * u - 0.714_136 * v, l + 1.772 * u]
+    }
+
+    /// Average colour of the source block `[xs, xe) x [ys, ye)`: averaged in the frame's own
+    /// space (RGB, or Y with the block's chroma) and converted once.
+    fn block_rgb(&self, xs: usize, xe: usize, ys: usize, ye: usize) -> [f32; 3] {
+        let n = ((ye - ys) * (xe - xs)) as f32;
+        match self.layout {
+            PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
+                let mut acc = [0f32; 3];
+                for y in ys..ye {
+                    let row = &self.planes[0][y * self.strides[0]..];
+                    for x in xs..xe {
+                        let p = &row[x * bytes_per_pixel..];
+                        acc[0] += p[r] as f32;
+                        acc[1] += p[g] as f32;
+                        acc[2] += p[b] as f32;
+                    }
+                }
+                acc.map(|a| a / n)
+            }
+            PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => {
+                let mut luma = 0f32;
+                for y in ys..ye {
+                    let row = &self.planes[0][y * self.strides[0]..];
+                    luma += row[xs..xe].iter().map(|&v| v as f32).sum::<f32>();
+                }
+                let luma = luma / n;
+                let (cx, cy) = ((xs + xe) / 4, (ys + ye) / 4);
+                match self.layout {
+                    PixelLayout::I420 => self.yuv_to_rgb(
+                        luma,
+                        self.planes[1][cy * self.strides[1] + cx] as f32,
+                        self.planes[2][cy * self.strides[2] + cx] as f32,
+                    ),
+                    PixelLayout::Nv12 => {
+                        let c = cy * self.strides[1] + cx * 2;
+                        self.yuv_to_rgb(luma, self.planes[1][c] as f32, self.planes[1][c + 1] as f32)
+                    }
+                    _ => [luma; 3],
+                }
+            }
+        }
+    }
+
+    /// A grey picture as a frame (for the readers of frames, when only luma is at hand).
+    pub fn gray<'a>(image: &GrayImage<'a>) -> FramePlanes<'a> {
+        FramePlanes {
+            planes: [image.data, &[], &[]],
+            strides: [image.stride, 0, 0],
+            width: image.width,
+            height: image.height,
+            layout: PixelLayout::Gray,
+            video_range: false,
+        }
+    }
+
+    /// The frame as packed RGB at `out_w` x `out_h` (area average when shrinking), into `out`
+    /// (reused between frames).
+    pub fn rgb_resized(&self, out_w: usize, out_h: usize, out: &mut Vec<u8>) {
+        self.rgb_resized_region(out_w, out_h, (0, 0, out_w, out_h), out);
+    }
+
+    /// As [`Self::rgb_resized`], but fills only the output pixels `[x0, x1) x [y0, y1)`; the
+    /// rest of `out` keeps whatever it held (for readers of a few regions, as tracking).
+    pub fn rgb_resized_region(&self, out_w: usize, out_h: usize, (x0, y0, x1, y1): (usize, usize, usize, usize), out: &mut Vec<u8>) {
+        out.resize(out_w * out_h * 3, 0);
+        if self.width == 0 || self.height == 0 || out_w == 0 {
+            return;
+        }
+        let (x1, y1) = (x1.min(out_w), y1.min(out_h));
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        out.par_chunks_mut(out_w * 3).enumerate().skip(y0).take(y1 - y0).for_each(|(oy, row)| {
+            let ys = oy * self.height / out_h;
+            let ye = (((oy + 1) * self.height).div_ceil(out_h)).clamp(ys + 1, self.height);
+            for ox in x0..x1 {
+                let xs = ox * self.width / out_w;
+                let xe = (((ox + 1) * self.width).div_ceil(out_w)).clamp(xs + 1, self.width);
+                let rgb = self.block_rgb(xs, xe, ys, ye);
+                for c in 0..3 {
+                    // Same as round() then clamp for every value, without a libm call per channel.
+                    row[ox * 3 + c] = (rgb[c] + 0.5).clamp(0.0, 255.0) as u8;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,87 @@
+//! The element's enum properties as GTypes. The core's enums stay free of GLib; each GType here
+//! maps one to one onto its core enum.
+
+use gst::glib;
+
+use moodmirror::background::DetectionMode as CoreDetectionMode;
+use moodmirror::detect::DetectorKind as CoreDetectorKind;
+use moodmirror::emotion::{DeviceKind as CoreDeviceKind, Precision as CorePrecision};
+
+/// Generates `From` both ways between a GType enum and its core enum, variant by variant.
+macro_rules! same_variants {
+    ($gtype:ident, $core:ident, [$($variant:ident),+]) => {
+        impl From<$gtype> for $core {
+            fn from(value: $gtype) -> Self {
+                match value {
+                    $($gtype::$variant => $core::$variant,)+
+                }
+            }
+        }
+
+        impl From<$core> for $gtype {
+            fn from(value: $core) -> Self {
+                match value {
+                    $($core::$variant => $gtype::$variant,)+
+                }
+            }
+        }
+    };
+}
+
+/// The `detector` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorDetector")]
+pub enum DetectorKind {
+    #[enum_value(name = "Viola-Jones Haar cascade (OpenCV's frontal-face model)", nick = "haar")]
+    Haar = 0,
+    #[enum_value(name = "MTCNN (CNN cascade with landmarks, facenet-pytorch weights)", nick = "mtcnn")]
+    Mtcnn = 1,
+    #[enum_value(name = "YuNet-n (one-pass CNN with landmarks, libfacedetection.train weights)", nick = "yunet")]
+    Yunet = 2,
+    #[enum_value(name = "Upstream: classify the face ROI metas already on the buffer (facedetect, another detector)", nick = "upstream")]
+    Upstream = 3,
+}
+same_variants!(DetectorKind, CoreDetectorKind, [Haar, Mtcnn, Yunet, Upstream]);
+
+/// The `device` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorDevice")]
+pub enum DeviceKind {
+    #[enum_value(name = "Auto: CUDA GPU when built with it and present, else CPU", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu = 1,
+    #[enum_value(name = "CUDA GPU 0 (needs a build with the `cuda` feature)", nick = "cuda")]
+    Cuda = 2,
+}
+same_variants!(DeviceKind, CoreDeviceKind, [Auto, Cpu, Cuda]);
+
+/// The `precision` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorPrecision")]
+pub enum Precision {
+    #[enum_value(name = "Auto: int8 on x86-64 CPUs with AVX2 (VNNI kernels where present), else f32", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "f32", nick = "f32")]
+    F32 = 1,
+    #[enum_value(name = "int8 convolutions", nick = "int8")]
+    Int8 = 2,
+}
+same_variants!(Precision, CorePrecision, [Auto, F32, Int8]);
+
+/// The `detection-mode` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstMoodMirrorDetectionMode")]
+pub enum DetectionMode {
+    #[enum_value(name = "Auto: background when live, else on the streaming thread", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "On the streaming thread: the frame waits for its detection", nick = "sync")]
+    Sync = 1,
+    #[enum_value(name = "On a worker thread: faces reach the tracker a few frames later", nick = "async")]
+    Async = 2,
+}
+same_variants!(DetectionMode, CoreDetectionMode, [Auto, Sync, Async]);
