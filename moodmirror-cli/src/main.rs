@@ -26,6 +26,8 @@ fn use_system_allocator() -> bool {
         _ => {
             // SAFETY: getenv does not allocate; the string is NUL-terminated.
             let value = unsafe { libc::getenv(c"MOODMIRROR_ALLOCATOR".as_ptr()) };
+            // SAFETY: a non-null getenv result is a NUL-terminated string that lives as long as the
+            // environment is not changed (nothing changes it before `main`'s first statements).
             let system = !value.is_null() && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"system";
             USE_SYSTEM.store(if system { 2 } else { 1 }, Ordering::Relaxed);
             system
@@ -37,29 +39,37 @@ fn use_system_allocator() -> bool {
 unsafe impl std::alloc::GlobalAlloc for SwitchableAllocator {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if use_system_allocator() {
+            // SAFETY: the caller's guarantees for this call, forwarded to the system allocator.
             unsafe { std::alloc::System.alloc(layout) }
         } else {
+            // SAFETY: the caller's guarantees for this call, forwarded to mimalloc.
             unsafe { mimalloc::MiMalloc.alloc(layout) }
         }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         if use_system_allocator() {
+            // SAFETY: the caller's guarantees for this call, forwarded to the system allocator.
             unsafe { std::alloc::System.dealloc(ptr, layout) }
         } else {
+            // SAFETY: the caller's guarantees for this call, forwarded to mimalloc.
             unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
         }
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         if use_system_allocator() {
+            // SAFETY: the caller's guarantees for this call, forwarded to the system allocator.
             unsafe { std::alloc::System.alloc_zeroed(layout) }
         } else {
+            // SAFETY: the caller's guarantees for this call, forwarded to mimalloc.
             unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
         }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if use_system_allocator() {
+            // SAFETY: the caller's guarantees for this call, forwarded to the system allocator.
             unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
         } else {
+            // SAFETY: the caller's guarantees for this call, forwarded to mimalloc.
             unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
         }
     }
@@ -152,7 +162,7 @@ fn convert_mtcnn(args: &ConvertMtcnnArgs) -> Result<()> {
         ("license".to_string(), "MIT (facenet-pytorch, Copyright (c) 2019 Timothy Esler)".to_string()),
         ("converted_by".to_string(), "moodmirror convert-mtcnn".to_string()),
     ]);
-    moodmirror_train::train::save_safetensors(&tensors, &meta, &args.out)?;
+    moodmirror_train::checkpoint::save_safetensors(&tensors, &meta, &args.out)?;
     println!("wrote {} ({} tensors)", args.out.display(), tensors.len());
     Ok(())
 }
@@ -185,7 +195,7 @@ fn convert_yunet(args: &ConvertYunetArgs) -> Result<()> {
         ("converted_by".to_string(), "moodmirror convert-yunet".to_string()),
     ]);
     let tmp = args.out.with_extension("safetensors.partial");
-    moodmirror_train::train::save_safetensors(&tensors, &meta, &tmp)?;
+    moodmirror_train::checkpoint::save_safetensors(&tensors, &meta, &tmp)?;
     let check = std::fs::read(&tmp)?;
     if let Err(e) = yunet::YuNet::load(&check, &candle_core::Device::Cpu) {
         let _ = std::fs::remove_file(&tmp);

@@ -568,7 +568,7 @@ fn weights_of_another_architecture_name_the_tensor_and_shapes() {
     let t = candle_core::Tensor::zeros((64, 1, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).expect("t");
     let tensors = std::collections::HashMap::from([("stage0.0.conv.weight".to_string(), t)]);
     let meta = std::collections::HashMap::from([("arch".to_string(), "vgg".to_string())]);
-    train::save_safetensors(&tensors, &meta, &path).expect("save");
+    moodmirror_train::checkpoint::save_safetensors(&tensors, &meta, &path).expect("save");
     let err = EmotionClassifier::from_file(&path, &candle_core::Device::Cpu).err().expect("must fail").to_string();
     assert!(err.contains("stage0.0.conv.weight") && err.contains("64") && err.contains("32"), "{err}");
 }

@@ -19,7 +19,8 @@ use moodmirror::emotion::View;
 use moodmirror::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
 use moodmirror::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, Preprocess, NUM_CLASSES};
 use crate::evaluate::{predict, Report};
-use crate::train::{class_weights, metadata, model_tensors, save_safetensors, WHOLE_FRAME};
+use crate::checkpoint::{metadata, model_tensors, save_safetensors};
+use crate::train::{class_weights, WHOLE_FRAME};
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -253,7 +254,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     let mut meta = metadata(arch, command_line, accuracy, 0, WHOLE_FRAME);
     meta.insert(InputContract::PREPROCESS_KEY.into(), preprocess.name().into());
     meta.insert("val_labels".into(), val_labels.name().into());
-    meta.insert("model_name".into(), crate::train::model_name_of(&args.out));
+    meta.insert("model_name".into(), crate::checkpoint::model_name_of(&args.out));
     meta.insert(
         "averaged_from".into(),
         args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),

@@ -87,7 +87,7 @@ impl TeacherTargets {
             Tensor::from_vec(flat, (data.len(), NUM_CLASSES), &Device::Cpu)?,
         )]);
         let meta = HashMap::from([("teacher_key".to_string(), key)]);
-        crate::train::save_safetensors(&tensors, &meta, cache)?;
+        crate::checkpoint::save_safetensors(&tensors, &meta, cache)?;
         Ok(targets)
     }
 

@@ -5,6 +5,7 @@
 
 pub mod average;
 pub mod bench;
+pub mod checkpoint;
 pub mod convert;
 pub mod crop_fit;
 pub mod dataset;

@@ -11,6 +11,9 @@ use std::thread::JoinHandle;
 use crate::detect::{DetectParams, Detector, DetectorKind, Face, GrayImage, RgbImage};
 use crate::image::OwnedFrame;
 
+/// A finished detection's faces and the (width, height) of the frame they were found in.
+pub type FoundFaces<'a> = (&'a [Face], (usize, usize));
+
 /// Where full detections run (the element's `detection-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -128,7 +131,7 @@ impl BackgroundDetector {
 
     /// The faces of the last finished job, if one finished since the last call, with the
     /// (width, height) of the frame they were found in.
-    pub fn poll(&mut self) -> Result<Option<(&[Face], (usize, usize))>, String> {
+    pub fn poll(&mut self) -> Result<Option<FoundFaces<'_>>, String> {
         match self.done.try_recv() {
             Ok(done) => {
                 let job = &done.job;

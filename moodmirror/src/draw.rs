@@ -409,7 +409,7 @@ mod tests {
     /// 16 faces at 720p, the labels drawn once before (as on every frame after the first).
     fn draw_sixteen_at_720p(painter: &mut Painter, data: &mut [u8]) -> std::time::Duration {
         let (w, h) = (1280usize, 720usize);
-        let faces: Vec<FaceResult> = (0..16).map(|i| result(40 + (i % 8) * 150, 120 + (i / 8) as i32 * 300, 110, 130)).collect();
+        let faces: Vec<FaceResult> = (0..16).map(|i| result(40 + (i % 8) * 150, 120 + (i / 8) * 300, 110, 130)).collect();
         let mut canvas = Canvas {
             planes: [data, &mut [], &mut []],
             strides: [w * 3, 0, 0],

@@ -18,7 +18,6 @@
  * Analyses a webcam and shows each face's emotion. `GST_DEBUG=moodmirror:6` logs, per frame,
  * the faces found and how long the frame took.
  */
-
 use gst::glib;
 use gst::prelude::*;
 

@@ -39,7 +39,7 @@ impl InputContract {
 
     /// Metadata key of the view scale: the network sees the central `view_scale` of the 48x48
     /// face frame, resampled to 48x48. Files without the key are viewed whole (1.0), as are the
-    /// models `moodmirror train` writes (see [`moodmirror_train::train::WHOLE_FRAME`] for why).
+    /// models `moodmirror train` writes (see `moodmirror_train::train::WHOLE_FRAME` for why).
     pub const VIEW_SCALE_KEY: &'static str = "view_scale";
 
     /// The view scale recorded in a model's metadata; an error for an unusable value.

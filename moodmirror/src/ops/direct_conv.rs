@@ -87,6 +87,10 @@ fn block_portable(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geometr
 /// AVX2 + FMA version of [`block_portable`] for rows of at least 8 pixels: 4-channel x
 /// 16-pixel blocks in eight registers (enough independent chains to keep both FMA units busy),
 /// 8-pixel blocks where fewer than 16 pixels remain.
+///
+/// # Safety
+///
+/// The CPU has AVX2 and FMA; the buffers are as [`block_portable`] reads and writes them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geometry, taps: &[usize], dst: &mut [f32]) {

@@ -54,6 +54,7 @@ macro_rules! dispatch {
 
 /// `out[co][p] = act(bias[co] + Σ_ci w[co][ci] · x[ci][p])` for `p < n`: a 1x1 convolution of
 /// a CHW image (`x`: `c_in` planes of `n` pixels), `w` row-major `(c_out, c_in)`.
+#[allow(clippy::too_many_arguments)] // a kernel's operands, each named at the call site
 pub fn pointwise(level: SimdLevel, x: &[f32], c_in: usize, n: usize, w: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
     let c_out = bias.len();
     assert!(x.len() >= c_in * n && w.len() == c_out * c_in && out.len() >= c_out * n, "pointwise: buffer sizes");
@@ -94,53 +95,65 @@ mod avx2 {
     /// 16-pixel tile of every input channel (4 KiB for 64 channels) stays in L1 while each
     /// block of 4 output channels runs over it in eight accumulators; a partial last tile goes
     /// through a zero-padded copy.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; `x` holds `c_in · n` values, `w` `c_out · c_in` and `out`
+    /// `c_out · n`, where `c_out = bias.len()` is a multiple of 4.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn pointwise(x: &[f32], c_in: usize, n: usize, w: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
-        // On the stack for up to 64 input channels (all of YuNet's layers), and only when there
-        // is a partial tile: no allocation, no 4 KiB of zeroing per call otherwise.
-        let mut stack;
-        let mut heap = Vec::new();
-        let tail: &mut [f32] = if n % 16 == 0 {
-            &mut []
-        } else if c_in <= 64 {
-            stack = [0f32; 64 * 16];
-            &mut stack[..c_in * 16]
-        } else {
-            heap.resize(c_in * 16, 0.0);
-            &mut heap
-        };
-        let mut p = 0;
-        while p < n {
-            let full = p + 16 <= n;
-            // The tile's rows: in place, or the padded copy (row stride 16).
-            let (src, stride) = if full {
-                (x.as_ptr().add(p), n)
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            // On the stack for up to 64 input channels (all of YuNet's layers), and only when there
+            // is a partial tile: no allocation, no 4 KiB of zeroing per call otherwise.
+            let mut stack;
+            let mut heap = Vec::new();
+            let tail: &mut [f32] = if n.is_multiple_of(16) {
+                &mut []
+            } else if c_in <= 64 {
+                stack = [0f32; 64 * 16];
+                &mut stack[..c_in * 16]
             } else {
-                for ci in 0..c_in {
-                    tail[ci * 16..ci * 16 + n - p].copy_from_slice(&x[ci * n + p..ci * n + n]);
-                }
-                (tail.as_ptr(), 16)
+                heap.resize(c_in * 16, 0.0);
+                &mut heap
             };
-            // Six output channels at a time (twelve accumulators), four for the rest (`c_out` is
-            // a multiple of 4: as many blocks of six as leave one).
-            let c_out = bias.len();
-            let sixes = (0..=c_out / 6).rev().find(|k| (c_out - 6 * k) % 4 == 0).unwrap_or(0);
-            let mut co = 0;
-            while co < 6 * sixes {
-                channels_tile::<6>(src, stride, c_in, w.as_ptr().add(co * c_in), &bias[co..co + 6], relu, out, n, p, co, full);
-                co += 6;
+            let mut p = 0;
+            while p < n {
+                let full = p + 16 <= n;
+                // The tile's rows: in place, or the padded copy (row stride 16).
+                let (src, stride) = if full {
+                    (x.as_ptr().add(p), n)
+                } else {
+                    for ci in 0..c_in {
+                        tail[ci * 16..ci * 16 + n - p].copy_from_slice(&x[ci * n + p..ci * n + n]);
+                    }
+                    (tail.as_ptr(), 16)
+                };
+                // Six output channels at a time (twelve accumulators), four for the rest (`c_out` is
+                // a multiple of 4: as many blocks of six as leave one).
+                let c_out = bias.len();
+                let sixes = (0..=c_out / 6).rev().find(|k| (c_out - 6 * k).is_multiple_of(4)).unwrap_or(0);
+                let mut co = 0;
+                while co < 6 * sixes {
+                    channels_tile::<6>(src, stride, c_in, w.as_ptr().add(co * c_in), &bias[co..co + 6], relu, out, n, p, co, full);
+                    co += 6;
+                }
+                while co < c_out {
+                    channels_tile::<4>(src, stride, c_in, w.as_ptr().add(co * c_in), &bias[co..co + 4], relu, out, n, p, co, full);
+                    co += 4;
+                }
+                p += 16;
             }
-            while co < c_out {
-                channels_tile::<4>(src, stride, c_in, w.as_ptr().add(co * c_in), &bias[co..co + 4], relu, out, n, p, co, full);
-                co += 4;
-            }
-            p += 16;
         }
     }
 
     /// `CO` output channels from `co` of one 16-pixel tile at `p` of [`pointwise`]: `2·CO`
     /// accumulators over the whole reduction, the tile's two input vectors loaded once per
     /// input channel and each weight broadcast once.
+    ///
+    /// # Safety
+    ///
+    /// As [`pointwise`]'s, with `co + CO` output channels at most.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn channels_tile<const CO: usize>(
@@ -156,31 +169,34 @@ mod avx2 {
         co: usize,
         full: bool,
     ) {
-        let zero = _mm256_setzero_ps();
-        let mut acc = [[zero; 2]; CO];
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a = [_mm256_set1_ps(bias[j]); 2];
-        }
-        for ci in 0..c_in {
-            let row = src.add(ci * stride);
-            let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            let mut acc = [[zero; 2]; CO];
             for (j, a) in acc.iter_mut().enumerate() {
-                let wv = _mm256_broadcast_ss(&*wb.add(j * c_in + ci));
-                a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
-                a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
+                *a = [_mm256_set1_ps(bias[j]); 2];
             }
-        }
-        for (j, a) in acc.iter().enumerate() {
-            let (v0, v1) = if relu { (_mm256_max_ps(a[0], zero), _mm256_max_ps(a[1], zero)) } else { (a[0], a[1]) };
-            let dst = &mut out[(co + j) * n + p..];
-            if full {
-                _mm256_storeu_ps(dst.as_mut_ptr(), v0);
-                _mm256_storeu_ps(dst.as_mut_ptr().add(8), v1);
-            } else {
-                let mut t = [0f32; 16];
-                _mm256_storeu_ps(t.as_mut_ptr(), v0);
-                _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
-                dst[..n - p].copy_from_slice(&t[..n - p]);
+            for ci in 0..c_in {
+                let row = src.add(ci * stride);
+                let (x0, x1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_broadcast_ss(&*wb.add(j * c_in + ci));
+                    a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
+                    a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                let (v0, v1) = if relu { (_mm256_max_ps(a[0], zero), _mm256_max_ps(a[1], zero)) } else { (a[0], a[1]) };
+                let dst = &mut out[(co + j) * n + p..];
+                if full {
+                    _mm256_storeu_ps(dst.as_mut_ptr(), v0);
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(8), v1);
+                } else {
+                    let mut t = [0f32; 16];
+                    _mm256_storeu_ps(t.as_mut_ptr(), v0);
+                    _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
+                    dst[..n - p].copy_from_slice(&t[..n - p]);
+                }
             }
         }
     }
@@ -190,68 +206,76 @@ mod avx2 {
     /// time, edges included; larger ones run their interior eight pixels at a time (the
     /// last chunk overlapping the one before rather than leaving a tail: outputs are computed
     /// from scratch, so writing one twice is harmless) and their two edge pixels in scalar.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; `src` and `dst` hold `h · w` values and `taps` nine.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)] // a kernel's operands, each named at the call site
     pub(super) unsafe fn depthwise_plane(src: &[f32], h: usize, w: usize, taps: &[f32], bias: f32, relu: bool, dst: &mut [f32], padded: &mut SmallPlane) {
-        let zero = _mm256_setzero_ps();
-        let t: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(taps[i]));
-        let finish = |acc: __m256| if relu { _mm256_max_ps(acc, zero) } else { acc };
-        if w <= SMALL_PLANE && h <= SMALL_PLANE {
-            // Small planes (track crops): copied with their zero border into a stack array, so
-            // every output, edges included, is a vector lane.
-            let ps = w + 10; // row stride: the border, and slack for the last chunk's reads
-            // The caller zeroed the array once per layer; only the interior is written here,
-            // so the border stays zero for every channel.
-            for y in 0..h {
-                padded[(y + 1) * ps + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
-            }
-            let mut lanes = [0f32; 8];
-            for oy in 0..h {
-                for x0 in (0..w).step_by(8) {
-                    let mut acc = _mm256_set1_ps(bias);
-                    for ky in 0..3 {
-                        let p = padded.as_ptr().add((oy + ky) * ps + x0);
-                        acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p), acc);
-                        acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p.add(1)), acc);
-                        acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(2)), acc);
-                    }
-                    let row = &mut dst[oy * w..(oy + 1) * w];
-                    if x0 + 8 <= w {
-                        _mm256_storeu_ps(row.as_mut_ptr().add(x0), finish(acc));
-                    } else {
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), finish(acc));
-                        row[x0..].copy_from_slice(&lanes[..w - x0]);
-                    }
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            let t: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(taps[i]));
+            let finish = |acc: __m256| if relu { _mm256_max_ps(acc, zero) } else { acc };
+            if w <= SMALL_PLANE && h <= SMALL_PLANE {
+                // Small planes (track crops): copied with their zero border into a stack array, so
+                // every output, edges included, is a vector lane.
+                let ps = w + 10; // row stride: the border, and slack for the last chunk's reads
+                // The caller zeroed the array once per layer; only the interior is written here,
+                // so the border stays zero for every channel.
+                for y in 0..h {
+                    padded[(y + 1) * ps + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
                 }
-            }
-            return;
-        }
-        for oy in 0..h {
-            let rows = super::rows_around(src, h, w, oy);
-            let out = &mut dst[oy * w..(oy + 1) * w];
-            let mut scalar_from = 1;
-            if w >= 10 {
-                let mut x = 1;
-                loop {
-                    x = x.min(w - 9);
-                    let mut acc = _mm256_set1_ps(bias);
-                    for (ky, row) in rows.iter().enumerate() {
-                        if let Some(r) = row {
-                            let p = r.as_ptr().add(x);
-                            acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p.sub(1)), acc);
-                            acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p), acc);
-                            acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(1)), acc);
+                let mut lanes = [0f32; 8];
+                for oy in 0..h {
+                    for x0 in (0..w).step_by(8) {
+                        let mut acc = _mm256_set1_ps(bias);
+                        for ky in 0..3 {
+                            let p = padded.as_ptr().add((oy + ky) * ps + x0);
+                            acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p), acc);
+                            acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p.add(1)), acc);
+                            acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(2)), acc);
+                        }
+                        let row = &mut dst[oy * w..(oy + 1) * w];
+                        if x0 + 8 <= w {
+                            _mm256_storeu_ps(row.as_mut_ptr().add(x0), finish(acc));
+                        } else {
+                            _mm256_storeu_ps(lanes.as_mut_ptr(), finish(acc));
+                            row[x0..].copy_from_slice(&lanes[..w - x0]);
                         }
                     }
-                    _mm256_storeu_ps(out.as_mut_ptr().add(x), finish(acc));
-                    if x == w - 9 {
-                        break;
-                    }
-                    x += 8;
                 }
-                scalar_from = w - 1;
+                return;
             }
-            for x in std::iter::once(0).chain(scalar_from.max(1)..w) {
-                out[x] = super::depthwise_pixel(&rows, taps, bias, relu, x, w);
+            for oy in 0..h {
+                let rows = super::rows_around(src, h, w, oy);
+                let out = &mut dst[oy * w..(oy + 1) * w];
+                let mut scalar_from = 1;
+                if w >= 10 {
+                    let mut x = 1;
+                    loop {
+                        x = x.min(w - 9);
+                        let mut acc = _mm256_set1_ps(bias);
+                        for (ky, row) in rows.iter().enumerate() {
+                            if let Some(r) = row {
+                                let p = r.as_ptr().add(x);
+                                acc = _mm256_fmadd_ps(t[ky * 3], _mm256_loadu_ps(p.sub(1)), acc);
+                                acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p), acc);
+                                acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(1)), acc);
+                            }
+                        }
+                        _mm256_storeu_ps(out.as_mut_ptr().add(x), finish(acc));
+                        if x == w - 9 {
+                            break;
+                        }
+                        x += 8;
+                    }
+                    scalar_from = w - 1;
+                }
+                for x in std::iter::once(0).chain(scalar_from.max(1)..w) {
+                    out[x] = super::depthwise_pixel(&rows, taps, bias, relu, x, w);
+                }
             }
         }
     }

@@ -200,6 +200,7 @@ fn pack_b(b: &MatrixView, kp0: usize, kpn: usize, c0: usize, n: usize, packed: &
 struct SharedOut(*mut f32);
 // SAFETY: tasks write disjoint column ranges (or their own buffers).
 unsafe impl Send for SharedOut {}
+// SAFETY: as for Send: no two tasks touch the same element.
 unsafe impl Sync for SharedOut {}
 
 /// `c[i·ldc + j] (+)= Σ_k a[i,k]·b[k,j]` for columns `c0..c0+n` and k pairs `kp0..kp0+kpn`
@@ -276,37 +277,40 @@ pub fn matmul_new(a: &MatrixView, b: &MatrixView) -> Result<Vec<f32>> {
 /// # Safety
 /// `out` must be valid for writes of `len` f32 values and not aliased.
 unsafe fn matmul_raw(a: &MatrixView, b: &MatrixView, out: *mut f32, len: usize) -> Result<()> {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || len != m * n {
-        candle_core::bail!("bf16 matmul: ({m}, {k}) · ({}, {n}) into {len} values", b.rows);
-    }
-    for (name, view) in [("a", a), ("b", b)] {
-        view.check().map_err(|e| candle_core::Error::Msg(format!("bf16 matmul: {name} is {e}")))?;
-    }
-    if !available() {
-        candle_core::bail!("bf16 matmul: this CPU lacks AVX-512 BF16");
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        std::ptr::write_bytes(out, 0, len);
-        return Ok(());
-    }
-    if n < NR / 2 && m > n {
-        // Few columns (the first layer's weight gradient): most of each NR-wide tile would be
-        // padding; Cᵀ = Bᵀ·Aᵀ has the wide side as its columns.
-        let transposed = matmul_new(&b.transposed(), &a.transposed())?;
-        for (j, column) in transposed.chunks_exact(m).enumerate() {
-            for (i, &v) in column.iter().enumerate() {
-                out.add(i * n + j).write(v);
-            }
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        if b.rows != k || len != m * n {
+            candle_core::bail!("bf16 matmul: ({m}, {k}) · ({}, {n}) into {len} values", b.rows);
         }
-        return Ok(());
+        for (name, view) in [("a", a), ("b", b)] {
+            view.check().map_err(|e| candle_core::Error::Msg(format!("bf16 matmul: {name} is {e}")))?;
+        }
+        if !available() {
+            candle_core::bail!("bf16 matmul: this CPU lacks AVX-512 BF16");
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            std::ptr::write_bytes(out, 0, len);
+            return Ok(());
+        }
+        if n < NR / 2 && m > n {
+            // Few columns (the first layer's weight gradient): most of each NR-wide tile would be
+            // padding; Cᵀ = Bᵀ·Aᵀ has the wide side as its columns.
+            let transposed = matmul_new(&b.transposed(), &a.transposed())?;
+            for (j, column) in transposed.chunks_exact(m).enumerate() {
+                for (i, &v) in column.iter().enumerate() {
+                    out.add(i * n + j).write(v);
+                }
+            }
+            return Ok(());
+        }
+        let k_pairs = k.div_ceil(2);
+        super::with_scratch(&PACKED_A, |buffer| multiply_packed(buffer, a, b, k_pairs, SharedOut(out)));
+        Ok(())
     }
-    let k_pairs = k.div_ceil(2);
-    super::with_scratch(&PACKED_A, |buffer| multiply_packed(buffer, a, b, k_pairs, SharedOut(out)));
-    Ok(())
 }
 
 /// The product of packed A and B into C at `out` (row-major `m x n`), every value written.
@@ -355,40 +359,52 @@ mod avx512 {
 
     /// One `MR x NR` tile of C over `kp` pairs; stores `rows x cols` of it (adding to C when
     /// `accumulate`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512 F, BW and BF16; `a` and `b` hold `kp` pairs of one packed MR-row and
+    /// NR-column panel, and `c` is valid for `rows` x `cols` (≤ MR x NR) values `ldc` apart.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // register tiles: indexed on purpose
     pub(super) unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
-        const L: usize = NR / 16;
-        let mut acc = [[_mm512_setzero_ps(); L]; MR];
-        for k in 0..kp {
-            let bk = b.add(k * NR) as *const __m512i;
-            let mut bv = [_mm512_setzero_si512(); L];
-            for l in 0..L {
-                bv[l] = _mm512_loadu_si512(bk.add(l));
-            }
-            let ak = a.add(k * MR);
-            for r in 0..MR {
-                let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ak.add(r) as i32));
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            const L: usize = NR / 16;
+            let mut acc = [[_mm512_setzero_ps(); L]; MR];
+            for k in 0..kp {
+                let bk = b.add(k * NR) as *const __m512i;
+                let mut bv = [_mm512_setzero_si512(); L];
                 for l in 0..L {
-                    acc[r][l] = _mm512_dpbf16_ps(acc[r][l], av, std::mem::transmute::<__m512i, __m512bh>(bv[l]));
+                    bv[l] = _mm512_loadu_si512(bk.add(l));
+                }
+                let ak = a.add(k * MR);
+                for r in 0..MR {
+                    let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ak.add(r) as i32));
+                    for l in 0..L {
+                        acc[r][l] = _mm512_dpbf16_ps(acc[r][l], av, std::mem::transmute::<__m512i, __m512bh>(bv[l]));
+                    }
                 }
             }
-        }
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            let row = c.add(r * ldc);
-            for l in 0..L {
-                let first = l * 16;
-                if first >= cols {
-                    break;
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let row = c.add(r * ldc);
+                for l in 0..L {
+                    let first = l * 16;
+                    if first >= cols {
+                        break;
+                    }
+                    let mask: __mmask16 = if cols - first >= 16 { 0xFFFF } else { (1u16 << (cols - first)) - 1 };
+                    let v = if accumulate { _mm512_add_ps(acc[l], _mm512_maskz_loadu_ps(mask, row.add(first))) } else { acc[l] };
+                    _mm512_mask_storeu_ps(row.add(first), mask, v);
                 }
-                let mask: __mmask16 = if cols - first >= 16 { 0xFFFF } else { (1u16 << (cols - first)) - 1 };
-                let v = if accumulate { _mm512_add_ps(acc[l], _mm512_maskz_loadu_ps(mask, row.add(first))) } else { acc[l] };
-                _mm512_mask_storeu_ps(row.add(first), mask, v);
             }
         }
     }
 
     /// Transposes the 16x16 matrix of u32 in `r` (row i → lane i of every output).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512 F.
     #[target_feature(enable = "avx512f")]
     unsafe fn transpose16(r: &mut [__m512i; 16]) {
         let mut t = [_mm512_setzero_si512(); 16];
@@ -421,57 +437,72 @@ mod avx512 {
     /// column-major B), pairs `kp0..kp0+kpn`: pair `kp` of line `i` goes to
     /// `dst[(kp - kp0)·stride + offset + i]`. 16 pairs of 16 lines are converted by 16
     /// `vcvtne2ps2bf16` and turned into rows of the packed layout by one register transpose.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512 F, BW and BF16; each line holds `len` values and `dst` every slot
+    /// `(kp - kp0)·stride + offset + i` written.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub(super) unsafe fn pack_lines_transposed(lines: &[&[f32]], len: usize, kp0: usize, kpn: usize, dst: &mut [u32], offset: usize, stride: usize) {
-        let lanes: __mmask16 = if lines.len() >= 16 { 0xFFFF } else { (1u16 << lines.len()) - 1 };
-        let mut kp = 0;
-        while kp < kpn {
-            let k = 2 * (kp0 + kp);
-            let avail = len.saturating_sub(k).min(32);
-            let mask = |from: usize| -> __mmask16 {
-                let n = avail.saturating_sub(from).min(16);
-                if n == 16 { 0xFFFF } else { (1u16 << n) - 1 }
-            };
-            let mut rows = [_mm512_setzero_si512(); 16];
-            for (row, line) in rows.iter_mut().zip(lines) {
-                let lo = _mm512_maskz_loadu_ps(mask(0), line.as_ptr().add(k));
-                let hi = _mm512_maskz_loadu_ps(mask(16), line.as_ptr().add(k + 16.min(avail)));
-                // bf16 of values k..k+32 in order: u32 i holds the pair (k+2i, k+2i+1).
-                *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let lanes: __mmask16 = if lines.len() >= 16 { 0xFFFF } else { (1u16 << lines.len()) - 1 };
+            let mut kp = 0;
+            while kp < kpn {
+                let k = 2 * (kp0 + kp);
+                let avail = len.saturating_sub(k).min(32);
+                let mask = |from: usize| -> __mmask16 {
+                    let n = avail.saturating_sub(from).min(16);
+                    if n == 16 { 0xFFFF } else { (1u16 << n) - 1 }
+                };
+                let mut rows = [_mm512_setzero_si512(); 16];
+                for (row, line) in rows.iter_mut().zip(lines) {
+                    let lo = _mm512_maskz_loadu_ps(mask(0), line.as_ptr().add(k));
+                    let hi = _mm512_maskz_loadu_ps(mask(16), line.as_ptr().add(k + 16.min(avail)));
+                    // bf16 of values k..k+32 in order: u32 i holds the pair (k+2i, k+2i+1).
+                    *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                }
+                transpose16(&mut rows);
+                let n = 16.min(kpn - kp);
+                for (i, row) in rows.iter().enumerate().take(n) {
+                    _mm512_mask_storeu_epi32(dst.as_mut_ptr().add((kp + i) * stride + offset) as *mut i32, lanes, *row);
+                }
+                kp += n;
             }
-            transpose16(&mut rows);
-            let n = 16.min(kpn - kp);
-            for (i, row) in rows.iter().enumerate().take(n) {
-                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add((kp + i) * stride + offset) as *mut i32, lanes, *row);
-            }
-            kp += n;
         }
     }
 
     /// Packs `cols` (≤ NR) columns from `c0` of a row-major B, pairs `kp0..kp0+kpn`: two rows
     /// converted by one `vcvtne2ps2bf16`, interleaved into (k, k+1) pairs by one permute.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512 F, BW and BF16; `panel` holds `kpn` rows of NR packed pairs.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub(super) unsafe fn pack_b_panel_row_major(b: &MatrixView, kp0: usize, kpn: usize, c0: usize, cols: usize, panel: &mut [u32]) {
-        let mut idx = [0u16; 32];
-        for i in 0..16 {
-            idx[2 * i] = i as u16;
-            idx[2 * i + 1] = (i + 16) as u16;
-        }
-        let interleave = _mm512_loadu_si512(idx.as_ptr() as *const __m512i);
-        let zero = _mm512_setzero_ps();
-        for kp in 0..kpn {
-            let k = 2 * (kp0 + kp);
-            let row0 = b.data.as_ptr().add(k * b.row_stride + c0);
-            let has_second = k + 1 < b.rows;
-            let row1 = b.data.as_ptr().add(if has_second { (k + 1) * b.row_stride + c0 } else { 0 });
-            for g in 0..cols.div_ceil(16) {
-                let first = g * 16;
-                let mask: __mmask16 = if cols - first >= 16 { 0xFFFF } else { (1u16 << (cols - first)) - 1 };
-                let lo = _mm512_maskz_loadu_ps(mask, row0.add(first));
-                let hi = if has_second { _mm512_maskz_loadu_ps(mask, row1.add(first)) } else { zero };
-                let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-                let pairs = _mm512_permutexvar_epi16(interleave, both);
-                _mm512_storeu_si512(panel.as_mut_ptr().add(kp * NR + first) as *mut __m512i, pairs);
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let mut idx = [0u16; 32];
+            for i in 0..16 {
+                idx[2 * i] = i as u16;
+                idx[2 * i + 1] = (i + 16) as u16;
+            }
+            let interleave = _mm512_loadu_si512(idx.as_ptr() as *const __m512i);
+            let zero = _mm512_setzero_ps();
+            for kp in 0..kpn {
+                let k = 2 * (kp0 + kp);
+                let row0 = b.data.as_ptr().add(k * b.row_stride + c0);
+                let has_second = k + 1 < b.rows;
+                let row1 = b.data.as_ptr().add(if has_second { (k + 1) * b.row_stride + c0 } else { 0 });
+                for g in 0..cols.div_ceil(16) {
+                    let first = g * 16;
+                    let mask: __mmask16 = if cols - first >= 16 { 0xFFFF } else { (1u16 << (cols - first)) - 1 };
+                    let lo = _mm512_maskz_loadu_ps(mask, row0.add(first));
+                    let hi = if has_second { _mm512_maskz_loadu_ps(mask, row1.add(first)) } else { zero };
+                    let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                    let pairs = _mm512_permutexvar_epi16(interleave, both);
+                    _mm512_storeu_si512(panel.as_mut_ptr().add(kp * NR + first) as *mut __m512i, pairs);
+                }
             }
         }
     }

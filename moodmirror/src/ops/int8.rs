@@ -360,31 +360,39 @@ pub fn conv3x3_one_channel(kernel: Int8Kernel, weight: &[f32], bias: &[f32], inp
 #[cfg(target_arch = "x86_64")]
 macro_rules! one_channel_conv {
     ($features:literal, $lanes:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $max:ident, $store:ident, $reduce:ident) => {
+        /// The first layer's 3x3 convolution of a one-channel image, every output channel.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has the features this copy is compiled for; `input` and `out` hold `h · w` values.
         #[target_feature(enable = $features)]
         pub(super) unsafe fn conv3x3_one_channel(weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> f32 {
-            let c = bias.len();
-            let zero = $zero();
-            let mut max = zero;
-            for co in (0..c).step_by($lanes) {
-                let b = $load(bias.as_ptr().add(co));
-                let mut k = [zero; 9];
-                for (tap, k) in k.iter_mut().enumerate() {
-                    *k = $load(weight.as_ptr().add(tap * c + co));
-                }
-                for y in 0..h {
-                    for x in 0..w {
-                        let mut v = b;
-                        for (tap, k) in k.iter().enumerate() {
-                            let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
-                            v = $fmadd($set1(a), *k, v);
+            // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+            unsafe {
+                let c = bias.len();
+                let zero = $zero();
+                let mut max = zero;
+                for co in (0..c).step_by($lanes) {
+                    let b = $load(bias.as_ptr().add(co));
+                    let mut k = [zero; 9];
+                    for (tap, k) in k.iter_mut().enumerate() {
+                        *k = $load(weight.as_ptr().add(tap * c + co));
+                    }
+                    for y in 0..h {
+                        for x in 0..w {
+                            let mut v = b;
+                            for (tap, k) in k.iter().enumerate() {
+                                let a = *input.get_unchecked((y + tap / 3) * (w + 2) + x + tap % 3);
+                                v = $fmadd($set1(a), *k, v);
+                            }
+                            let v = $max(v, zero);
+                            $store(out.as_mut_ptr().add((y * w + x) * c + co), v);
+                            max = $max(max, v);
                         }
-                        let v = $max(v, zero);
-                        $store(out.as_mut_ptr().add((y * w + x) * c + co), v);
-                        max = $max(max, v);
                     }
                 }
+                $reduce(max)
             }
-            $reduce(max)
         }
     };
 }
@@ -394,6 +402,12 @@ mod vnni {
     use super::{Int8Conv3x3, TILE_PIXELS};
     use std::arch::x86_64::*;
 
+    /// The AVX-512 VNNI int8 convolution.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512 F, BW and VNNI; `input` is the quantised, padded image `conv` reads
+    /// (with the slack its last tile may read past the end) and `out` holds its `c_out · h · w` outputs.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn forward(
         conv: &Int8Conv3x3,
@@ -403,29 +417,39 @@ mod vnni {
         in_scale: f32,
         out: &mut [f32],
     ) -> f32 {
-        let mut max = _mm512_setzero_ps();
-        for &(co0, lanes, offset) in &conv.blocks {
-            let weights = conv.packed.as_ptr().add(offset);
-            max = match lanes {
-                4 => block::<4>(conv, input, h, w, in_scale, co0, weights, out, max),
-                2 => block::<2>(conv, input, h, w, in_scale, co0, weights, out, max),
-                _ => block::<1>(conv, input, h, w, in_scale, co0, weights, out, max),
-            };
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let mut max = _mm512_setzero_ps();
+            for &(co0, lanes, offset) in &conv.blocks {
+                let weights = conv.packed.as_ptr().add(offset);
+                max = match lanes {
+                    4 => block::<4>(conv, input, h, w, in_scale, co0, weights, out, max),
+                    2 => block::<2>(conv, input, h, w, in_scale, co0, weights, out, max),
+                    _ => block::<1>(conv, input, h, w, in_scale, co0, weights, out, max),
+                };
+            }
+            _mm512_reduce_max_ps(max)
         }
-        _mm512_reduce_max_ps(max)
     }
 
     /// `d[i] = round(max of the four rows at i · inv)`, saturated to 255; as the portable code.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512 F and BW; each row holds at least `d.len()` values.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn max4_quantize(rows: [&[f32]; 4], inv: f32, d: &mut [u8]) {
-        let (inv, half) = (_mm512_set1_ps(inv), _mm512_set1_ps(0.5));
-        let limit = _mm512_set1_ps(255.0);
-        for i in (0..d.len()).step_by(16) {
-            let load = |r: &[f32]| _mm512_loadu_ps(r.as_ptr().add(i));
-            let v = _mm512_max_ps(_mm512_max_ps(load(rows[0]), load(rows[1])), _mm512_max_ps(load(rows[2]), load(rows[3])));
-            let v = _mm512_min_ps(_mm512_add_ps(_mm512_mul_ps(v, inv), half), limit);
-            let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
-            _mm_storeu_si128(d.as_mut_ptr().add(i) as *mut __m128i, bytes);
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let (inv, half) = (_mm512_set1_ps(inv), _mm512_set1_ps(0.5));
+            let limit = _mm512_set1_ps(255.0);
+            for i in (0..d.len()).step_by(16) {
+                let load = |r: &[f32]| _mm512_loadu_ps(r.as_ptr().add(i));
+                let v = _mm512_max_ps(_mm512_max_ps(load(rows[0]), load(rows[1])), _mm512_max_ps(load(rows[2]), load(rows[3])));
+                let v = _mm512_min_ps(_mm512_add_ps(_mm512_mul_ps(v, inv), half), limit);
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+                _mm_storeu_si128(d.as_mut_ptr().add(i) as *mut __m128i, bytes);
+            }
         }
     }
 
@@ -433,6 +457,10 @@ mod vnni {
 
     /// One block of `16·L` output channels over the whole image, `TILE_PIXELS` pixels at a time:
     /// `TILE_PIXELS·L` i32 accumulators stay in registers for the whole 3x3xC_in reduction.
+    ///
+    /// # Safety
+    ///
+    /// As [`forward`]'s, for this block of channels.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // register tiles: indexed on purpose
     unsafe fn block<const L: usize>(
@@ -446,52 +474,55 @@ mod vnni {
         out: &mut [f32],
         mut max: __m512,
     ) -> __m512 {
-        let (c_in, c_out) = (conv.c_in, conv.c_out);
-        let row = (w + 2) * c_in;
-        let groups = c_in / 4;
-        let mut scale = [_mm512_setzero_ps(); L];
-        let mut bias = [_mm512_setzero_ps(); L];
-        for l in 0..L {
-            let ch = co0 + l * 16;
-            scale[l] = _mm512_mul_ps(_mm512_set1_ps(in_scale), _mm512_loadu_ps(conv.weight_scale.as_ptr().add(ch)));
-            bias[l] = _mm512_loadu_ps(conv.bias.as_ptr().add(ch));
-        }
-        let zero = _mm512_setzero_ps();
-        for y in 0..h {
-            let mut x0 = 0;
-            while x0 < w {
-                let mut acc = [[_mm512_setzero_si512(); L]; TILE_PIXELS];
-                let mut wp = weights as *const __m512i;
-                for tap in 0..9 {
-                    let base = input.as_ptr().add((y + tap / 3) * row + (x0 + tap % 3) * c_in);
-                    for g in 0..groups {
-                        let mut wv = [_mm512_setzero_si512(); L];
-                        for l in 0..L {
-                            wv[l] = _mm512_loadu_si512(wp.add(l));
-                        }
-                        wp = wp.add(L);
-                        let a = base.add(g * 4);
-                        for p in 0..TILE_PIXELS {
-                            let pixels = _mm512_set1_epi32((a.add(p * c_in) as *const i32).read_unaligned());
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let (c_in, c_out) = (conv.c_in, conv.c_out);
+            let row = (w + 2) * c_in;
+            let groups = c_in / 4;
+            let mut scale = [_mm512_setzero_ps(); L];
+            let mut bias = [_mm512_setzero_ps(); L];
+            for l in 0..L {
+                let ch = co0 + l * 16;
+                scale[l] = _mm512_mul_ps(_mm512_set1_ps(in_scale), _mm512_loadu_ps(conv.weight_scale.as_ptr().add(ch)));
+                bias[l] = _mm512_loadu_ps(conv.bias.as_ptr().add(ch));
+            }
+            let zero = _mm512_setzero_ps();
+            for y in 0..h {
+                let mut x0 = 0;
+                while x0 < w {
+                    let mut acc = [[_mm512_setzero_si512(); L]; TILE_PIXELS];
+                    let mut wp = weights as *const __m512i;
+                    for tap in 0..9 {
+                        let base = input.as_ptr().add((y + tap / 3) * row + (x0 + tap % 3) * c_in);
+                        for g in 0..groups {
+                            let mut wv = [_mm512_setzero_si512(); L];
                             for l in 0..L {
-                                acc[p][l] = _mm512_dpbusd_epi32(acc[p][l], pixels, wv[l]);
+                                wv[l] = _mm512_loadu_si512(wp.add(l));
+                            }
+                            wp = wp.add(L);
+                            let a = base.add(g * 4);
+                            for p in 0..TILE_PIXELS {
+                                let pixels = _mm512_set1_epi32((a.add(p * c_in) as *const i32).read_unaligned());
+                                for l in 0..L {
+                                    acc[p][l] = _mm512_dpbusd_epi32(acc[p][l], pixels, wv[l]);
+                                }
                             }
                         }
                     }
-                }
-                for (p, acc) in acc.iter().enumerate().take(w - x0) {
-                    let dst = out.as_mut_ptr().add((y * w + x0 + p) * c_out + co0);
-                    for l in 0..L {
-                        let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[l]), scale[l], bias[l]);
-                        let v = _mm512_max_ps(v, zero);
-                        _mm512_storeu_ps(dst.add(l * 16), v);
-                        max = _mm512_max_ps(max, v);
+                    for (p, acc) in acc.iter().enumerate().take(w - x0) {
+                        let dst = out.as_mut_ptr().add((y * w + x0 + p) * c_out + co0);
+                        for l in 0..L {
+                            let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[l]), scale[l], bias[l]);
+                            let v = _mm512_max_ps(v, zero);
+                            _mm512_storeu_ps(dst.add(l * 16), v);
+                            max = _mm512_max_ps(max, v);
+                        }
                     }
+                    x0 += TILE_PIXELS;
                 }
-                x0 += TILE_PIXELS;
             }
+            max
         }
-        max
     }
 }
 
@@ -504,114 +535,159 @@ mod avx2 {
     /// vectors, the broadcast pixels and the AVX2 path's temporaries: 13 of 16 registers.
     const PIXELS: usize = 4;
 
+    /// The AVX-VNNI int8 convolution (256-bit `vpdpbusd`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2, FMA and AVX-VNNI; buffers as the AVX-512 kernel's `forward` needs them.
     #[target_feature(enable = "avx2,fma,avxvnni")]
     pub(super) unsafe fn forward_vnni(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
-        forward::<true>(conv, input, h, w, in_scale, out)
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            forward::<true>(conv, input, h, w, in_scale, out)
+        }
     }
 
+    /// The AVX2 int8 convolution (`vpmaddubsw` + `vpmaddwd`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; buffers as the AVX-512 kernel's `forward` needs them.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward_madd(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
-        forward::<false>(conv, input, h, w, in_scale, out)
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            forward::<false>(conv, input, h, w, in_scale, out)
+        }
     }
 
     /// `acc + Σ of four u8·s8 products` per i32 lane: `vpdpbusd` with AVX-VNNI, else
     /// `vpmaddubsw` + `vpmaddwd` (exact while |w| ≤ 64).
+    ///
+    /// # Safety
+    ///
+    /// Only from code compiled for AVX2 (and AVX-VNNI when `VNNI`).
     #[inline(always)]
     unsafe fn dot4<const VNNI: bool>(acc: __m256i, pixels: __m256i, weights: __m256i, ones: __m256i) -> __m256i {
-        if VNNI {
-            _mm256_dpbusd_avx_epi32(acc, pixels, weights)
-        } else {
-            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(pixels, weights), ones))
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            if VNNI {
+                _mm256_dpbusd_avx_epi32(acc, pixels, weights)
+            } else {
+                _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(pixels, weights), ones))
+            }
         }
     }
 
     /// Every 16-channel block over the whole image, `PIXELS` pixels at a time (the VNNI
     /// kernel's scheme on 8-lane registers).
+    ///
+    /// # Safety
+    ///
+    /// As [`forward_vnni`] (`VNNI`) or [`forward_madd`].
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // register tiles: indexed on purpose
     unsafe fn forward<const VNNI: bool>(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
-        let (c_in, c_out) = (conv.c_in, conv.c_out);
-        let row = (w + 2) * c_in;
-        let groups = c_in / 4;
-        let ones = _mm256_set1_epi16(1);
-        let zero = _mm256_setzero_ps();
-        let mut max = zero;
-        for &(co0, _, offset) in &conv.blocks {
-            let weights = conv.packed.as_ptr().add(offset) as *const __m256i;
-            let mut scale = [zero; 2];
-            let mut bias = [zero; 2];
-            for l in 0..2 {
-                let ch = co0 + l * 8;
-                scale[l] = _mm256_mul_ps(_mm256_set1_ps(in_scale), _mm256_loadu_ps(conv.weight_scale.as_ptr().add(ch)));
-                bias[l] = _mm256_loadu_ps(conv.bias.as_ptr().add(ch));
-            }
-            // Tiles of PIXELS consecutive pixels in raster order, across row ends: no tile is
-            // partial but the image's last (on the 6x6 maps of the last stage, tiles within a
-            // row wasted a quarter of the work).
-            let pixels_total = h * w;
-            let mut q0 = 0;
-            while q0 < pixels_total {
-                // Each tile pixel's offset in the padded input (past the end: the last pixel,
-                // read and discarded).
-                let offsets: [usize; PIXELS] = std::array::from_fn(|p| {
-                    let q = (q0 + p).min(pixels_total - 1);
-                    (q / w) * row + (q % w) * c_in
-                });
-                let mut acc = [[_mm256_setzero_si256(); 2]; PIXELS];
-                let mut wp = weights;
-                for tap in 0..9 {
-                    let tap_offset = (tap / 3) * row + (tap % 3) * c_in;
-                    let bases: [*const u8; PIXELS] = std::array::from_fn(|p| input.as_ptr().add(offsets[p] + tap_offset));
-                    for g in 0..groups {
-                        let w0 = _mm256_loadu_si256(wp);
-                        let w1 = _mm256_loadu_si256(wp.add(1));
-                        wp = wp.add(2);
-                        for p in 0..PIXELS {
-                            let pixels = _mm256_set1_epi32((bases[p].add(g * 4) as *const i32).read_unaligned());
-                            acc[p][0] = dot4::<VNNI>(acc[p][0], pixels, w0, ones);
-                            acc[p][1] = dot4::<VNNI>(acc[p][1], pixels, w1, ones);
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let (c_in, c_out) = (conv.c_in, conv.c_out);
+            let row = (w + 2) * c_in;
+            let groups = c_in / 4;
+            let ones = _mm256_set1_epi16(1);
+            let zero = _mm256_setzero_ps();
+            let mut max = zero;
+            for &(co0, _, offset) in &conv.blocks {
+                let weights = conv.packed.as_ptr().add(offset) as *const __m256i;
+                let mut scale = [zero; 2];
+                let mut bias = [zero; 2];
+                for l in 0..2 {
+                    let ch = co0 + l * 8;
+                    scale[l] = _mm256_mul_ps(_mm256_set1_ps(in_scale), _mm256_loadu_ps(conv.weight_scale.as_ptr().add(ch)));
+                    bias[l] = _mm256_loadu_ps(conv.bias.as_ptr().add(ch));
+                }
+                // Tiles of PIXELS consecutive pixels in raster order, across row ends: no tile is
+                // partial but the image's last (on the 6x6 maps of the last stage, tiles within a
+                // row wasted a quarter of the work).
+                let pixels_total = h * w;
+                let mut q0 = 0;
+                while q0 < pixels_total {
+                    // Each tile pixel's offset in the padded input (past the end: the last pixel,
+                    // read and discarded).
+                    let offsets: [usize; PIXELS] = std::array::from_fn(|p| {
+                        let q = (q0 + p).min(pixels_total - 1);
+                        (q / w) * row + (q % w) * c_in
+                    });
+                    let mut acc = [[_mm256_setzero_si256(); 2]; PIXELS];
+                    let mut wp = weights;
+                    for tap in 0..9 {
+                        let tap_offset = (tap / 3) * row + (tap % 3) * c_in;
+                        let bases: [*const u8; PIXELS] = std::array::from_fn(|p| input.as_ptr().add(offsets[p] + tap_offset));
+                        for g in 0..groups {
+                            let w0 = _mm256_loadu_si256(wp);
+                            let w1 = _mm256_loadu_si256(wp.add(1));
+                            wp = wp.add(2);
+                            for p in 0..PIXELS {
+                                let pixels = _mm256_set1_epi32((bases[p].add(g * 4) as *const i32).read_unaligned());
+                                acc[p][0] = dot4::<VNNI>(acc[p][0], pixels, w0, ones);
+                                acc[p][1] = dot4::<VNNI>(acc[p][1], pixels, w1, ones);
+                            }
                         }
                     }
-                }
-                for (p, acc) in acc.iter().enumerate().take(pixels_total - q0) {
-                    let dst = out.as_mut_ptr().add((q0 + p) * c_out + co0);
-                    for l in 0..2 {
-                        let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[l]), scale[l], bias[l]);
-                        let v = _mm256_max_ps(v, zero);
-                        _mm256_storeu_ps(dst.add(l * 8), v);
-                        max = _mm256_max_ps(max, v);
+                    for (p, acc) in acc.iter().enumerate().take(pixels_total - q0) {
+                        let dst = out.as_mut_ptr().add((q0 + p) * c_out + co0);
+                        for l in 0..2 {
+                            let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[l]), scale[l], bias[l]);
+                            let v = _mm256_max_ps(v, zero);
+                            _mm256_storeu_ps(dst.add(l * 8), v);
+                            max = _mm256_max_ps(max, v);
+                        }
                     }
+                    q0 += PIXELS;
                 }
-                q0 += PIXELS;
             }
+            horizontal_max(max)
         }
-        horizontal_max(max)
     }
 
+    /// The largest of the eight lanes.
+    ///
+    /// # Safety
+    ///
+    /// Only from code compiled for AVX.
     #[inline(always)]
     unsafe fn horizontal_max(v: __m256) -> f32 {
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-        lanes.iter().fold(0f32, |m, x| m.max(*x))
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            lanes.iter().fold(0f32, |m, x| m.max(*x))
+        }
     }
 
     /// `d[i] = round(max of the four rows at i · inv)`, saturated to 255; as the portable code.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; each row holds at least `d.len()` values.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn max4_quantize(rows: [&[f32]; 4], inv: f32, d: &mut [u8]) {
-        let (inv, half) = (_mm256_set1_ps(inv), _mm256_set1_ps(0.5));
-        let limit = _mm256_set1_ps(255.0);
-        for i in (0..d.len()).step_by(8) {
-            let load = |r: &[f32]| _mm256_loadu_ps(r.as_ptr().add(i));
-            let v = _mm256_max_ps(_mm256_max_ps(load(rows[0]), load(rows[1])), _mm256_max_ps(load(rows[2]), load(rows[3])));
-            let v = _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(v, inv), half), limit);
-            // 0..=255 in i32 lanes → bytes: pack within each 128-bit half, then take the low
-            // four bytes of each half.
-            let words = _mm256_packus_epi32(_mm256_cvttps_epi32(v), _mm256_setzero_si256());
-            let bytes = _mm256_packus_epi16(words, _mm256_setzero_si256());
-            let lo = _mm256_extract_epi32::<0>(bytes) as u32;
-            let hi = _mm256_extract_epi32::<4>(bytes) as u32;
-            d[i..i + 4].copy_from_slice(&lo.to_le_bytes());
-            d[i + 4..i + 8].copy_from_slice(&hi.to_le_bytes());
+        // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+        unsafe {
+            let (inv, half) = (_mm256_set1_ps(inv), _mm256_set1_ps(0.5));
+            let limit = _mm256_set1_ps(255.0);
+            for i in (0..d.len()).step_by(8) {
+                let load = |r: &[f32]| _mm256_loadu_ps(r.as_ptr().add(i));
+                let v = _mm256_max_ps(_mm256_max_ps(load(rows[0]), load(rows[1])), _mm256_max_ps(load(rows[2]), load(rows[3])));
+                let v = _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(v, inv), half), limit);
+                // 0..=255 in i32 lanes → bytes: pack within each 128-bit half, then take the low
+                // four bytes of each half.
+                let words = _mm256_packus_epi32(_mm256_cvttps_epi32(v), _mm256_setzero_si256());
+                let bytes = _mm256_packus_epi16(words, _mm256_setzero_si256());
+                let lo = _mm256_extract_epi32::<0>(bytes) as u32;
+                let hi = _mm256_extract_epi32::<4>(bytes) as u32;
+                d[i..i + 4].copy_from_slice(&lo.to_le_bytes());
+                d[i + 4..i + 8].copy_from_slice(&hi.to_le_bytes());
+            }
         }
     }
 

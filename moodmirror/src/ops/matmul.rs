@@ -58,7 +58,7 @@ impl CustomOp2 for MatMul {
     }
 }
 
-/// `a · b` for 2-D tensors: [`MatMul`] on the CPU's fast paths, candle's elsewhere (GPUs, other
+/// `a · b` for 2-D tensors: `MatMul` on the CPU's fast paths, candle's elsewhere (GPUs, other
 /// dtypes).
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if super::fast_path(a) && a.dtype() == candle_core::DType::F32 && b.dtype() == candle_core::DType::F32 && a.rank() == 2 && b.rank() == 2 {
