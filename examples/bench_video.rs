@@ -74,10 +74,7 @@ fn render(n: u64, patches: &[Patch], frame: &mut [u8]) {
                 cell_h * ((i / columns) as f32 + 0.5) + 0.1 * cell_h * (t * 0.6 + phase).cos(),
             )
         } else {
-            (
-                W as f32 * (0.2 + 0.3 * i as f32) + 120.0 * (t * 0.7 + phase).sin(),
-                H as f32 * 0.5 + 150.0 * (t * 0.5 + phase).cos(),
-            )
+            (W as f32 * (0.2 + 0.3 * i as f32) + 120.0 * (t * 0.7 + phase).sin(), H as f32 * 0.5 + 150.0 * (t * 0.5 + phase).cos())
         };
         let x0 = (cx - patch.side as f32 / 2.0) as isize;
         let y0 = (cy - patch.side as f32 / 2.0) as isize;
@@ -114,13 +111,9 @@ fn wait_for_eos(pipeline: &gst::Pipeline) -> Result<(), Box<dyn std::error::Erro
 
 /// Pushes `frames` rendered frames into `pipeline`'s `appsrc name=src` and waits for EOS.
 fn run(pipeline: &gst::Pipeline, frames: u64, faces: usize, mut on_frame: impl FnMut(u64)) -> Result<(), Box<dyn std::error::Error>> {
-    let src = pipeline
-        .by_name("src")
-        .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
-        .ok_or("no appsrc")?;
-    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, W as u32, H as u32)
-        .fps(gst::Fraction::new(FPS as i32, 1))
-        .build()?;
+    let src = pipeline.by_name("src").and_then(|s| s.downcast::<gst_app::AppSrc>().ok()).ok_or("no appsrc")?;
+    let info =
+        gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, W as u32, H as u32).fps(gst::Fraction::new(FPS as i32, 1)).build()?;
     src.set_caps(Some(&info.to_caps()?));
     src.set_format(gst::Format::Time);
     src.set_property("block", true);
@@ -147,11 +140,7 @@ fn run(pipeline: &gst::Pipeline, frames: u64, faces: usize, mut on_frame: impl F
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok())))
         .unwrap_or(0)
 }
 
@@ -353,12 +342,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("peak {}", peak.trim());
             if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
-                println!(
-                    "growth from {} to {} frames: {:+.1} MiB",
-                    first.0,
-                    last.0,
-                    (last.1 as f64 - first.1 as f64) / 1024.0
-                );
+                println!("growth from {} to {} frames: {:+.1} MiB", first.0, last.0, (last.1 as f64 - first.1 as f64) / 1024.0);
             }
         }
         Some("frames") => {

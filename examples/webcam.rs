@@ -9,11 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     gst::init()?;
     gstmoodmirror::plugin_register_static()?;
     let device = std::env::args().nth(1).unwrap_or_else(|| "/dev/video0".into());
-    let pipeline = gst::parse::launch(&format!(
-        "v4l2src device={device} ! videoconvert ! moodmirror name=mm ! videoconvert ! autovideosink"
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline")?;
+    let pipeline =
+        gst::parse::launch(&format!("v4l2src device={device} ! videoconvert ! moodmirror name=mm ! videoconvert ! autovideosink"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| "not a pipeline")?;
     let mm = pipeline.by_name("mm").ok_or("no moodmirror")?;
     // Read each frame's metadata where moodmirror hands it on.
     let last = std::sync::Mutex::new(Vec::<String>::new());
@@ -27,8 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let names: Vec<String> = labels.iter().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect();
             let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
             if names != *last {
-                println!("{:>8.2}s  {}", buffer.pts().map(|t| t.seconds_f64()).unwrap_or(0.0),
-                    if labels.is_empty() { "no face".to_string() } else { labels.join(", ") });
+                println!(
+                    "{:>8.2}s  {}",
+                    buffer.pts().map(|t| t.seconds_f64()).unwrap_or(0.0),
+                    if labels.is_empty() { "no face".to_string() } else { labels.join(", ") }
+                );
                 *last = names;
             }
         }

@@ -22,8 +22,8 @@
 
 use serde_json::{json, Map, Value};
 
-use moodmirror::emotion::CLASS_NAMES;
 use crate::meta::FaceMeta;
+use moodmirror::emotion::CLASS_NAMES;
 
 /// Keys every frame object has, and every object in `objects` (checked by the tests).
 pub const FRAME_KEYS: [&str; 3] = ["timestamp", "resolution", "objects"];

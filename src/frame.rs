@@ -43,12 +43,7 @@ pub fn layout_of(info: &gst_video::VideoInfo) -> Option<PixelLayout> {
 /// The luma range of a frame: (black, white).
 pub fn luma_range(info: &gst_video::VideoInfo, layout: PixelLayout) -> (u8, u8) {
     match layout {
-        PixelLayout::I420 | PixelLayout::Nv12
-            if info.colorimetry().range() != gst_video::VideoColorRange::Range0_255 =>
-        {
-            (16, 235)
-        }
+        PixelLayout::I420 | PixelLayout::Nv12 if info.colorimetry().range() != gst_video::VideoColorRange::Range0_255 => (16, 235),
         _ => (0, 255),
     }
 }
-

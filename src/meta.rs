@@ -7,8 +7,8 @@
 //! `height`, `score`, `emotion`, `confidence`, `probabilities` as an array in class order, and one
 //! double per class), easy to read from Python and C.
 
-use moodmirror::face::FaceResult;
 use moodmirror::emotion::{CLASS_NAMES, NUM_CLASSES};
+use moodmirror::face::FaceResult;
 
 pub const CUSTOM_META_NAME: &str = "MoodMirrorMeta";
 
@@ -74,10 +74,7 @@ fn with_class_fields(mut b: gst::structure::Builder, probabilities: &[f32; NUM_C
 }
 
 fn emotion_fields(builder: gst::structure::Builder, r: &FaceResult) -> gst::structure::Builder {
-    let b = builder
-        .field("label", r.label())
-        .field("confidence", r.confidence as f64)
-        .field("class-id", r.emotion as i32);
+    let b = builder.field("label", r.label()).field("confidence", r.confidence as f64).field("class-id", r.emotion as i32);
     with_class_fields(b, &r.probabilities)
 }
 
@@ -145,7 +142,14 @@ fn frame_rect(f: &moodmirror::detect::Face, width: u32, height: u32) -> (u32, u3
 
 /// The ROI params of one face: `emotion`, and unless the ROI came with its own, `detection` and
 /// (tracked faces) `object_id`.
-fn face_params(r: &FaceResult, (x, y, w, h): (u32, u32, u32, u32), width: u32, height: u32, model_name: &str, detection: bool) -> Vec<gst::Structure> {
+fn face_params(
+    r: &FaceResult,
+    (x, y, w, h): (u32, u32, u32, u32),
+    width: u32,
+    height: u32,
+    model_name: &str,
+    detection: bool,
+) -> Vec<gst::Structure> {
     let f = r.face;
     let mut params = Vec::with_capacity(3);
     if detection {
@@ -199,17 +203,35 @@ pub struct UpstreamFace {
 
 /// The `face` ROI metas already on `buffer`, cut to the frame; those of zero size or wholly
 /// outside the frame go to `skipped` (the element logs them) instead.
-pub fn upstream_faces(buffer: &gst::BufferRef, width: u32, height: u32, faces: &mut Vec<UpstreamFace>, skipped: &mut Vec<(u32, u32, u32, u32)>) {
+pub fn upstream_faces(
+    buffer: &gst::BufferRef,
+    width: u32,
+    height: u32,
+    faces: &mut Vec<UpstreamFace>,
+    skipped: &mut Vec<(u32, u32, u32, u32)>,
+) {
     faces.clear();
     skipped.clear();
     for m in buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>().filter(|m| m.roi_type() == "face") {
         let rect = m.rect();
         let (x, y, w, h) = (rect.0 as i64, rect.1 as i64, rect.2 as i64, rect.3 as i64);
-        let face = moodmirror::detect::Face::new(x.min(i32::MAX as i64) as i32, y.min(i32::MAX as i64) as i32, w.min(i32::MAX as i64) as i32, h.min(i32::MAX as i64) as i32, 1.0);
+        let face = moodmirror::detect::Face::new(
+            x.min(i32::MAX as i64) as i32,
+            y.min(i32::MAX as i64) as i32,
+            w.min(i32::MAX as i64) as i32,
+            h.min(i32::MAX as i64) as i32,
+            1.0,
+        );
         let confidence = m.param("detection").and_then(|d| d.get::<f64>("confidence").ok());
-        let track_id = m.param("object_id").and_then(|p| p.get::<i32>("id").ok()).and_then(|id| u64::try_from(id).ok()).and_then(|id| id.checked_sub(1));
+        let track_id = m
+            .param("object_id")
+            .and_then(|p| p.get::<i32>("id").ok())
+            .and_then(|id| u64::try_from(id).ok())
+            .and_then(|id| id.checked_sub(1));
         match face.clipped_to(width as i32, height as i32) {
-            Some(clipped) if w > 0 && h > 0 => faces.push(UpstreamFace { face: moodmirror::detect::Face { score: confidence.unwrap_or(1.0) as f32, ..clipped }, track_id }),
+            Some(clipped) if w > 0 && h > 0 => {
+                faces.push(UpstreamFace { face: moodmirror::detect::Face { score: confidence.unwrap_or(1.0) as f32, ..clipped }, track_id })
+            }
             _ => skipped.push(rect),
         }
     }
@@ -267,10 +289,7 @@ pub fn faces(buffer: &gst::BufferRef) -> Option<Vec<FaceMeta>> {
     let list = meta.structure().get::<gst::List>("faces").ok()?;
     let model_name = meta.structure().get::<String>("model-name").ok();
     Some(
-        list.iter()
-            .filter_map(|v| v.get::<gst::Structure>().ok())
-            .filter_map(|s| face_from_structure(&s, model_name.as_deref()))
-            .collect(),
+        list.iter().filter_map(|v| v.get::<gst::Structure>().ok()).filter_map(|s| face_from_structure(&s, model_name.as_deref())).collect(),
     )
 }
 

@@ -1,7 +1,6 @@
 //! The moodmirror element in harnesses and real pipelines, on a real public-domain face photo
 //! (tests/fixtures/astronaut.png: one face, at about x 177, y 66, 95x95).
 
-
 mod common;
 
 use common::{fixture, init};
@@ -40,9 +39,8 @@ fn assert_one_face_at_the_face(faces: &[FaceMeta], what: &str) {
 /// Pushes one RGB frame through `videoconvert ! <format> ! moodmirror` and returns the output.
 fn run_in_format(format: &str, props: &str) -> gst::Buffer {
     let (rgb, w, h) = astronaut_rgb();
-    let mut h_ = gst_check::Harness::new_parse(&format!(
-        "videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync {props}"
-    ));
+    let mut h_ =
+        gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync {props}"));
     h_.set_src_caps_str(&rgb_caps(w, h));
     let mut buffer = gst::Buffer::from_slice(rgb);
     buffer.get_mut().expect("writable").set_pts(gst::ClockTime::ZERO);
@@ -53,9 +51,7 @@ fn run_in_format(format: &str, props: &str) -> gst::Buffer {
 #[test]
 fn finds_the_face_in_every_format() {
     init();
-    for format in [
-        "RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB", "ABGR", "GRAY8", "I420", "NV12",
-    ] {
+    for format in ["RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB", "ABGR", "GRAY8", "I420", "NV12"] {
         let out = run_in_format(format, "");
         let faces = meta::faces(&out).unwrap_or_else(|| panic!("{format}: no MoodMirrorMeta"));
         assert_one_face_at_the_face(&faces, format);
@@ -90,9 +86,7 @@ fn draw_false_and_faceless_frames_are_bit_exact() {
     let (rgb, w, h) = astronaut_rgb();
     // A face frame with draw=false, and a faceless frame (the top-left corner, sky and flag)
     // with draw=true: both leave every byte as it was.
-    let corner: Vec<u8> = (0..120)
-        .flat_map(|y| rgb[y * w as usize * 3..][..160 * 3].to_vec())
-        .collect();
+    let corner: Vec<u8> = (0..120).flat_map(|y| rgb[y * w as usize * 3..][..160 * 3].to_vec()).collect();
     for (data, fw, fh, draw) in [(rgb.clone(), w, h, false), (corner, 160, 120, true)] {
         let mut harness = gst_check::Harness::new("moodmirror");
         harness.element().expect("element").set_property_from_str("detection-mode", "sync");
@@ -122,10 +116,7 @@ fn follows_a_resolution_change_mid_stream() {
         let s = ow as f64 / 512.0;
         let expected = ((FACE.0 as f64 * s) as i32, (FACE.1 as f64 * s) as i32, (FACE.2 as f64 * s) as i32, (FACE.3 as f64 * s) as i32);
         // The face is found at every size (the 2x upscale also shows one Haar false positive).
-        assert!(
-            faces.iter().any(|f| iou((f.x, f.y, f.width, f.height), expected) > 0.6),
-            "{ow}x{oh}: {faces:?}"
-        );
+        assert!(faces.iter().any(|f| iou((f.x, f.y, f.width, f.height), expected) > 0.6), "{ow}x{oh}: {faces:?}");
     }
 }
 
@@ -133,7 +124,8 @@ fn follows_a_resolution_change_mid_stream() {
 fn tiny_odd_and_strided_frames_do_not_fail() {
     init();
     for (w, h, format) in [(1, 1, "RGB"), (7, 5, "I420"), (33, 17, "NV12"), (31, 13, "GRAY8"), (15, 9, "BGR")] {
-        let mut harness = gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync"));
+        let mut harness =
+            gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync"));
         harness.set_src_caps_str(&rgb_caps(w, h));
         // RGB rows are padded to 4 bytes: size the buffer from the video info.
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h).build().expect("info");
@@ -206,9 +198,7 @@ fn pipeline_delivers_roi_meta_custom_meta_and_bus_messages() {
 }
 
 fn error_text(model_location: &str) -> String {
-    let (messages, _) = run_pipeline(&format!(
-        "videotestsrc num-buffers=3 ! moodmirror model-location=\"{model_location}\" ! fakesink"
-    ));
+    let (messages, _) = run_pipeline(&format!("videotestsrc num-buffers=3 ! moodmirror model-location=\"{model_location}\" ! fakesink"));
     messages
         .iter()
         .find_map(|m| match m.view() {
@@ -245,8 +235,7 @@ fn bad_model_location_gives_a_bus_error_naming_the_file() {
 #[test]
 fn restarts_cleanly_through_null_and_playing() {
     init();
-    let pipeline = gst::parse::launch("videotestsrc is-live=false num-buffers=1000 ! moodmirror ! fakesink")
-        .expect("pipeline");
+    let pipeline = gst::parse::launch("videotestsrc is-live=false num-buffers=1000 ! moodmirror ! fakesink").expect("pipeline");
     for _ in 0..3 {
         pipeline.set_state(gst::State::Playing).expect("playing");
         let _ = pipeline.state(gst::ClockTime::from_seconds(5));
@@ -354,19 +343,15 @@ fn background_detection_keeps_every_frame_and_finds_the_face_a_few_frames_later(
     // detection-mode=async on a file pipeline (paced at 10 ms a frame: unpaced, all 40 frames
     // pass before the first detection ends), and auto behind a live source: the face reaches
     // the metadata of later frames; no frame is lost or reordered.
-    for (source, mode) in [
-        ("imagefreeze num-buffers=40 ! identity sleep-time=10000", "async"),
-        ("imagefreeze num-buffers=40 is-live=true", "auto"),
-    ] {
+    for (source, mode) in
+        [("imagefreeze num-buffers=40 ! identity sleep-time=10000", "async"), ("imagefreeze num-buffers=40 is-live=true", "auto")]
+    {
         let (messages, buffers) = run_pipeline(&format!(
             "filesrc location={} ! jpegdec ! videoconvert ! {source} ! video/x-raw,framerate=30/1 ! videoconvert \
              ! moodmirror detection-mode={mode} draw=false ! appsink name=sink sync=false",
             fixture("astronaut.jpg").display()
         ));
-        assert!(
-            !messages.iter().any(|m| matches!(m.view(), gst::MessageView::Error(_))),
-            "{mode}: an error on the bus"
-        );
+        assert!(!messages.iter().any(|m| matches!(m.view(), gst::MessageView::Error(_))), "{mode}: an error on the bus");
         assert_eq!(buffers.len(), 40, "{mode}: every frame comes out");
         let pts: Vec<_> = buffers.iter().map(|b| b.pts()).collect();
         assert!(pts.windows(2).all(|w| w[0] < w[1]), "{mode}: in order");

@@ -61,9 +61,9 @@ fn partial(path: &Path) -> PathBuf {
 }
 
 fn make(factory: &str) -> Result<gst::Element> {
-    gst::ElementFactory::make(factory).build().with_context(|| {
-        format!("GStreamer element '{factory}' is missing: install it (scripts/setup.sh installs the Debian packages)")
-    })
+    gst::ElementFactory::make(factory)
+        .build()
+        .with_context(|| format!("GStreamer element '{factory}' is missing: install it (scripts/setup.sh installs the Debian packages)"))
 }
 
 fn quote(path: &Path) -> String {
@@ -79,10 +79,7 @@ fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::
             pad.link(video_sink).context("linking the decoded video")?;
         }
     } else if name.starts_with("audio/") {
-        let chain = ["queue", "audioconvert", "audioresample", "avenc_aac", "queue"]
-            .iter()
-            .map(|f| make(f))
-            .collect::<Result<Vec<_>>>()?;
+        let chain = ["queue", "audioconvert", "audioresample", "avenc_aac", "queue"].iter().map(|f| make(f)).collect::<Result<Vec<_>>>()?;
         pipeline.add_many(&chain)?;
         gst::Element::link_many(&chain)?;
         let last = chain.last().context("empty chain")?;
@@ -107,7 +104,10 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(input)
                 .with_context(|| format!("reading folder {}", input.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_lowercase().as_str())))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+                })
                 .filter(|p| !p.to_string_lossy().ends_with(".moodmirror.mp4"))
                 .collect();
             found.sort();
@@ -156,9 +156,17 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
     for j in &done {
         eprintln!("{}: already annotated, skipped (--resume)", j.inputs[0].display());
     }
-    let bars = if args.quiet { indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden()) } else { indicatif::MultiProgress::new() };
+    let bars = if args.quiet {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    } else {
+        indicatif::MultiProgress::new()
+    };
     let overall = bars.add(ProgressBar::new(todo.len() as u64));
-    overall.set_style(ProgressStyle::with_template("files [{bar:40}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+    overall.set_style(
+        ProgressStyle::with_template("files [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     let interrupts = signals::Interrupts::install();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failures = std::sync::Mutex::new(Vec::new());
@@ -244,9 +252,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
         precision = args.precision.nick(),
         out = quote(&video_tmp),
     );
-    let pipeline = gst::parse::launch(&description)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let pipeline = gst::parse::launch(&description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let by_name = |n: &str| pipeline.by_name(n).with_context(|| format!("pipeline lacks {n}"));
     let (dec, vin, mux, mm) = (by_name("dec")?, by_name("vin")?, by_name("mux")?, by_name("mm")?);
     let video_sink = vin.static_pad("sink").context("queue sink")?;
@@ -329,11 +335,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
             gst::MessageView::Eos(_) if interrupts.count() > 1 => break Err(anyhow::anyhow!("interrupted twice")),
             gst::MessageView::Eos(_) => break Ok(()),
             gst::MessageView::Error(e) => {
-                break Err(anyhow::anyhow!(
-                    "{}{}",
-                    e.error(),
-                    e.debug().map(|d| format!(" ({d})")).unwrap_or_default()
-                ))
+                break Err(anyhow::anyhow!("{}{}", e.error(), e.debug().map(|d| format!(" ({d})")).unwrap_or_default()))
             }
             gst::MessageView::Application(a) => {
                 if let Some(s) = a.structure().filter(|s| s.name() == "moodmirror-annotate-error") {

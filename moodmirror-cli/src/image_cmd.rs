@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use moodmirror::analysis::FaceAnalyzer;
-use moodmirror::face::FaceResult;
 use moodmirror::detect::{DetectParams, Detector, DetectorKind};
 use moodmirror::draw::{Canvas, Painter};
-use moodmirror::image::{luma, FramePlanes, PixelLayout};
 use moodmirror::emotion::{select_device, DeviceKind, EmotionClassifier, CLASS_NAMES};
+use moodmirror::face::FaceResult;
+use moodmirror::image::{luma, FramePlanes, PixelLayout};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
@@ -70,11 +70,8 @@ impl From<DetectorArg> for DetectorKind {
 
 /// The JSON object of one face (shared with other exporters).
 pub fn face_json(r: &FaceResult) -> serde_json::Value {
-    let probabilities: serde_json::Map<String, serde_json::Value> = CLASS_NAMES
-        .iter()
-        .zip(r.probabilities)
-        .map(|(c, p)| (c.to_string(), json!(round4(p))))
-        .collect();
+    let probabilities: serde_json::Map<String, serde_json::Value> =
+        CLASS_NAMES.iter().zip(r.probabilities).map(|(c, p)| (c.to_string(), json!(round4(p)))).collect();
     let mut v = json!({
         "x": r.face.x, "y": r.face.y, "width": r.face.width, "height": r.face.height,
         "score": r.face.score, "emotion": r.label(), "confidence": round4(r.confidence),
@@ -91,14 +88,7 @@ fn analyze_rgb(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &Dete
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
     let image = luma(rgb.as_raw(), w * 3, w, h, layout, gray);
-    let planes = FramePlanes {
-        planes: [rgb.as_raw(), &[], &[]],
-        strides: [w * 3, 0, 0],
-        width: w,
-        height: h,
-        layout,
-        video_range: false,
-    };
+    let planes = FramePlanes { planes: [rgb.as_raw(), &[], &[]], strides: [w * 3, 0, 0], width: w, height: h, layout, video_range: false };
     Ok(analyzer.analyze(&image, Some(&planes), params, 0, 255)?.to_vec())
 }
 
@@ -160,9 +150,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let mut out: Box<dyn Write> = if args.jsonl == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::File::create(&args.jsonl).with_context(|| format!("creating {}", args.jsonl))?,
-        ))
+        Box::new(std::io::BufWriter::new(std::fs::File::create(&args.jsonl).with_context(|| format!("creating {}", args.jsonl))?))
     };
     if let Some(dir) = &args.annotate {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -201,14 +189,8 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         }
         writeln!(out, "{record}")?;
         if let Some(dir) = &args.annotate {
-            let mut canvas = Canvas {
-                planes: [&mut *rgb, &mut [], &mut []],
-                strides: [w * 3, 0, 0],
-                width: w,
-                height: h,
-                layout,
-                video_range: false,
-            };
+            let mut canvas =
+                Canvas { planes: [&mut *rgb, &mut [], &mut []], strides: [w * 3, 0, 0], width: w, height: h, layout, video_range: false };
             painter.draw(&mut canvas, &results);
             let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
             let target = dir.join(format!("{name}.png"));

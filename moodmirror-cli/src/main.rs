@@ -284,10 +284,8 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         sets.retain(|s| *s != wanted);
         sets.insert(0, wanted);
     }
-    let reports: Vec<(dataset::LabelSet, evaluate::Report)> = sets
-        .iter()
-        .filter_map(|&set| data.scored(set).map(|(i, l)| (set, evaluate::Report::compute_subset(&probs, &i, &l))))
-        .collect();
+    let reports: Vec<(dataset::LabelSet, evaluate::Report)> =
+        sets.iter().filter_map(|&set| data.scored(set).map(|(i, l)| (set, evaluate::Report::compute_subset(&probs, &i, &l)))).collect();
     let Some((main_set, report)) = reports.first().cloned() else {
         anyhow::bail!("{}: no labels to score", args.data);
     };

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use candle_core::Device;
+use moodmirror::emotion::{EmotionClassifier, CLASS_NAMES};
 use moodmirror_train::dataset::Dataset;
 use moodmirror_train::distill::{OnlineTeachers, TeacherTargets};
 use moodmirror_train::evaluate::Tta;
-use moodmirror::emotion::{EmotionClassifier, CLASS_NAMES};
 use moodmirror_train::train::{self, TrainArgs};
 
 /// A 48x48 image whose pattern depends on the class: horizontal stripes of class-dependent
@@ -121,7 +121,8 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
     }
 }
 
-const VOTE_HEADER: &str = "file,split,fer2013_label,fer2013_jpeg,match_rmse,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF";
+const VOTE_HEADER: &str =
+    "file,split,fer2013_label,fer2013_jpeg,match_rmse,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF";
 
 /// FER+ votes (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown,
 /// NF) that put `votes` of ten on class `c` and the rest on neutral (or, for neutral, on sad).
@@ -299,10 +300,8 @@ fn weights_holding_nan_are_refused_naming_the_tensor() {
             (n.to_string(), data, t.shape().to_vec(), t.dtype())
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, t)| (n.clone(), safetensors::tensor::TensorView::new(*t, s.clone(), d).expect("view")))
-        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        owned.iter().map(|(n, d, s, t)| (n.clone(), safetensors::tensor::TensorView::new(*t, s.clone(), d).expect("view"))).collect();
     let file = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(file.path(), safetensors::serialize(views, Some(meta)).expect("serialize")).expect("write");
     let err = EmotionClassifier::from_file(file.path(), &Device::Cpu).err().expect("refused").to_string();
@@ -465,7 +464,8 @@ fn distillation_from_a_teacher_and_init_from_weights() {
     // Online teaching: on clean images the teachers give what the cached targets hold.
     let data = Dataset::load(&data_dir.display().to_string()).expect("data");
     let cached = TeacherTargets::compute(std::slice::from_ref(&teacher), Tta::Mirror, &data, &Device::Cpu).expect("cached targets");
-    let mut online = OnlineTeachers::load(std::slice::from_ref(&teacher), Tta::Mirror, &Device::Cpu, moodmirror::emotion::Preprocess::None).expect("online teachers");
+    let mut online = OnlineTeachers::load(std::slice::from_ref(&teacher), Tta::Mirror, &Device::Cpu, moodmirror::emotion::Preprocess::None)
+        .expect("online teachers");
     let n = 5;
     let mut clean = vec![0f32; n * 48 * 48];
     for (i, dst) in clean.chunks_exact_mut(48 * 48).enumerate() {
@@ -605,8 +605,8 @@ fn embedded_model_gives_the_same_probabilities_on_the_gpu_code_paths() {
 #[test]
 fn bf16_training_gradients_stay_close_to_f32_ones() {
     use candle_core::{DType, Device, Tensor};
-    use moodmirror::layers::{seed_dropout, SeededInit};
     use moodmirror::emotion::{Arch, EmotionNet, EMBEDDED_WEIGHTS};
+    use moodmirror::layers::{seed_dropout, SeededInit};
     if !moodmirror::ops::gemm_bf16::available() {
         eprintln!("skipped: no AVX-512 BF16 on this CPU");
         return;

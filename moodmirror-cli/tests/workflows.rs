@@ -95,10 +95,8 @@ fn annotate_writes_every_frame_and_a_valid_json_line_per_frame() {
     ));
     assert_eq!(frames.len(), 40);
     // The audio track was carried over.
-    let audio = run_to_eos(&format!(
-        "filesrc location={} ! qtdemux name=d d.audio_0 ! queue ! appsink name=sink sync=false",
-        out.display()
-    ));
+    let audio =
+        run_to_eos(&format!("filesrc location={} ! qtdemux name=d d.audio_0 ! queue ! appsink name=sink sync=false", out.display()));
     assert!(!audio.is_empty(), "no audio in the annotated file");
     let text = std::fs::read_to_string(&jsonl).expect("jsonl");
     let lines: Vec<&str> = text.lines().collect();
@@ -169,14 +167,16 @@ fn moodmirrorjson_refuses_tags_that_are_not_a_json_object() {
     let dir = tempfile::tempdir().expect("tmp");
     for tags in ["site=lab", "[1, 2]"] {
         let jsonl = dir.path().join("frames.jsonl");
-        let pipeline = gst::parse::launch(&format!("videotestsrc num-buffers=3 ! moodmirrorjson name=j location={} ! fakesink", jsonl.display()))
-            .expect("pipeline")
-            .downcast::<gst::Pipeline>()
-            .expect("pipeline");
+        let pipeline =
+            gst::parse::launch(&format!("videotestsrc num-buffers=3 ! moodmirrorjson name=j location={} ! fakesink", jsonl.display()))
+                .expect("pipeline")
+                .downcast::<gst::Pipeline>()
+                .expect("pipeline");
         pipeline.by_name("j").expect("j").set_property("tags", tags);
         let _ = pipeline.set_state(gst::State::Playing);
         let bus = pipeline.bus().expect("bus");
-        let message = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error, gst::MessageType::Eos]).expect("a message");
+        let message =
+            bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error, gst::MessageType::Eos]).expect("a message");
         let MessageKind::Error(e) = message.view().clone_message_view() else { panic!("{tags}: no error") };
         assert!(e.contains("tags"), "{tags}: {e}");
         pipeline.set_state(gst::State::Null).expect("null");
@@ -302,10 +302,8 @@ fn annotate_finishes_valid_shorter_files_on_the_first_interrupt_and_aborts_on_th
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("wrote the first"), "{stderr}");
-    let frames = run_to_eos(&format!(
-        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! appsink name=sink sync=false",
-        out.display()
-    ));
+    let frames =
+        run_to_eos(&format!("filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! appsink name=sink sync=false", out.display()));
     let lines = std::fs::read_to_string(&jsonl).expect("jsonl").lines().count();
     assert!(!frames.is_empty() && frames.len() < 3000, "{} frames", frames.len());
     assert_eq!(lines, frames.len(), "one JSON line per written frame");
@@ -383,10 +381,8 @@ fn image_records_unreadable_files_in_its_json_and_exits_non_zero() {
         .output()
         .expect("run image");
     assert!(!run.status.success(), "a failed input makes the exit code non-zero");
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["faces"].as_array().map(Vec::len), Some(1), "the good photo is still analysed");
     assert!(lines[1]["error"].as_str().is_some_and(|e| e.contains("truncated")), "{}", lines[1]);
@@ -405,7 +401,8 @@ fn image_finds_a_face_that_fills_the_picture_with_a_padded_retry() {
     tight.save(&path).expect("save");
     // MTCNN needs the retry on a padded copy; YuNet (the default) finds it directly.
     for (detector, retried) in [("mtcnn", true), ("yunet", false)] {
-        let run = Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(["image", "--detector", detector]).arg(&path).output().expect("run image");
+        let run =
+            Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(["image", "--detector", detector]).arg(&path).output().expect("run image");
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
         assert_eq!(v["padded_retry"].as_bool().unwrap_or(false), retried, "{detector}: {v}");
@@ -536,9 +533,6 @@ fn image_command_writes_json_for_the_fixture() {
     assert!((sum - 1.0).abs() < 1e-3);
     assert!(f["emotion"].as_str().is_some());
 
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror"))
-        .args(["image", "/nonexistent.png"])
-        .output()
-        .expect("run");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(["image", "/nonexistent.png"]).output().expect("run");
     assert!(!bad.status.success());
 }

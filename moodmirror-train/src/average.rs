@@ -14,13 +14,13 @@ use candle_nn::VarMap;
 
 use rand::SeedableRng;
 
-use crate::dataset::{Augment, Dataset, LabelSet};
-use moodmirror::emotion::View;
-use moodmirror::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
-use moodmirror::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, Preprocess, NUM_CLASSES};
-use crate::evaluate::{predict, Report};
 use crate::checkpoint::{metadata, model_tensors, save_safetensors};
+use crate::dataset::{Augment, Dataset, LabelSet};
+use crate::evaluate::{predict, Report};
 use crate::train::{class_weights, WHOLE_FRAME};
+use moodmirror::emotion::View;
+use moodmirror::emotion::{read_metadata, Arch, EmotionNet, InputContract, LogitBias, Preprocess, NUM_CLASSES};
+use moodmirror::layers::{seed_dropout, SeededInit, BN_MOMENTUM};
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -141,11 +141,7 @@ fn mean_weights(files: &[PathBuf]) -> Result<MeanWeights> {
 /// training mode). The cumulative mean, not the moving average (which would remember only the
 /// last ~10 batches): the statistics are zeroed before each batch, so that afterwards they hold
 /// `BN_MOMENTUM` times that batch's statistics.
-fn reestimate_batch_norm(
-    net: &EmotionNet,
-    varmap: &VarMap,
-    batches: impl Iterator<Item = candle_core::Result<Tensor>>,
-) -> Result<()> {
+fn reestimate_batch_norm(net: &EmotionNet, varmap: &VarMap, batches: impl Iterator<Item = candle_core::Result<Tensor>>) -> Result<()> {
     let statistics: Vec<Var> = varmap
         .data()
         .lock()
@@ -255,10 +251,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     meta.insert(InputContract::PREPROCESS_KEY.into(), preprocess.name().into());
     meta.insert("val_labels".into(), val_labels.name().into());
     meta.insert("model_name".into(), crate::checkpoint::model_name_of(&args.out));
-    meta.insert(
-        "averaged_from".into(),
-        args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
-    );
+    meta.insert("averaged_from".into(), args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","));
     meta.remove("epoch");
     if let Some(command) = training_command {
         meta.insert("inputs_training_command".into(), command);

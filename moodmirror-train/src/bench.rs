@@ -7,10 +7,10 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use moodmirror::layers::SeededInit;
-use moodmirror::emotion::{Arch, EmotionNet, InputContract, NUM_CLASSES};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::train::{class_weights, smoothed_weighted_ce};
+use moodmirror::emotion::{Arch, EmotionNet, InputContract, NUM_CLASSES};
+use moodmirror::layers::SeededInit;
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -69,11 +69,7 @@ impl StockVgg {
             }
             stages.push(stage);
         }
-        Ok(Self {
-            stages,
-            fc1: candle_nn::linear(c_in * 9, 256, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(256, NUM_CLASSES, vb.pp("fc2"))?,
-        })
+        Ok(Self { stages, fc1: candle_nn::linear(c_in * 9, 256, vb.pp("fc1"))?, fc2: candle_nn::linear(256, NUM_CLASSES, vb.pp("fc2"))? })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -175,11 +171,7 @@ fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>>
 impl Timing {
     fn of(mut times: Vec<f64>) -> Self {
         times.sort_by(f64::total_cmp);
-        Timing {
-            median: times[times.len() / 2],
-            min: times[0],
-            max: times[times.len() - 1],
-        }
+        Timing { median: times[times.len() / 2], min: times[0], max: times[times.len() - 1] }
     }
 }
 
@@ -274,11 +266,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (cpu_train, cpu_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
         let cpu_train = Timing::of(cpu_train);
         print_row("CPU (moodmirror ops)", args.batch, cpu_train, args.infer_batch, cpu_infer);
-        println!(
-            "GPU over CPU: training step {:.2}x, inference {:.2}x",
-            cpu_train.median / gpu_train.median,
-            cpu_infer / gpu_infer
-        );
+        println!("GPU over CPU: training step {:.2}x, inference {:.2}x", cpu_train.median / gpu_train.median, cpu_infer / gpu_infer);
         return Ok(());
     }
     let (mut ours_steps, ours_infer) = time_variant(args, Variant::Ours, &Device::Cpu)?;
@@ -331,13 +319,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let output = child.output()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let stock = text
-        .lines()
-        .find_map(|l| l.strip_prefix("STOCK "))
-        .and_then(|l| {
-            let v: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            (v.len() == 4).then(|| (Timing { median: v[0], min: v[1], max: v[2] }, v[3]))
-        });
+    let stock = text.lines().find_map(|l| l.strip_prefix("STOCK ")).and_then(|l| {
+        let v: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        (v.len() == 4).then(|| (Timing { median: v[0], min: v[1], max: v[2] }, v[3]))
+    });
     let Some((stock, stock_infer)) = stock else {
         anyhow::bail!("stock baseline failed: {}", String::from_utf8_lossy(&output.stderr));
     };
@@ -396,7 +381,12 @@ pub fn letterbox(image: &image::RgbImage, width: usize, height: usize) -> image:
     let (w, h) = ((image.width() as f64 * scale).round() as u32, (image.height() as f64 * scale).round() as u32);
     let resized = image::imageops::resize(image, w.max(1), h.max(1), image::imageops::FilterType::Triangle);
     let mut frame = image::RgbImage::new(width as u32, height as u32);
-    image::imageops::overlay(&mut frame, &resized, ((width as u32 - w.min(width as u32)) / 2).into(), ((height as u32 - h.min(height as u32)) / 2).into());
+    image::imageops::overlay(
+        &mut frame,
+        &resized,
+        ((width as u32 - w.min(width as u32)) / 2).into(),
+        ((height as u32 - h.min(height as u32)) / 2).into(),
+    );
     frame
 }
 

@@ -9,7 +9,6 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
 use moodmirror::emotion::{Arch, InputContract, CLASS_NAMES};
 
-
 pub fn metadata(arch: Arch, command: &str, val_accuracy: f64, epoch: usize, view_scale: f32) -> HashMap<String, String> {
     let mut m = HashMap::new();
     m.insert(InputContract::VIEW_SCALE_KEY.into(), format!("{view_scale:.6}"));
@@ -29,10 +28,7 @@ pub fn metadata(arch: Arch, command: &str, val_accuracy: f64, epoch: usize, view
 
 fn today() -> String {
     // Days since the epoch → civil date (Howard Hinnant's algorithm); no date crate needed.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let z = secs / 86_400 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::Device;
 
-use moodmirror::analysis::{crop_region, CropRegion, EyeCrop};
 use crate::dataset::Dataset;
+use moodmirror::analysis::{crop_region, CropRegion, EyeCrop};
 use moodmirror::detect::{haar::resize_bilinear, DetectParams, GrayImage, Mtcnn, RgbImage};
 use moodmirror::emotion::{argmax, EmotionClassifier, InputContract};
 

@@ -184,19 +184,11 @@ impl Dataset {
     /// no such labels.
     pub fn scored(&self, set: LabelSet) -> Option<(Vec<usize>, Vec<u8>)> {
         match set {
-            LabelSet::Fer2013 if !self.fer2013_labels.is_empty() => {
-                Some(((0..self.len()).collect(), self.fer2013_labels.clone()))
-            }
+            LabelSet::Fer2013 if !self.fer2013_labels.is_empty() => Some(((0..self.len()).collect(), self.fer2013_labels.clone())),
             LabelSet::Fer2013 if self.ferplus_labels.is_empty() => Some(((0..self.len()).collect(), self.labels.clone())),
             LabelSet::Fer2013 => None,
             LabelSet::Ferplus if self.ferplus_labels.is_empty() => None,
-            LabelSet::Ferplus => Some(
-                self.ferplus_labels
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| l.map(|l| (i, l)))
-                    .unzip(),
-            ),
+            LabelSet::Ferplus => Some(self.ferplus_labels.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).unzip()),
         }
     }
 
@@ -238,9 +230,7 @@ impl Dataset {
         } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
             Self::load_csv(path, usage)?
         } else {
-            bail!(
-                "'{spec}' is neither a directory of class folders, a fer2013.csv[:Usage] file nor a labels.csv[:split] of the originals"
-            );
+            bail!("'{spec}' is neither a directory of class folders, a fer2013.csv[:Usage] file nor a labels.csv[:split] of the originals");
         };
         if data.resized > 0 {
             eprintln!("warning: {spec}: {} images not {SIZE}x{SIZE} resized", data.resized);
@@ -265,10 +255,8 @@ impl Dataset {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let root = path.parent().unwrap_or(Path::new("."));
         let mut lines = text.lines().enumerate();
-        let header: Vec<String> = lines
-            .next()
-            .map(|(_, h)| h.split(',').map(|c| c.trim().to_ascii_lowercase()).collect())
-            .unwrap_or_default();
+        let header: Vec<String> =
+            lines.next().map(|(_, h)| h.split(',').map(|c| c.trim().to_ascii_lowercase()).collect()).unwrap_or_default();
         let col = |name: &str| header.iter().position(|c| c == name);
         let (Some(file_col), Some(label_col)) = (col("file"), col("fer2013_label")) else {
             bail!("{}: expected a header with columns file,fer2013_label and the ten FER+ vote columns", path.display());
@@ -298,17 +286,17 @@ impl Dataset {
             }
             let label_name = fields[label_col].to_ascii_lowercase();
             let Some(label) = CLASS_NAMES.iter().position(|c| *c == label_name) else {
-                bail!(
-                    "{}:{line_no}: unknown class '{}' (expected one of {})",
-                    path.display(),
-                    fields[label_col],
-                    CLASS_NAMES.join(", ")
-                );
+                bail!("{}:{line_no}: unknown class '{}' (expected one of {})", path.display(), fields[label_col], CLASS_NAMES.join(", "));
             };
             let mut counts = [0u32; 10];
             for (n, &c) in counts.iter_mut().zip(&vote_cols) {
                 *n = fields[c].parse().map_err(|_| {
-                    anyhow::anyhow!("{}:{line_no}: vote count '{}' in column '{}' is not a whole number", path.display(), fields[c], header[c])
+                    anyhow::anyhow!(
+                        "{}:{line_no}: vote count '{}' in column '{}' is not a whole number",
+                        path.display(),
+                        fields[c],
+                        header[c]
+                    )
                 })?;
             }
             if counts.iter().sum::<u32>() == 0 {
@@ -378,21 +366,12 @@ impl Dataset {
             class_files.sort();
             files.extend(class_files.into_iter().map(|p| (p, label as u8)));
         }
-        let missing: Vec<&str> = CLASS_NAMES
-            .iter()
-            .zip(found)
-            .filter(|(_, f)| !f)
-            .map(|(c, _)| *c)
-            .collect();
+        let missing: Vec<&str> = CLASS_NAMES.iter().zip(found).filter(|(_, f)| !f).map(|(c, _)| *c).collect();
         if !missing.is_empty() {
             bail!(
                 "{}: missing class folders {missing:?}{}; expected one folder per class: {}",
                 dir.display(),
-                if unknown.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (unknown folders: {unknown:?})")
-                },
+                if unknown.is_empty() { String::new() } else { format!(" (unknown folders: {unknown:?})") },
                 CLASS_NAMES.join(", ")
             );
         }
@@ -453,9 +432,8 @@ impl Dataset {
                 }
             }
             let label = fields.get(emotion_col).and_then(|e| e.parse::<u8>().ok());
-            let pixels: Option<Vec<u8>> = fields.get(pixels_col).and_then(|p| {
-                p.split_ascii_whitespace().map(|v| v.parse::<u8>().ok()).collect()
-            });
+            let pixels: Option<Vec<u8>> =
+                fields.get(pixels_col).and_then(|p| p.split_ascii_whitespace().map(|v| v.parse::<u8>().ok()).collect());
             match (label, pixels) {
                 (Some(label), Some(pixels)) if (label as usize) < NUM_CLASSES && pixels.len() == PIXELS => {
                     data.images.extend_from_slice(&pixels);
@@ -591,10 +569,8 @@ impl Augment {
         let crop_scale = self.crop as f32 / SIZE as f32;
         let zoom = crop_scale * rng.random_range(1.0 - self.max_zoom..=1.0 + self.max_zoom);
         let slack = (1.0 - crop_scale) * SIZE as f32 / 2.0;
-        let tx = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32
-            + rng.random_range(-slack..=slack);
-        let ty = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32
-            + rng.random_range(-slack..=slack);
+        let tx = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32 + rng.random_range(-slack..=slack);
+        let ty = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32 + rng.random_range(-slack..=slack);
         let flip = if self.flip && rng.random_bool(0.5) { -1.0 } else { 1.0 };
         let brightness = rng.random_range(-self.max_brightness..=self.max_brightness);
         let contrast = 1.0 + rng.random_range(-self.max_contrast..=self.max_contrast);

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 use crate::dataset::Dataset;
-use moodmirror::emotion::{EmotionClassifier, InputContract, Preprocess, NUM_CLASSES};
 use crate::evaluate::{add_probabilities, predict_ensemble, probability_rows, Tta};
+use moodmirror::emotion::{EmotionClassifier, InputContract, Preprocess, NUM_CLASSES};
 
 /// A teacher as distillation uses it: its raw probabilities, without its logit bias.
 fn load_teacher(path: &Path, device: &Device) -> Result<EmotionClassifier> {
@@ -82,10 +82,7 @@ impl TeacherTargets {
             started.elapsed().as_secs_f64()
         );
         let flat: Vec<f32> = targets.probabilities.iter().flatten().copied().collect();
-        let tensors = HashMap::from([(
-            "probabilities".to_string(),
-            Tensor::from_vec(flat, (data.len(), NUM_CLASSES), &Device::Cpu)?,
-        )]);
+        let tensors = HashMap::from([("probabilities".to_string(), Tensor::from_vec(flat, (data.len(), NUM_CLASSES), &Device::Cpu)?)]);
         let meta = HashMap::from([("teacher_key".to_string(), key)]);
         crate::checkpoint::save_safetensors(&tensors, &meta, cache)?;
         Ok(targets)
@@ -97,12 +94,7 @@ impl TeacherTargets {
 
     /// Agreement of the averaged teachers with the labels (a sanity figure for the log).
     pub fn accuracy(&self, labels: &[u8]) -> f64 {
-        let right = self
-            .probabilities
-            .iter()
-            .zip(labels)
-            .filter(|(p, &y)| moodmirror::emotion::argmax(&p[..]).0 == y as usize)
-            .count();
+        let right = self.probabilities.iter().zip(labels).filter(|(p, &y)| moodmirror::emotion::argmax(&p[..]).0 == y as usize).count();
         right as f64 / labels.len().max(1) as f64
     }
 }

@@ -41,10 +41,7 @@ impl Tta {
                 // A 44-px crop of 48 px can move 2 px either way.
                 let size = InputContract::SIZE as f32;
                 let d = (size - Self::CROP_SIDE) / 2.0;
-                [(0.0, 0.0), (-d, -d), (d, -d), (-d, d), (d, d)]
-                    .into_iter()
-                    .map(|(dx, dy)| plain(Self::CROP_SIDE / size, dx, dy))
-                    .collect()
+                [(0.0, 0.0), (-d, -d), (d, -d), (-d, d), (d, d)].into_iter().map(|(dx, dy)| plain(Self::CROP_SIDE / size, dx, dy)).collect()
             }
             Tta::Grid => {
                 let mut views = Vec::new();
@@ -88,10 +85,7 @@ pub fn predict(
         let n = batch.min(data.len() - start);
         let mut sum = vec![0f32; n * NUM_CLASSES];
         for &view in views {
-            input[..n * px]
-                .par_chunks_mut(px)
-                .enumerate()
-                .for_each(|(i, dst)| normalize_view_into(data.image(start + i), dst, view));
+            input[..n * px].par_chunks_mut(px).enumerate().for_each(|(i, dst)| normalize_view_into(data.image(start + i), dst, view));
             let x = Tensor::from_slice(&input[..n * px], (n, 1, s, s), device)?;
             add_probabilities(&mut sum, &logits(&x)?, views.len())?;
         }
@@ -225,10 +219,9 @@ pub fn roc_curve(scores: &[(f32, bool)]) -> (Vec<(f64, f64)>, f64) {
 pub fn check_finite(probabilities: &[[f32; NUM_CLASSES]]) -> Result<(), String> {
     match probabilities.iter().position(|p| p.iter().any(|v| !v.is_finite())) {
         None => Ok(()),
-        Some(i) => Err(format!(
-            "the model's output for image {i} is not finite ({:?}): the weights are diverged or corrupt",
-            probabilities[i]
-        )),
+        Some(i) => {
+            Err(format!("the model's output for image {i} is not finite ({:?}): the weights are diverged or corrupt", probabilities[i]))
+        }
     }
 }
 
@@ -260,28 +253,15 @@ impl Report {
             let precision = safe_div(tp, predicted as f64);
             let recall = safe_div(tp, support as f64);
             let f1 = safe_div(2.0 * precision * recall, precision + recall);
-            let scores: Vec<(f32, bool)> = probabilities
-                .iter()
-                .zip(labels)
-                .map(|(p, &y)| (p[c], y as usize == c))
-                .collect();
+            let scores: Vec<(f32, bool)> = probabilities.iter().zip(labels).map(|(p, &y)| (p[c], y as usize == c)).collect();
             let (curve, roc_auc) = roc_curve(&scores);
             roc_per_class.push(curve);
-            let m = ClassMetrics {
-                precision,
-                recall,
-                f1,
-                support,
-                roc_auc,
-            };
+            let m = ClassMetrics { precision, recall, f1, support, roc_auc };
             metrics.push(m.clone());
             per_class.insert(CLASS_NAMES[c].to_string(), m);
         }
-        let micro_scores: Vec<(f32, bool)> = probabilities
-            .iter()
-            .zip(labels)
-            .flat_map(|(p, &y)| (0..NUM_CLASSES).map(move |c| (p[c], y as usize == c)))
-            .collect();
+        let micro_scores: Vec<(f32, bool)> =
+            probabilities.iter().zip(labels).flat_map(|(p, &y)| (0..NUM_CLASSES).map(move |c| (p[c], y as usize == c))).collect();
         let (roc_micro, roc_auc_micro) = roc_curve(&micro_scores);
         let present: Vec<&ClassMetrics> = metrics.iter().filter(|m| m.support > 0).collect();
         let k = present.len().max(1) as f64;
@@ -291,14 +271,8 @@ impl Report {
             f1: present.iter().map(|m| m.f1).sum::<f64>() / k,
         };
         let total = n.max(1) as f64;
-        let weighted = |f: fn(&ClassMetrics) -> f64| {
-            metrics.iter().map(|m| f(m) * m.support as f64).sum::<f64>() / total
-        };
-        let weighted_avg = Averages {
-            precision: weighted(|m| m.precision),
-            recall: weighted(|m| m.recall),
-            f1: weighted(|m| m.f1),
-        };
+        let weighted = |f: fn(&ClassMetrics) -> f64| metrics.iter().map(|m| f(m) * m.support as f64).sum::<f64>() / total;
+        let weighted_avg = Averages { precision: weighted(|m| m.precision), recall: weighted(|m| m.recall), f1: weighted(|m| m.f1) };
         let aucs: Vec<f64> = metrics.iter().map(|m| m.roc_auc).filter(|a| a.is_finite()).collect();
         Report {
             n,
@@ -332,19 +306,11 @@ impl Report {
         let _ = writeln!(s, "{:>14} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "precision", "recall", "f1-score", "support", "roc-auc");
         for name in &self.class_names {
             let m = &self.per_class[name];
-            let _ = writeln!(
-                s,
-                "{name:>14} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>9.4}",
-                m.precision, m.recall, m.f1, m.support, m.roc_auc
-            );
+            let _ = writeln!(s, "{name:>14} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>9.4}", m.precision, m.recall, m.f1, m.support, m.roc_auc);
         }
         let _ = writeln!(s);
         for (label, a) in [("macro avg", &self.macro_avg), ("weighted avg", &self.weighted_avg)] {
-            let _ = writeln!(
-                s,
-                "{label:>14} {:>9.4} {:>9.4} {:>9.4} {:>9}",
-                a.precision, a.recall, a.f1, self.n
-            );
+            let _ = writeln!(s, "{label:>14} {:>9.4} {:>9.4} {:>9.4} {:>9}", a.precision, a.recall, a.f1, self.n);
         }
         let _ = writeln!(s, "\nconfusion matrix (rows: true, columns: predicted)");
         let _ = write!(s, "{:>10}", "");

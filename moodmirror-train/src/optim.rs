@@ -48,10 +48,7 @@ const RMS_ALPHA: f64 = 0.99;
 impl Optimizer {
     /// Optimises every named variable except batch-norm running statistics.
     pub fn new(kind: OptimizerKind, vars: &HashMap<String, Var>, weight_decay: f64) -> Result<Self> {
-        let mut names: Vec<&String> = vars
-            .keys()
-            .filter(|n| !n.ends_with("running_mean") && !n.ends_with("running_var"))
-            .collect();
+        let mut names: Vec<&String> = vars.keys().filter(|n| !n.ends_with("running_mean") && !n.ends_with("running_var")).collect();
         names.sort();
         let n_slots = match kind {
             OptimizerKind::Adamw => 2,
@@ -63,23 +60,11 @@ impl Optimizer {
                 let var = vars[name].clone();
                 // Decay conv and dense kernels, not biases or batch-norm scales.
                 let decay = name.ends_with("weight") && var.rank() > 1;
-                let slots = (0..n_slots)
-                    .map(|_| var.zeros_like())
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Param {
-                    name: name.clone(),
-                    var,
-                    decay,
-                    slots,
-                })
+                let slots = (0..n_slots).map(|_| var.zeros_like()).collect::<Result<Vec<_>>>()?;
+                Ok(Param { name: name.clone(), var, decay, slots })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            kind,
-            params,
-            weight_decay,
-            step: 0,
-        })
+        Ok(Self { kind, params, weight_decay, step: 0 })
     }
 
     pub fn kind(&self) -> OptimizerKind {
@@ -140,9 +125,7 @@ impl Optimizer {
         for p in &mut self.params {
             for (i, slot) in p.slots.iter_mut().enumerate() {
                 let key = format!("optim.{i}.{}", p.name);
-                let t = tensors
-                    .get(&key)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks {key}")))?;
+                let t = tensors.get(&key).ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks {key}")))?;
                 if t.shape() != slot.shape() {
                     candle_core::bail!("checkpoint {key}: shape {:?}, expected {:?}", t.shape(), slot.shape());
                 }

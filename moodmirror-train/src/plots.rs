@@ -6,9 +6,9 @@ use std::sync::Once;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
+use crate::evaluate::Report;
 use moodmirror::draw::FONT_BYTES;
 use moodmirror::emotion::CLASS_NAMES;
-use crate::evaluate::Report;
 
 pub(crate) const FONT: &str = "sans-serif";
 
@@ -20,7 +20,12 @@ fn register_font() {
     });
 }
 
-pub(crate) fn save_png(path: &Path, w: u32, h: u32, draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>) -> Result<()> {
+pub(crate) fn save_png(
+    path: &Path,
+    w: u32,
+    h: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
     register_font();
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
@@ -53,17 +58,10 @@ pub fn training_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
     save_png(path, 1200, 450, |root| {
         let (left, right) = root.split_horizontally(600);
         let epochs = history.len().max(2) as f64;
-        let series: [(&str, fn(&EpochRecord) -> (f64, f64), _); 2] = [
-            ("loss", |r| (r.train_loss, r.val_loss), &left),
-            ("accuracy", |r| (r.train_accuracy, r.val_accuracy), &right),
-        ];
+        let series: [(&str, fn(&EpochRecord) -> (f64, f64), _); 2] =
+            [("loss", |r| (r.train_loss, r.val_loss), &left), ("accuracy", |r| (r.train_accuracy, r.val_accuracy), &right)];
         for (title, get, area) in series {
-            let max = history
-                .iter()
-                .map(|r| get(r).0.max(get(r).1))
-                .fold(0.0f64, f64::max)
-                .max(1e-3)
-                * 1.05;
+            let max = history.iter().map(|r| get(r).0.max(get(r).1)).fold(0.0f64, f64::max).max(1e-3) * 1.05;
             let mut chart = ChartBuilder::on(area)
                 .caption(title, (FONT, 22))
                 .margin(12)
@@ -71,12 +69,7 @@ pub fn training_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
                 .y_label_area_size(50)
                 .build_cartesian_2d(1.0..epochs, 0.0..max)
                 .map_err(|e| anyhow!("{e}"))?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .label_style((FONT, 14))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
+            chart.configure_mesh().x_desc("epoch").label_style((FONT, 14)).draw().map_err(|e| anyhow!("{e}"))?;
             for (name, color, which) in [("train", BLUE, 0), ("val", RED, 1)] {
                 chart
                     .draw_series(LineSeries::new(
@@ -123,12 +116,10 @@ pub fn confusion_heatmap(report: &Report, path: &Path) -> Result<()> {
                 root.draw(&Text::new(format!("{:.0}%", f * 100.0), (x + 10, y + 44), (FONT, 14).into_font().color(color)))
                     .map_err(|e| anyhow!("{e}"))?;
             }
-            root.draw(&Text::new(CLASS_NAMES[r], (10, y0 + r as i32 * cell + 30), (FONT, 16)))
-                .map_err(|e| anyhow!("{e}"))?;
+            root.draw(&Text::new(CLASS_NAMES[r], (10, y0 + r as i32 * cell + 30), (FONT, 16))).map_err(|e| anyhow!("{e}"))?;
         }
         for (c, name) in CLASS_NAMES.iter().enumerate() {
-            root.draw(&Text::new(*name, (x0 + c as i32 * cell + 6, y0 + n as i32 * cell + 8), (FONT, 15)))
-                .map_err(|e| anyhow!("{e}"))?;
+            root.draw(&Text::new(*name, (x0 + c as i32 * cell + 6, y0 + n as i32 * cell + 8), (FONT, 15))).map_err(|e| anyhow!("{e}"))?;
         }
         root.draw(&Text::new("rows: true class, columns: predicted", (x0, y0 + n as i32 * cell + 34), (FONT, 15)))
             .map_err(|e| anyhow!("{e}"))?;
@@ -171,9 +162,7 @@ pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
         }
-        chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
-            .map_err(|e| anyhow!("{e}"))?;
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)

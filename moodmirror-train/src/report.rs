@@ -173,7 +173,8 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 
 /// The seven probabilities of one track over time; gaps where the face was not seen.
 fn timeline(rec: &Recording, id: u64, samples: &[Sample], path: &Path) -> Result<()> {
-    let (t0, t1) = (rec.times[samples[0].frame], rec.times[samples[samples.len() - 1].frame] + rec.durations[samples[samples.len() - 1].frame]);
+    let (t0, t1) =
+        (rec.times[samples[0].frame], rec.times[samples[samples.len() - 1].frame] + rec.durations[samples[samples.len() - 1].frame]);
     crate::plots::save_png(path, 1000, 420, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(format!("face {id}: emotions over time (smoothed)"), (crate::plots::FONT, 20))
@@ -219,7 +220,12 @@ fn timeline(rec: &Recording, id: u64, samples: &[Sample], path: &Path) -> Result
 }
 
 /// Draws a horizontal stacked bar of `shares` in `[x0, x1] x [y0, y1]`.
-fn stacked_bar(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, (x0, x1): (i32, i32), (y0, y1): (i32, i32), shares: &[f64; NUM_CLASSES]) -> Result<()> {
+fn stacked_bar(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    (x0, x1): (i32, i32),
+    (y0, y1): (i32, i32),
+    shares: &[f64; NUM_CLASSES],
+) -> Result<()> {
     let mut x = x0 as f64;
     for (c, share) in shares.iter().enumerate() {
         let w = share * (x1 - x0) as f64;
@@ -251,7 +257,8 @@ fn shares_chart(summaries: &[TrackSummary], path: &Path) -> Result<()> {
         legend(root, 20, 44)?;
         for (i, s) in rows.iter().enumerate() {
             let y = 76 + 26 * i as i32;
-            root.draw(&Text::new(format!("face {} ({:.1} s)", s.id, s.seconds), (20, y + 2), (crate::plots::FONT, 14))).map_err(plot_err)?;
+            root.draw(&Text::new(format!("face {} ({:.1} s)", s.id, s.seconds), (20, y + 2), (crate::plots::FONT, 14)))
+                .map_err(plot_err)?;
             stacked_bar(root, (190, 880), (y, y + 20), &s.shares)?;
         }
         Ok(())
@@ -290,18 +297,21 @@ fn overview(rec: &Recording, summaries: &[TrackSummary], path: &Path) -> Result<
             if sum <= 0.0 {
                 continue;
             }
-            let (bx0, bx1) = (x0 + ((x1 - x0) as f64 * b as f64 / bins as f64) as i32, x0 + ((x1 - x0) as f64 * (b + 1) as f64 / bins as f64) as i32);
+            let (bx0, bx1) =
+                (x0 + ((x1 - x0) as f64 * b as f64 / bins as f64) as i32, x0 + ((x1 - x0) as f64 * (b + 1) as f64 / bins as f64) as i32);
             let mut y = y1 as f64;
             for (c, v) in t.iter().enumerate() {
                 let h = v / sum * (y1 - y0) as f64;
-                root.draw(&Rectangle::new([(bx0, (y - h).round() as i32), (bx1, y.round() as i32)], color(c).filled())).map_err(plot_err)?;
+                root.draw(&Rectangle::new([(bx0, (y - h).round() as i32), (bx1, y.round() as i32)], color(c).filled()))
+                    .map_err(plot_err)?;
                 y -= h;
             }
         }
         root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1))).map_err(plot_err)?;
         for k in 0..=5 {
             let x = x0 + (x1 - x0) * k / 5;
-            root.draw(&Text::new(format!("{:.0} s", start + span * k as f64 / 5.0), (x - 12, y1 + 8), (crate::plots::FONT, 13))).map_err(plot_err)?;
+            root.draw(&Text::new(format!("{:.0} s", start + span * k as f64 / 5.0), (x - 12, y1 + 8), (crate::plots::FONT, 13)))
+                .map_err(plot_err)?;
         }
         root.draw(&Text::new("share of faces", (x0, y0 - 16), (crate::plots::FONT, 13))).map_err(plot_err)?;
         Ok(())

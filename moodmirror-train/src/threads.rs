@@ -29,4 +29,3 @@ static THREADS_SET_BY_US: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 pub fn set_by_us() -> bool {
     THREADS_SET_BY_US.load(std::sync::atomic::Ordering::Relaxed)
 }
-

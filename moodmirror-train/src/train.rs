@@ -14,15 +14,15 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use crate::dataset::{Augment, BatchMix, CameraAugment, Dataset, Target};
-use moodmirror::emotion::View;
-use moodmirror::layers::{seed_dropout, SeededInit};
-use moodmirror::emotion::{Arch, EmotionNet, InputContract, LogitBias, Preprocess, NUM_CLASSES};
 use crate::checkpoint::{metadata, model_name_of, model_tensors, save_safetensors};
+use crate::dataset::{Augment, BatchMix, CameraAugment, Dataset, Target};
 use crate::distill::{OnlineTeachers, TeacherTargets};
 use crate::evaluate::{check_finite, predict, Report, Tta};
 use crate::optim::{CosineSchedule, Optimizer, OptimizerKind};
 use crate::plots::{self, EpochRecord};
+use moodmirror::emotion::View;
+use moodmirror::emotion::{Arch, EmotionNet, InputContract, LogitBias, Preprocess, NUM_CLASSES};
+use moodmirror::layers::{seed_dropout, SeededInit};
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -197,7 +197,9 @@ impl ComputeDevice {
     pub fn device(self) -> Result<Device> {
         match self {
             ComputeDevice::Cpu => Ok(Device::Cpu),
-            ComputeDevice::Cuda => Ok(moodmirror::emotion::select_device(moodmirror::emotion::DeviceKind::Cuda).map_err(anyhow::Error::msg)?.0),
+            ComputeDevice::Cuda => {
+                Ok(moodmirror::emotion::select_device(moodmirror::emotion::DeviceKind::Cuda).map_err(anyhow::Error::msg)?.0)
+            }
         }
     }
 }
@@ -381,14 +383,8 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         if bf16 { "bf16 (f32 sums)" } else { "f32" }
     );
 
-    let mut state = TrainState {
-        epoch: 0,
-        step: 0,
-        best_accuracy: 0.0,
-        best_loss: f64::INFINITY,
-        epochs_since_best: 0,
-        history: Vec::new(),
-    };
+    let mut state =
+        TrainState { epoch: 0, step: 0, best_accuracy: 0.0, best_loss: f64::INFINITY, epochs_since_best: 0, history: Vec::new() };
     if let Some(resume) = &args.resume {
         let bytes = std::fs::read(resume).with_context(|| format!("reading {}", resume.display()))?;
         let meta = moodmirror::emotion::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", resume.display()))?;
@@ -475,14 +471,10 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         let mut lr = args.lr;
         for (batch_idx, chunk) in order.chunks_exact(args.batch).enumerate() {
             let base_seed = args.seed ^ ((epoch as u64) << 40) ^ ((batch_idx as u64) << 16);
-            input
-                .par_chunks_mut(px)
-                .zip(chunk.par_iter())
-                .enumerate()
-                .for_each(|(j, (dst, &idx))| {
-                    let mut r = rand::rngs::StdRng::seed_from_u64(base_seed.wrapping_add(j as u64));
-                    augment.apply(train.image(idx), dst, &mut r);
-                });
+            input.par_chunks_mut(px).zip(chunk.par_iter()).enumerate().for_each(|(j, (dst, &idx))| {
+                let mut r = rand::rngs::StdRng::seed_from_u64(base_seed.wrapping_add(j as u64));
+                augment.apply(train.image(idx), dst, &mut r);
+            });
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
             let label_rows: Vec<[f32; NUM_CLASSES]> = chunk.iter().map(|&i| train.target_row(i)).collect();
             let mix = if args.mixup > 0.0 {
@@ -544,7 +536,8 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         }
         bar.finish_and_clear();
         let probs = predict(&mut |x| LogitBias::add(net.forward_t(x, false)?, Some(&bias_tensor)), &val, &device, 256, &[val_view])?;
-        check_finite(&probs).map_err(|e| anyhow::anyhow!("training diverged at epoch {epoch}: on validation {e}; nothing of this epoch was written"))?;
+        check_finite(&probs)
+            .map_err(|e| anyhow::anyhow!("training diverged at epoch {epoch}: on validation {e}; nothing of this epoch was written"))?;
         let report = Report::compute_subset(&probs, &val_indices, &val_labels);
         let other_sets: Vec<String> = val
             .label_sets()
@@ -688,7 +681,8 @@ mod tests {
         let teacher = [[0.5, 0., 0., 0., 0.5, 0., 0.], [0., 0., 0., 0., 1., 0., 0.]];
         let soft = -(0.5 * log_p(0, 0) + 0.5 * log_p(0, 4)) - log_p(1, 4);
         let want = (0.5 * sum + 0.5 * soft) / (0.5 * 4.5 + 0.5 * 2.0);
-        let got = distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, Some(&mix), Some((&teacher, 0.5)))?.to_scalar::<f32>()? as f64;
+        let got =
+            distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, Some(&mix), Some((&teacher, 0.5)))?.to_scalar::<f32>()? as f64;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         let bad = BatchMix { partner: vec![2, 0], lambda: vec![0.5, 0.5] };
         assert!(distilled_weighted_ce(&logits, &one_hot_rows(&labels), &w, 0.0, Some(&bad), None).is_err());

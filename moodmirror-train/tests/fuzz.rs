@@ -70,13 +70,8 @@ fn cases() -> u32 {
 /// Seed bytes changed the ways damaged files are: bytes overwritten, a cut, bytes inserted.
 fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     let len = seed.len().max(1);
-    (
-        proptest::collection::vec((0..len, any::<u8>()), 0..8),
-        0..=len,
-        proptest::collection::vec(any::<u8>(), 0..16),
-        0..=len,
-    )
-        .prop_map(move |(flips, cut, insert, at)| {
+    (proptest::collection::vec((0..len, any::<u8>()), 0..8), 0..=len, proptest::collection::vec(any::<u8>(), 0..16), 0..=len).prop_map(
+        move |(flips, cut, insert, at)| {
             let mut bytes = seed.clone();
             for (i, b) in flips {
                 if i < bytes.len() {
@@ -87,7 +82,8 @@ fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
             let at = at.min(bytes.len());
             bytes.splice(at..at, insert);
             bytes
-        })
+        },
+    )
 }
 
 fn small_safetensors() -> Vec<u8> {
@@ -116,7 +112,8 @@ fn jpeg_48() -> Vec<u8> {
     out.into_inner()
 }
 
-const LABELS_CSV: &str = "file,split,fer2013_label,fer2013_jpeg,match_rmse,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n\
+const LABELS_CSV: &str =
+    "file,split,fer2013_label,fer2013_jpeg,match_rmse,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n\
 a.png,train,happy,x.jpg,4.0,1,8,0,0,0,0,0,0,1,0\n\
 b.png,val,sad,x.jpg,4.0,5,0,0,5,0,0,0,0,0,0\n";
 

@@ -5,12 +5,12 @@
 //! region around it; each track is reclassified every `classify_interval` frames and its
 //! probabilities smoothed.
 
-use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage, RgbImage};
-use crate::image::FramePlanes;
-use crate::emotion::{argmax, EmotionClassifier, InputContract, NUM_CLASSES};
 use crate::background::BackgroundDetector;
-use crate::tracking::{Tracker, TrackerParams};
+use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage, RgbImage};
+use crate::emotion::{argmax, EmotionClassifier, InputContract, NUM_CLASSES};
 use crate::face::FaceResult;
+use crate::image::FramePlanes;
+use crate::tracking::{Tracker, TrackerParams};
 
 /// Full detection runs on frames at most this wide; larger frames are downscaled first.
 pub const DETECT_MAX_WIDTH: usize = 640;
@@ -48,11 +48,7 @@ impl Default for CropGeometry {
     /// Box crops: FER2013 faces fill their frame about as tightly as a Haar box. Eye crops:
     /// medians measured by `moodmirror fit-crop` on FER2013 val (see weights/README.md).
     fn default() -> Self {
-        Self {
-            margin: 0.0,
-            offset_y: 0.0,
-            eyes: Some(EyeCrop { side: FER_SIDE_PER_EYE_DISTANCE, below: FER_CENTRE_BELOW_EYES }),
-        }
+        Self { margin: 0.0, offset_y: 0.0, eyes: Some(EyeCrop { side: FER_SIDE_PER_EYE_DISTANCE, below: FER_CENTRE_BELOW_EYES }) }
     }
 }
 
@@ -264,7 +260,9 @@ impl FaceAnalyzer {
     fn detection_width(&self, width: usize, params: &DetectParams) -> usize {
         match self.detector {
             // Pictures up to DETECT_MAX_WIDTH keep their size, as for the other detectors.
-            Detector::Yunet(_) if width > DETECT_MAX_WIDTH => (width * YUNET_MIN_FACE_PX / params.min_size.max(1)).clamp(320, DETECT_MAX_WIDTH),
+            Detector::Yunet(_) if width > DETECT_MAX_WIDTH => {
+                (width * YUNET_MIN_FACE_PX / params.min_size.max(1)).clamp(320, DETECT_MAX_WIDTH)
+            }
             _ => DETECT_MAX_WIDTH,
         }
     }
@@ -334,12 +332,7 @@ impl FaceAnalyzer {
             if x1 <= x0 + 24 || y1 <= y0 + 24 {
                 continue;
             }
-            let region = GrayImage {
-                data: &image.data[y0 * image.stride + x0..],
-                width: x1 - x0,
-                height: y1 - y0,
-                stride: image.stride,
-            };
+            let region = GrayImage { data: &image.data[y0 * image.stride + x0..], width: x1 - x0, height: y1 - y0, stride: image.stride };
             let local_params = DetectParams {
                 min_size: ((side * 0.8) as usize).max(24),
                 max_size: Some((side * 1.25) as usize),
@@ -347,15 +340,9 @@ impl FaceAnalyzer {
                 max_faces: 1,
                 ..*params
             };
-            self.detector
-                .detect(&region, None, &local_params, &mut self.local)
-                .map_err(candle_core::Error::Msg)?;
+            self.detector.detect(&region, None, &local_params, &mut self.local).map_err(candle_core::Error::Msg)?;
             if let Some(best) = self.local.first() {
-                self.faces.push(Face {
-                    x: best.x + x0 as i32,
-                    y: best.y + y0 as i32,
-                    ..*best
-                });
+                self.faces.push(Face { x: best.x + x0 as i32, y: best.y + y0 as i32, ..*best });
             }
         }
         Ok(())

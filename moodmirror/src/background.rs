@@ -7,7 +7,6 @@
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
-
 use crate::detect::{DetectParams, Detector, DetectorKind, Face, GrayImage, RgbImage};
 use crate::image::OwnedFrame;
 

@@ -207,11 +207,7 @@ pub struct Painter {
 impl Painter {
     pub fn new() -> Result<Self, String> {
         let font = FontRef::try_from_slice(FONT_BYTES).map_err(|e| format!("embedded font: {e}"))?;
-        Ok(Self {
-            font,
-            text: String::with_capacity(32),
-            labels: std::collections::HashMap::new(),
-        })
+        Ok(Self { font, text: String::with_capacity(32), labels: std::collections::HashMap::new() })
     }
 
     /// Width in pixels of `text` at `scale`.
@@ -337,7 +333,8 @@ impl Canvas<'_> {
                 }
                 PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => {
                     // The sprite's own Y, U, V: integer blends, chroma once per 2x2 block.
-                    let yuv = &sprite.yuv[usize::from(self.video_range && self.layout != PixelLayout::Gray)][(yy - y) as usize * sprite.width..][..sprite.width];
+                    let yuv = &sprite.yuv[usize::from(self.video_range && self.layout != PixelLayout::Gray)]
+                        [(yy - y) as usize * sprite.width..][..sprite.width];
                     let luma = &mut self.planes[0][yy as usize * self.strides[0]..];
                     for xx in x0..x1 {
                         let i = (xx - x) as usize;
@@ -469,16 +466,16 @@ mod tests {
     #[test]
     fn opaque_fills_set_the_pixels_full_opacity_blending_sets() {
         let (w, h) = (21usize, 13usize);
-        let layouts = [
-            PixelLayout::Packed { r: 2, g: 1, b: 0, bytes_per_pixel: 4 },
-            PixelLayout::Gray,
-            PixelLayout::I420,
-            PixelLayout::Nv12,
-        ];
+        let layouts =
+            [PixelLayout::Packed { r: 2, g: 1, b: 0, bytes_per_pixel: 4 }, PixelLayout::Gray, PixelLayout::I420, PixelLayout::Nv12];
         for layout in layouts {
             let planes = || -> [Vec<u8>; 3] {
                 let n = w * h * 4;
-                [(0..n).map(|i| (i * 7 % 251) as u8).collect(), (0..n).map(|i| (i * 3 % 253) as u8).collect(), (0..n).map(|i| (i * 5 % 241) as u8).collect()]
+                [
+                    (0..n).map(|i| (i * 7 % 251) as u8).collect(),
+                    (0..n).map(|i| (i * 3 % 253) as u8).collect(),
+                    (0..n).map(|i| (i * 5 % 241) as u8).collect(),
+                ]
             };
             let strides = match layout {
                 PixelLayout::Packed { .. } => [w * 4, 0, 0],

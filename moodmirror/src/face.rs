@@ -79,4 +79,3 @@ impl FaceResult {
         CLASS_NAMES[self.emotion]
     }
 }
-

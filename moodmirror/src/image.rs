@@ -59,7 +59,12 @@ impl BlockSampler for RgbImage<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelLayout {
     /// One plane, `bytes_per_pixel` per pixel, R/G/B at these byte offsets.
-    Packed { r: usize, g: usize, b: usize, bytes_per_pixel: usize },
+    Packed {
+        r: usize,
+        g: usize,
+        b: usize,
+        bytes_per_pixel: usize,
+    },
     Gray,
     /// Y plane, then U and V planes subsampled 2x2.
     I420,
@@ -78,31 +83,18 @@ pub fn luma<'a>(
     scratch: &'a mut Vec<u8>,
 ) -> GrayImage<'a> {
     match layout {
-        PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => GrayImage {
-            data: plane0,
-            width,
-            height,
-            stride,
-        },
+        PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => GrayImage { data: plane0, width, height, stride },
         PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
             scratch.resize(width * height, 0);
-            scratch
-                .par_chunks_mut(width.max(1))
-                .enumerate()
-                .for_each(|(y, row)| {
-                    let src = &plane0[y * stride..];
-                    for (x, out) in row.iter_mut().enumerate() {
-                        let p = &src[x * bytes_per_pixel..];
-                        let v = 19_595 * p[r] as u32 + 38_470 * p[g] as u32 + 7_471 * p[b] as u32;
-                        *out = ((v + 32_768) >> 16) as u8;
-                    }
-                });
-            GrayImage {
-                data: scratch,
-                width,
-                height,
-                stride: width,
-            }
+            scratch.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
+                let src = &plane0[y * stride..];
+                for (x, out) in row.iter_mut().enumerate() {
+                    let p = &src[x * bytes_per_pixel..];
+                    let v = 19_595 * p[r] as u32 + 38_470 * p[g] as u32 + 7_471 * p[b] as u32;
+                    *out = ((v + 32_768) >> 16) as u8;
+                }
+            });
+            GrayImage { data: scratch, width, height, stride: width }
         }
     }
 }

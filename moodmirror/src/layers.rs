@@ -20,32 +20,12 @@ pub struct Conv {
 }
 
 impl Conv {
-    pub fn load(
-        vb: VarBuilder,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-    ) -> Result<Self> {
+    pub fn load(vb: VarBuilder, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, bias: bool) -> Result<Self> {
         let fan_in = (c_in * kernel * kernel) as f64;
-        let init = Init::Randn {
-            mean: 0.0,
-            stdev: (2.0 / fan_in).sqrt(),
-        };
+        let init = Init::Randn { mean: 0.0, stdev: (2.0 / fan_in).sqrt() };
         let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", init)?;
-        let bias = if bias {
-            Some(vb.get_with_hints(c_out, "bias", Init::Const(0.0))?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            padding,
-        })
+        let bias = if bias { Some(vb.get_with_hints(c_out, "bias", Init::Const(0.0))?) } else { None };
+        Ok(Self { weight, bias, stride, padding })
     }
 
     /// Two convolutions of the same input and geometry as one, with their outputs stacked.
@@ -57,12 +37,7 @@ impl Conv {
             (Some(x), Some(y)) => Some(Tensor::cat(&[x, y], 0)?),
             _ => None,
         };
-        Ok(Self {
-            weight: Tensor::cat(&[&a.weight, &b.weight], 0)?,
-            bias,
-            stride: a.stride,
-            padding: a.padding,
-        })
+        Ok(Self { weight: Tensor::cat(&[&a.weight, &b.weight], 0)?, bias, stride: a.stride, padding: a.padding })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -84,16 +59,10 @@ pub struct SeparableConv {
 
 impl SeparableConv {
     pub fn load(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
-        let init = Init::Randn {
-            mean: 0.0,
-            stdev: (2.0f64 / 9.0).sqrt(),
-        };
+        let init = Init::Randn { mean: 0.0, stdev: (2.0f64 / 9.0).sqrt() };
         let depthwise = vb.get_with_hints((c_in, 1, 3, 3), "depthwise.weight", init)?;
         let pointwise = Conv::load(vb.pp("pointwise"), c_in, c_out, 1, 1, 0, false)?;
-        Ok(Self {
-            depthwise,
-            pointwise,
-        })
+        Ok(Self { depthwise, pointwise })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -143,10 +112,8 @@ impl BatchNorm {
         let dev = x.device();
         let mean = Tensor::from_vec(mean, self.weight.shape(), dev)?;
         let var = (Tensor::from_vec(var, self.weight.shape(), dev)? * unbiased as f64)?;
-        self.running_mean
-            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var
-            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * m)?)?)?;
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * m)?)?)?;
         Ok(y)
     }
 }
@@ -155,9 +122,7 @@ impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let shape = x.shape().clone();
         let c = shape.dims()[0];
-        let stat_shape: Vec<usize> = std::iter::once(c)
-            .chain(std::iter::repeat_n(1, shape.rank() - 1))
-            .collect();
+        let stat_shape: Vec<usize> = std::iter::once(c).chain(std::iter::repeat_n(1, shape.rank() - 1)).collect();
         if train {
             let flat = x.reshape((c, ()))?;
             let n = flat.dim(1)?;
@@ -166,26 +131,18 @@ impl ModuleT for BatchNorm {
             let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
             let inv_std = (var.clone() + self.eps)?.sqrt()?.recip()?;
             let scale = inv_std.broadcast_mul(&self.weight.reshape((c, 1))?)?;
-            let y = centered
-                .broadcast_mul(&scale)?
-                .broadcast_add(&self.bias.reshape((c, 1))?)?;
+            let y = centered.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape((c, 1))?)?;
             // Running statistics (unbiased variance, as PyTorch) for inference.
             let m = self.momentum;
             let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
             let mean = mean.detach().flatten_all()?;
-            self.running_mean
-                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-            self.running_var
-                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+            self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+            self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
             y.reshape(shape)
         } else {
-            let scale = (self.running_var.as_tensor() + self.eps)?
-                .sqrt()?
-                .recip()?
-                .mul(&self.weight)?;
+            let scale = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
             let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
-            x.broadcast_mul(&scale.reshape(stat_shape.clone())?)?
-                .broadcast_add(&shift.reshape(stat_shape)?)
+            x.broadcast_mul(&scale.reshape(stat_shape.clone())?)?.broadcast_add(&shift.reshape(stat_shape)?)
         }
     }
 }
@@ -270,14 +227,8 @@ pub struct Dense {
 impl Dense {
     pub fn load(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
         let bound = (1.0 / c_in as f64).sqrt();
-        let init = Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
-        Ok(Self {
-            weight: vb.get_with_hints((c_out, c_in), "weight", init)?,
-            bias: vb.get_with_hints(c_out, "bias", Init::Const(0.0))?,
-        })
+        let init = Init::Uniform { lo: -bound, up: bound };
+        Ok(Self { weight: vb.get_with_hints((c_out, c_in), "weight", init)?, bias: vb.get_with_hints(c_out, "bias", Init::Const(0.0))? })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -316,9 +267,7 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
     let mask: Vec<f32> = DROPOUT_RNG.with(|r| {
         let mut r = r.borrow_mut();
         let rng = r.get_or_insert_with(|| rand::rngs::StdRng::seed_from_u64(0));
-        (0..x.elem_count())
-            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-            .collect()
+        (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect()
     });
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }
@@ -333,23 +282,13 @@ pub struct SeededInit {
 impl SeededInit {
     pub fn varbuilder(varmap: &candle_nn::VarMap, seed: u64, device: &candle_core::Device) -> VarBuilder<'static> {
         use rand::SeedableRng;
-        let backend = SeededInit {
-            varmap: varmap.clone(),
-            rng: std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
-        };
+        let backend = SeededInit { varmap: varmap.clone(), rng: std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)) };
         VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone())
     }
 }
 
 impl candle_nn::var_builder::SimpleBackend for SeededInit {
-    fn get(
-        &self,
-        shape: candle_core::Shape,
-        name: &str,
-        init: Init,
-        dtype: DType,
-        dev: &candle_core::Device,
-    ) -> Result<Tensor> {
+    fn get(&self, shape: candle_core::Shape, name: &str, init: Init, dtype: DType, dev: &candle_core::Device) -> Result<Tensor> {
         use rand::Rng;
         let mut vars = self.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = vars.get(name) {
@@ -372,11 +311,13 @@ impl candle_nn::var_builder::SimpleBackend for SeededInit {
                     (mean + stdev * z) as f32
                 })
                 .collect(),
-            other => return other.var(shape, dtype, dev).map(|v| {
-                let t = v.as_tensor().clone();
-                vars.insert(name.to_string(), v);
-                t
-            }),
+            other => {
+                return other.var(shape, dtype, dev).map(|v| {
+                    let t = v.as_tensor().clone();
+                    vars.insert(name.to_string(), v);
+                    t
+                })
+            }
         };
         let var = Var::from_tensor(&Tensor::from_vec(values, shape, dev)?.to_dtype(dtype)?)?;
         let t = var.as_tensor().clone();

@@ -64,11 +64,7 @@ pub struct TrackerParams {
 
 impl Default for TrackerParams {
     fn default() -> Self {
-        Self {
-            min_iou: 0.3,
-            max_age_ns: 1_000_000_000,
-            smoothing: 0.6,
-        }
+        Self { min_iou: 0.3, max_age_ns: 1_000_000_000, smoothing: 0.6 }
     }
 }
 
@@ -182,8 +178,8 @@ impl Tracker {
     fn prune(&mut self, now_ns: u64, params: &TrackerParams, frame: (i32, i32)) {
         let (frame_w, frame_h) = frame;
         self.tracks.retain(|t| {
-            let grown = t.face.width as f32 > MAX_GROWTH * t.detected_size.0 as f32
-                || t.face.height as f32 > MAX_GROWTH * t.detected_size.1 as f32;
+            let grown =
+                t.face.width as f32 > MAX_GROWTH * t.detected_size.0 as f32 || t.face.height as f32 > MAX_GROWTH * t.detected_size.1 as f32;
             let too_big = t.face.width > frame_w || t.face.height > frame_h;
             let fresh = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= params.max_age_ns;
             fresh && !grown && !too_big && t.face.visible_fraction(frame_w, frame_h) >= MIN_VISIBLE

@@ -8,23 +8,18 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use moodmirror::analysis::{FaceAnalyzer, VideoParams};
-use moodmirror::face::FaceResult;
 use moodmirror::background::BackgroundDetector;
 use moodmirror::detect::{DetectParams, Detector};
 use moodmirror::draw::{Canvas, Painter};
-use moodmirror::image::{luma, FramePlanes, PixelLayout};
 use moodmirror::emotion::{select_device, EmotionClassifier};
+use moodmirror::face::FaceResult;
+use moodmirror::image::{luma, FramePlanes, PixelLayout};
 
 use super::{DetectionMode, DetectorKind, DeviceKind, Precision};
 use crate::{frame, meta};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "moodmirror",
-        gst::DebugColorFlags::empty(),
-        Some("Facial emotion estimation"),
-    )
-});
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("moodmirror", gst::DebugColorFlags::empty(), Some("Facial emotion estimation")));
 
 const DEFAULT_DRAW: bool = true;
 const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Yunet;
@@ -298,13 +293,7 @@ impl ObjectImpl for MoodMirror {
             "max-faces" => settings.max_faces = value.get().unwrap_or(DEFAULT_MAX_FACES),
             "scale-factor" => settings.scale_factor = value.get().unwrap_or(DEFAULT_SCALE_FACTOR),
             "min-neighbors" => settings.min_neighbors = value.get().unwrap_or(DEFAULT_MIN_NEIGHBORS),
-            "model-location" => {
-                settings.model_location = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            }
+            "model-location" => settings.model_location = value.get::<Option<String>>().ok().flatten().unwrap_or_default(),
             "device" => settings.device = value.get().unwrap_or(DEFAULT_DEVICE),
             "precision" => settings.precision = value.get().unwrap_or(DEFAULT_PRECISION),
             "logit-bias" => settings.logit_bias = value.get().unwrap_or(DEFAULT_LOGIT_BIAS),
@@ -361,9 +350,7 @@ impl ElementImpl for MoodMirror {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(frame::FORMATS)
-                .build();
+            let caps = gst_video::VideoCapsBuilder::new().format_list(frame::FORMATS).build();
             let src = gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps);
             let sink = gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps);
             match (src, sink) {
@@ -382,15 +369,14 @@ impl BaseTransformImpl for MoodMirror {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let (device, warning) = select_device(settings.device.into())
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+        let (device, warning) =
+            select_device(settings.device.into()).map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         if let Some(warning) = warning {
             gst::warning!(CAT, imp = self, "{warning}");
             gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", warning));
         }
-        let mut classifier = EmotionClassifier::load(&settings.model_location, &device).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Settings, ("model-location: {}", e))
-        })?;
+        let mut classifier = EmotionClassifier::load(&settings.model_location, &device)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("model-location: {}", e)))?;
         classifier
             .set_precision(settings.precision.into())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("precision: {}", e)))?;
@@ -520,9 +506,26 @@ impl BaseTransformImpl for MoodMirror {
                 }
                 state.given.clear();
                 state.given.extend(state.upstream.iter().map(|u| u.face));
-                state.analyzer.analyze_given_faces(&gray, &state.given, &settings.params, &settings.video, frame_index, now, format.luma_range)
+                state.analyzer.analyze_given_faces(
+                    &gray,
+                    &state.given,
+                    &settings.params,
+                    &settings.video,
+                    frame_index,
+                    now,
+                    format.luma_range,
+                )
             } else {
-                state.analyzer.analyze_frame(&gray, Some(&planes), &settings.params, &settings.video, frame_index, now, full, format.luma_range)
+                state.analyzer.analyze_frame(
+                    &gray,
+                    Some(&planes),
+                    &settings.params,
+                    &settings.video,
+                    frame_index,
+                    now,
+                    full,
+                    format.luma_range,
+                )
             };
             match analysed {
                 Ok(results) => {
@@ -530,7 +533,11 @@ impl BaseTransformImpl for MoodMirror {
                     state.results.extend_from_slice(results);
                     // Track ids the upstream element gave (an `object_id` param) are kept.
                     for r in &mut state.results {
-                        if let Some(u) = state.upstream.iter().find(|u| u.track_id.is_some() && u.face.clipped_to(width as i32, height as i32) == Some(r.face)) {
+                        if let Some(u) = state
+                            .upstream
+                            .iter()
+                            .find(|u| u.track_id.is_some() && u.face.clipped_to(width as i32, height as i32) == Some(r.face))
+                        {
                             r.track_id = u.track_id;
                         }
                     }
@@ -547,11 +554,8 @@ impl BaseTransformImpl for MoodMirror {
                 gst::FlowError::Error
             })?;
             let strides = frame.plane_stride();
-            let strides = [
-                strides[0] as usize,
-                strides.get(1).copied().unwrap_or(0) as usize,
-                strides.get(2).copied().unwrap_or(0) as usize,
-            ];
+            let strides =
+                [strides[0] as usize, strides.get(1).copied().unwrap_or(0) as usize, strides.get(2).copied().unwrap_or(0) as usize];
             let [p0, p1, p2, _] = frame.planes_data_mut();
             let mut canvas = Canvas {
                 planes: [p0, p1, p2],
@@ -572,9 +576,29 @@ impl BaseTransformImpl for MoodMirror {
             let faces: Vec<String> = state
                 .results
                 .iter()
-                .map(|r| format!("#{} {}x{}+{}+{} {} {:.2}{}", r.track_id.map_or(-1, |i| i as i64), r.face.width, r.face.height, r.face.x, r.face.y, r.label(), r.confidence, if r.carried { " (carried)" } else { "" }))
+                .map(|r| {
+                    format!(
+                        "#{} {}x{}+{}+{} {} {:.2}{}",
+                        r.track_id.map_or(-1, |i| i as i64),
+                        r.face.width,
+                        r.face.height,
+                        r.face.x,
+                        r.face.y,
+                        r.label(),
+                        r.confidence,
+                        if r.carried { " (carried)" } else { "" }
+                    )
+                })
                 .collect();
-            gst::log!(CAT, imp = self, "frame {}: {} faces in {:.2} ms: {}", state.frame - 1, faces.len(), started.elapsed().as_secs_f64() * 1e3, faces.join(", "));
+            gst::log!(
+                CAT,
+                imp = self,
+                "frame {}: {} faces in {:.2} ms: {}",
+                state.frame - 1,
+                faces.len(),
+                started.elapsed().as_secs_f64() * 1e3,
+                faces.join(", ")
+            );
         }
         let results_for_message = settings.post_messages.then(|| meta::faces_list(&state.results));
         drop(state_guard);
@@ -635,11 +659,7 @@ impl VideoFilterImpl for MoodMirror {
             return Err(gst::loggable_error!(CAT, "unsupported caps {}", incaps));
         };
         gst::debug!(CAT, imp = self, "caps {incaps}");
-        let format = Format {
-            info: in_info.clone(),
-            layout,
-            luma_range: frame::luma_range(in_info, layout),
-        };
+        let format = Format { info: in_info.clone(), layout, luma_range: frame::luma_range(in_info, layout) };
         match lock(&self.state).as_mut() {
             Some(state) => {
                 // Boxes of the old resolution mean nothing in the new one.

@@ -9,9 +9,8 @@ use gst_base::subclass::prelude::*;
 
 use crate::{export, meta};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("moodmirrorjson", gst::DebugColorFlags::empty(), Some("moodmirror JSON-lines export"))
-});
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("moodmirrorjson", gst::DebugColorFlags::empty(), Some("moodmirror JSON-lines export")));
 
 const DEFAULT_LOCATION: &str = "-";
 
@@ -156,9 +155,8 @@ impl BaseTransformImpl for MoodMirrorJson {
         let out: Box<dyn Write + Send> = if location == "-" {
             Box::new(std::io::stdout())
         } else {
-            let file = std::fs::File::create(&location).map_err(|e| {
-                gst::error_msg!(gst::ResourceError::OpenWrite, ("cannot write JSON lines to '{}': {}", location, e))
-            })?;
+            let file = std::fs::File::create(&location)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("cannot write JSON lines to '{}': {}", location, e)))?;
             Box::new(std::io::BufWriter::new(file))
         };
         *lock(&self.state) = Some(State { out, width: 0, height: 0, line: Vec::new(), source: settings.source, tags, failed: false });
@@ -211,14 +209,12 @@ impl BaseTransformImpl for MoodMirrorJson {
         };
         let frame = export::frame_json(&info, &faces);
         state.line.clear();
-        let written = serde_json::to_writer(&mut state.line, &frame)
-            .map_err(std::io::Error::other)
-            .and_then(|_| {
-                state.line.push(b'\n');
-                state.out.write_all(&state.line)?;
-                // One complete line per frame, visible to `tail -f` and pipes right away.
-                state.out.flush()
-            });
+        let written = serde_json::to_writer(&mut state.line, &frame).map_err(std::io::Error::other).and_then(|_| {
+            state.line.push(b'\n');
+            state.out.write_all(&state.line)?;
+            // One complete line per frame, visible to `tail -f` and pipes right away.
+            state.out.flush()
+        });
         if let Err(e) = written {
             state.failed = true;
             gst::element_imp_error!(self, gst::ResourceError::Write, ("writing JSON lines: {}", e));

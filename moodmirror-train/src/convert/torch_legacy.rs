@@ -104,9 +104,7 @@ pub fn read_state_dict(bytes: &[u8]) -> candle_core::Result<Vec<(String, Tensor)
             candle_core::bail!("{}: only float32 tensors are supported, got {:?}", info.name, info.dtype);
         }
         let key = info.path.trim_start_matches('/');
-        let data = storages
-            .get(key)
-            .ok_or_else(|| candle_core::Error::Msg(format!("{}: storage {key} missing", info.name)))?;
+        let data = storages.get(key).ok_or_else(|| candle_core::Error::Msg(format!("{}: storage {key} missing", info.name)))?;
         let floats: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let storage = Tensor::from_vec(floats, data.len() / 4, &Device::Cpu)?;
         // Apply the tensor's view (offset, shape, strides) on its storage.

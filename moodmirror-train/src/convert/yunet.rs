@@ -35,4 +35,3 @@ pub fn convert_onnx(graph: &Graph) -> Result<Vec<(String, Initializer)>, String>
     }
     Ok(tensors)
 }
-

@@ -51,9 +51,7 @@ fn child<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<roxmltree::Nod
 
 fn numbers<T: std::str::FromStr>(node: Option<roxmltree::Node>) -> Result<Vec<T>, String> {
     let text = node.and_then(|n| n.text()).ok_or("missing numeric field")?;
-    text.split_ascii_whitespace()
-        .map(|t| t.parse::<T>().map_err(|_| format!("bad number '{t}'")))
-        .collect()
+    text.split_ascii_whitespace().map(|t| t.parse::<T>().map_err(|_| format!("bad number '{t}'"))).collect()
 }
 
 impl HaarCascade {
@@ -64,19 +62,13 @@ impl HaarCascade {
     /// Parses OpenCV's "new" cascade format (stages / weakClassifiers / features) with stumps.
     pub fn parse(xml: &str) -> Result<Self, String> {
         let doc = roxmltree::Document::parse(xml).map_err(|e| format!("cascade XML: {e}"))?;
-        let cascade = doc
-            .descendants()
-            .find(|n| n.has_tag_name("cascade"))
-            .ok_or("cascade XML: no <cascade> element")?;
+        let cascade = doc.descendants().find(|n| n.has_tag_name("cascade")).ok_or("cascade XML: no <cascade> element")?;
         let feature_type = child(cascade, "featureType").and_then(|n| n.text()).unwrap_or("");
         if feature_type.trim() != "HAAR" {
             return Err(format!("cascade XML: featureType '{feature_type}', only HAAR is supported"));
         }
         let size = |name| -> Result<usize, String> {
-            numbers::<usize>(child(cascade, name))?
-                .first()
-                .copied()
-                .ok_or(format!("cascade XML: no <{name}>"))
+            numbers::<usize>(child(cascade, name))?.first().copied().ok_or(format!("cascade XML: no <{name}>"))
         };
         let (window_w, window_h) = (size("width")?, size("height")?);
         let features = child(cascade, "features")
@@ -96,13 +88,7 @@ impl HaarCascade {
                         if v.len() != 5 || v[..4].iter().any(|&c| c < 0.0) {
                             return Err(format!("bad feature rect {v:?}"));
                         }
-                        let rect = WeightedRect {
-                            x: v[0] as u32,
-                            y: v[1] as u32,
-                            w: v[2] as u32,
-                            h: v[3] as u32,
-                            weight: v[4],
-                        };
+                        let rect = WeightedRect { x: v[0] as u32, y: v[1] as u32, w: v[2] as u32, h: v[3] as u32, weight: v[4] };
                         if (rect.x + rect.w) as usize > window_w || (rect.y + rect.h) as usize > window_h {
                             return Err(format!("feature rect {v:?} outside the window"));
                         }
@@ -116,10 +102,7 @@ impl HaarCascade {
             .children()
             .filter(|n| n.is_element())
             .map(|s| {
-                let threshold = numbers::<f32>(child(s, "stageThreshold"))?
-                    .first()
-                    .copied()
-                    .ok_or("stage without threshold")?;
+                let threshold = numbers::<f32>(child(s, "stageThreshold"))?.first().copied().ok_or("stage without threshold")?;
                 let stumps = child(s, "weakClassifiers")
                     .ok_or("stage without weakClassifiers")?
                     .children()
@@ -134,28 +117,16 @@ impl HaarCascade {
                         if feature >= features.len() {
                             return Err(format!("feature index {feature} out of range"));
                         }
-                        Ok(Stump {
-                            feature,
-                            threshold: nodes[3] as f32,
-                            leaves: [leaves[0], leaves[1]],
-                        })
+                        Ok(Stump { feature, threshold: nodes[3] as f32, leaves: [leaves[0], leaves[1]] })
                     })
                     .collect::<Result<Vec<_>, String>>()?;
-                Ok(Stage {
-                    threshold: threshold - THRESHOLD_EPS,
-                    stumps,
-                })
+                Ok(Stage { threshold: threshold - THRESHOLD_EPS, stumps })
             })
             .collect::<Result<Vec<_>, String>>()?;
         if stages.is_empty() {
             return Err("cascade XML: no stages".into());
         }
-        Ok(Self {
-            window_w,
-            window_h,
-            features,
-            stages,
-        })
+        Ok(Self { window_w, window_h, features, stages })
     }
 }
 
@@ -194,13 +165,7 @@ pub struct HaarDetector {
 
 impl HaarDetector {
     pub fn new(cascade: HaarCascade) -> Self {
-        Self {
-            cascade,
-            buffers: Vec::new(),
-            candidates: Vec::new(),
-            scales: Vec::new(),
-            grouper: RectGrouper::default(),
-        }
+        Self { cascade, buffers: Vec::new(), candidates: Vec::new(), scales: Vec::new(), grouper: RectGrouper::default() }
     }
 
     /// Scale factors OpenCV would visit for this image and parameters.
@@ -314,15 +279,11 @@ fn detect_at_scale(cascade: &HaarCascade, image: &GrayImage, factor: f64, buf: &
     if buf.stumps_stride != stride || buf.stumps.is_empty() {
         buf.stumps.clear();
         for stump in cascade.stages.iter().flat_map(|s| &s.stumps) {
-            let mut flat = FlatStump {
-                threshold: stump.threshold,
-                leaves: stump.leaves,
-                ..Default::default()
-            };
+            let mut flat = FlatStump { threshold: stump.threshold, leaves: stump.leaves, ..Default::default() };
             for (k, r) in cascade.features[stump.feature].iter().take(3).enumerate() {
                 let (x, y, rw, rh) = (r.x as usize, r.y as usize, r.w as usize, r.h as usize);
-                flat.corners[k] = [y * stride + x, y * stride + x + rw, (y + rh) * stride + x, (y + rh) * stride + x + rw]
-                    .map(|o| o as u32);
+                flat.corners[k] =
+                    [y * stride + x, y * stride + x + rw, (y + rh) * stride + x, (y + rh) * stride + x + rw].map(|o| o as u32);
                 flat.weights[k] = r.weight;
             }
             buf.stumps.push(flat);
@@ -360,9 +321,8 @@ fn detect_at_scale(cascade: &HaarCascade, image: &GrayImage, factor: f64, buf: &
             // value / norm < threshold  ⇔  value < threshold * norm (norm > 0).
             let norm = nf.sqrt() as f32;
             let window = &sum[base..];
-            let rect = |c: &[u32; 4]| {
-                (window[c[0] as usize] - window[c[1] as usize] - window[c[2] as usize] + window[c[3] as usize]) as f32
-            };
+            let rect =
+                |c: &[u32; 4]| (window[c[0] as usize] - window[c[1] as usize] - window[c[2] as usize] + window[c[3] as usize]) as f32;
             let mut next = 0;
             let passed = cascade.stages.iter().all(|stage| {
                 let mut total = 0f32;
@@ -377,12 +337,7 @@ fn detect_at_scale(cascade: &HaarCascade, image: &GrayImage, factor: f64, buf: &
                 total >= stage.threshold
             });
             if passed {
-                buf.candidates.push((
-                    (x as f64 * factor).round() as i32,
-                    (y as f64 * factor).round() as i32,
-                    win_w,
-                    win_h,
-                ));
+                buf.candidates.push(((x as f64 * factor).round() as i32, (y as f64 * factor).round() as i32, win_w, win_h));
             }
             x += step;
         }

@@ -5,11 +5,10 @@ pub mod haar;
 pub mod mtcnn;
 pub mod yunet;
 
-
-pub use haar::{HaarCascade, HaarDetector};
-pub use mtcnn::Mtcnn;
 pub use crate::face::Face;
 pub use crate::image::{GrayImage, RgbImage};
+pub use haar::{HaarCascade, HaarDetector};
+pub use mtcnn::Mtcnn;
 pub use yunet::YuNet;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,13 +23,7 @@ pub struct DetectParams {
 
 impl Default for DetectParams {
     fn default() -> Self {
-        Self {
-            min_size: 30,
-            max_size: None,
-            scale_factor: 1.1,
-            min_neighbors: 3,
-            max_faces: 32,
-        }
+        Self { min_size: 30, max_size: None, scale_factor: 1.1, min_neighbors: 3, max_faces: 32 }
     }
 }
 
@@ -88,12 +81,8 @@ impl Detector {
     pub fn new(kind: DetectorKind, device: &candle_core::Device) -> Result<Self, String> {
         match kind {
             DetectorKind::Haar => Ok(Detector::Haar(HaarDetector::new(HaarCascade::frontal_face()?))),
-            DetectorKind::Mtcnn => Mtcnn::embedded(device)
-                .map(|m| Detector::Mtcnn(Box::new(m)))
-                .map_err(|e| format!("MTCNN weights: {e}")),
-            DetectorKind::Yunet => YuNet::embedded(device)
-                .map(|m| Detector::Yunet(Box::new(m)))
-                .map_err(|e| format!("YuNet weights: {e}")),
+            DetectorKind::Mtcnn => Mtcnn::embedded(device).map(|m| Detector::Mtcnn(Box::new(m))).map_err(|e| format!("MTCNN weights: {e}")),
+            DetectorKind::Yunet => YuNet::embedded(device).map(|m| Detector::Yunet(Box::new(m))).map_err(|e| format!("YuNet weights: {e}")),
             DetectorKind::Upstream => Ok(Detector::Upstream),
         }
     }
@@ -114,13 +103,7 @@ impl Detector {
 
     /// Faces in the image: Haar reads `gray`, MTCNN and YuNet `rgb` (the same picture, same
     /// size).
-    pub fn detect(
-        &mut self,
-        gray: &GrayImage,
-        rgb: Option<&RgbImage>,
-        params: &DetectParams,
-        faces: &mut Vec<Face>,
-    ) -> Result<(), String> {
+    pub fn detect(&mut self, gray: &GrayImage, rgb: Option<&RgbImage>, params: &DetectParams, faces: &mut Vec<Face>) -> Result<(), String> {
         match self {
             Detector::Haar(d) => {
                 d.detect(gray, params, faces);

@@ -14,7 +14,6 @@ use super::{DetectParams, Face, RgbImage};
 /// The converted weights (prefixes `pnet.`, `rnet.`, `onet.`), embedded.
 pub static MTCNN_WEIGHTS: &[u8] = include_bytes!("../../../weights/mtcnn.safetensors");
 
-
 /// PReLU over dim 0 of a CBHW activation, or the last dim of a (N, C) one, fused with the bias
 /// of the layer before it.
 struct PRelu {
@@ -193,14 +192,7 @@ fn area_resample_with(
 }
 
 /// [`area_resample_with`] summing the image's pixels directly (for a few small crops).
-fn area_resample(
-    img: &RgbImage,
-    window: (usize, usize, usize, usize),
-    out_w: usize,
-    out_h: usize,
-    channel_stride: usize,
-    out: &mut [f32],
-) {
+fn area_resample(img: &RgbImage, window: (usize, usize, usize, usize), out_w: usize, out_h: usize, channel_stride: usize, out: &mut [f32]) {
     area_resample_with(window, (out_w, out_h), channel_stride, out, |xs, ys, xe, ye| {
         let mut acc = [0f32; 3];
         for y in ys..ye {
@@ -258,17 +250,8 @@ impl Integral {
     }
 
     /// [`area_resample`] from the table: the same integer sums, the same values.
-    fn resample(
-        &self,
-        window: (usize, usize, usize, usize),
-        out_w: usize,
-        out_h: usize,
-        channel_stride: usize,
-        out: &mut [f32],
-    ) {
-        area_resample_with(window, (out_w, out_h), channel_stride, out, |xs, ys, xe, ye| {
-            self.window(xs, ys, xe, ye).map(|v| v as f32)
-        });
+    fn resample(&self, window: (usize, usize, usize, usize), out_w: usize, out_h: usize, channel_stride: usize, out: &mut [f32]) {
+        area_resample_with(window, (out_w, out_h), channel_stride, out, |xs, ys, xe, ye| self.window(xs, ys, xe, ye).map(|v| v as f32));
     }
 }
 
@@ -514,10 +497,7 @@ impl Mtcnn {
     /// the regressed box and new landmarks.
     pub fn track(&mut self, img: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
         faces.clear();
-        let mut cands: Vec<Candidate> = previous
-            .iter()
-            .map(|f| Candidate { b: track_box(f), ..Default::default() })
-            .collect();
+        let mut cands: Vec<Candidate> = previous.iter().map(|f| Candidate { b: track_box(f), ..Default::default() }).collect();
         self.refine(img, &mut cands, 48, 2, false)?;
         for c in &mut cands {
             regress(c);
@@ -530,10 +510,8 @@ impl Mtcnn {
 /// The box `track` gives O-Net for a previous face: squared and enlarged 10 %.
 fn track_box(f: &Face) -> [f32; 4] {
     let m = 0.1 * f.width.max(f.height) as f32;
-    let mut c = Candidate {
-        b: [f.x as f32 - m, f.y as f32 - m, (f.x + f.width) as f32 + m, (f.y + f.height) as f32 + m],
-        ..Default::default()
-    };
+    let mut c =
+        Candidate { b: [f.x as f32 - m, f.y as f32 - m, (f.x + f.width) as f32 + m, (f.y + f.height) as f32 + m], ..Default::default() };
     square(&mut c);
     c.b
 }
@@ -565,9 +543,7 @@ mod tests {
     use super::*;
 
     fn astronaut() -> (Vec<u8>, usize, usize) {
-        let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/astronaut.png"))
-            .expect("fixture")
-            .into_rgb8();
+        let img = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/astronaut.png")).expect("fixture").into_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);
         (img.into_raw(), w, h)
     }
@@ -661,7 +637,12 @@ mod tests {
                 state as u8
             })
             .collect();
-        for (data, w, h) in [(vec![0u8; 320 * 240 * 3], 320, 240), (vec![255u8; 320 * 240 * 3], 320, 240), (noise, 320, 240), (vec![128u8; 11 * 11 * 3], 11, 11)] {
+        for (data, w, h) in [
+            (vec![0u8; 320 * 240 * 3], 320, 240),
+            (vec![255u8; 320 * 240 * 3], 320, 240),
+            (noise, 320, 240),
+            (vec![128u8; 11 * 11 * 3], 11, 11),
+        ] {
             let mut faces = vec![Face::new(0, 0, 1, 1, 1.0)];
             m.detect(&RgbImage { data: &data, width: w, height: h, stride: w * 3 }, &params, &mut faces).expect("detect");
             assert!(faces.is_empty(), "{w}x{h}: {faces:?}");

@@ -157,11 +157,7 @@ impl YuNetNet {
             feats[level - 1] = (&feats[level - 1] + feats[level].upsample_nearest2d(h, w)?)?;
         }
         feats[0] = self.lateral[0].forward(&feats[0])?;
-        feats
-            .iter()
-            .enumerate()
-            .map(|(level, f)| self.heads[level].forward(&self.shared[level].forward(f)?))
-            .collect()
+        feats.iter().enumerate().map(|(level, f)| self.heads[level].forward(&self.shared[level].forward(f)?)).collect()
     }
 }
 
@@ -404,11 +400,7 @@ fn decode(heads: &[(&[f32], usize, usize)], batch: usize, item: usize, threshold
                 for (k, p) in landmarks.iter_mut().enumerate() {
                     *p = [(at(6 + 2 * k) + c) * stride, (at(7 + 2 * k) + r) * stride];
                 }
-                out.push(Detection {
-                    b: [cx - bw * 0.5, cy - bh * 0.5, cx + bw * 0.5, cy + bh * 0.5],
-                    score,
-                    landmarks,
-                });
+                out.push(Detection { b: [cx - bw * 0.5, cy - bh * 0.5, cx + bw * 0.5, cy + bh * 0.5], score, landmarks });
             }
         }
     }
@@ -600,11 +592,8 @@ impl YuNet {
                 b: [prev.x as f32, prev.y as f32, (prev.x + prev.width) as f32, (prev.y + prev.height) as f32],
                 ..Default::default()
             };
-            let best = found
-                .iter()
-                .map(|d| d.mapped(origin, scale))
-                .filter(|d| d.iou(&before) >= 0.3)
-                .max_by(|a, b| a.score.total_cmp(&b.score));
+            let best =
+                found.iter().map(|d| d.mapped(origin, scale)).filter(|d| d.iou(&before) >= 0.3).max_by(|a, b| a.score.total_cmp(&b.score));
             if let Some(mut d) = best {
                 if cpu && track_input(prev) == TRACK_INPUT {
                     d.narrow(1.0 / SMALL_CROP_WIDTH_BIAS);
@@ -687,7 +676,15 @@ mod tests {
         let mut tracked = Vec::new();
         yunet.track(&img, &[moved], &mut tracked).unwrap();
         assert_eq!(tracked.len(), 1);
-        let t = Detection { b: [tracked[0].x as f32, tracked[0].y as f32, (tracked[0].x + tracked[0].width) as f32, (tracked[0].y + tracked[0].height) as f32], ..Default::default() };
+        let t = Detection {
+            b: [
+                tracked[0].x as f32,
+                tracked[0].y as f32,
+                (tracked[0].x + tracked[0].width) as f32,
+                (tracked[0].y + tracked[0].height) as f32,
+            ],
+            ..Default::default()
+        };
         let d = Detection { b: [f.x as f32, f.y as f32, (f.x + f.width) as f32, (f.y + f.height) as f32], ..Default::default() };
         assert!(t.iou(&d) > 0.7, "{tracked:?} vs {f:?}");
     }
@@ -707,7 +704,8 @@ mod tests {
         let mut tracked = Vec::new();
         yunet.track(&img, &faces, &mut tracked).unwrap();
         assert_eq!(tracked.len(), 1);
-        let box_of = |f: &Face| Detection { b: [f.x as f32, f.y as f32, (f.x + f.width) as f32, (f.y + f.height) as f32], ..Default::default() };
+        let box_of =
+            |f: &Face| Detection { b: [f.x as f32, f.y as f32, (f.x + f.width) as f32, (f.y + f.height) as f32], ..Default::default() };
         assert!(box_of(&tracked[0]).iou(&box_of(&faces[0])) > 0.7, "{tracked:?} vs {faces:?}");
     }
 
@@ -743,7 +741,9 @@ mod tests {
             .collect();
         yunet.detect(&RgbImage { data: &noise, width: 320, height: 240, stride: 960 }, &DetectParams::default(), &mut faces).unwrap();
         assert!(faces.is_empty(), "{faces:?}");
-        yunet.track(&RgbImage { data: &noise, width: 320, height: 240, stride: 960 }, &[Face::new(-50, 300, 40, 40, 1.0)], &mut faces).unwrap();
+        yunet
+            .track(&RgbImage { data: &noise, width: 320, height: 240, stride: 960 }, &[Face::new(-50, 300, 40, 40, 1.0)], &mut faces)
+            .unwrap();
         assert!(faces.is_empty());
     }
 }

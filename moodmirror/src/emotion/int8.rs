@@ -10,9 +10,9 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use crate::layers::Dense;
 use super::model::{EmotionNet, VggNet};
 use super::{InputContract, NUM_CLASSES};
+use crate::layers::Dense;
 use crate::ops::int8::{conv3x3_one_channel, quantize_padded, Int8Conv3x3, Int8Kernel};
 
 /// The first convolution (1 input channel) in f32, NHWC output.

@@ -19,8 +19,7 @@ pub use view::{bilinear_clamped, normalize_into, normalize_view_into, View};
 pub const NUM_CLASSES: usize = 7;
 
 /// Class names in FER2013 label order: the order of the model's logits.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] =
-    ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+pub const CLASS_NAMES: [&str; NUM_CLASSES] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
 /// What the network expects: `INPUT_SIZE`² grayscale pixels `p` in 0..=255, fed as
 /// `(p / 255 - MEAN) / STD`, shape `(B, 1, 48, 48)`; output logits in [`CLASS_NAMES`] order.
@@ -60,9 +59,8 @@ impl InputContract {
     pub fn preprocess(metadata: &HashMap<String, String>) -> Result<Preprocess, String> {
         match metadata.get(Self::PREPROCESS_KEY) {
             None => Ok(Preprocess::None),
-            Some(text) => Preprocess::from_name(text).ok_or_else(|| {
-                format!("metadata {}='{text}' is not one of: none, standardize", Self::PREPROCESS_KEY)
-            }),
+            Some(text) => Preprocess::from_name(text)
+                .ok_or_else(|| format!("metadata {}='{text}' is not one of: none, standardize", Self::PREPROCESS_KEY)),
         }
     }
 
@@ -200,18 +198,11 @@ pub static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../../weights/emotion.sa
 pub enum ModelError {
     // The OS reason is part of the message, not an error source: a chain printer would say it twice.
     #[error("cannot read emotion model '{path}': {reason}")]
-    Io {
-        path: String,
-        reason: std::io::Error,
-    },
+    Io { path: String, reason: std::io::Error },
     #[error("emotion model '{origin}' is not a valid safetensors file: {reason}")]
     Format { origin: String, reason: String },
     #[error("emotion model '{origin}' does not fit architecture '{arch}': {reason}")]
-    Shape {
-        origin: String,
-        arch: String,
-        reason: String,
-    },
+    Shape { origin: String, arch: String, reason: String },
 }
 
 /// An error naming the first tensor that holds a NaN or an infinity (a diverged training run,
@@ -225,9 +216,7 @@ pub fn check_finite_tensors(bytes: &[u8]) -> Result<(), String> {
         let data = view.data();
         let bad = match view.dtype() {
             safetensors::Dtype::F32 => data.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
-            safetensors::Dtype::F64 => data
-                .chunks_exact(8)
-                .position(|b| !f64::from_le_bytes(b.try_into().unwrap_or([0; 8])).is_finite()),
+            safetensors::Dtype::F64 => data.chunks_exact(8).position(|b| !f64::from_le_bytes(b.try_into().unwrap_or([0; 8])).is_finite()),
             safetensors::Dtype::F16 => data.chunks_exact(2).position(|b| (u16::from_le_bytes([b[0], b[1]]) & 0x7c00) == 0x7c00),
             safetensors::Dtype::BF16 => data.chunks_exact(2).position(|b| (u16::from_le_bytes([b[0], b[1]]) & 0x7f80) == 0x7f80),
             _ => None,
@@ -298,10 +287,7 @@ impl EmotionClassifier {
     }
 
     pub fn from_file(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|reason| ModelError::Io {
-            path: path.display().to_string(),
-            reason,
-        })?;
+        let bytes = std::fs::read(path).map_err(|reason| ModelError::Io { path: path.display().to_string(), reason })?;
         Self::from_bytes(&bytes, &path.display().to_string(), device)
     }
 
@@ -315,10 +301,7 @@ impl EmotionClassifier {
     }
 
     pub fn from_bytes(bytes: &[u8], origin: &str, device: &Device) -> Result<Self, ModelError> {
-        let format_err = |reason: String| ModelError::Format {
-            origin: origin.to_string(),
-            reason,
-        };
+        let format_err = |reason: String| ModelError::Format { origin: origin.to_string(), reason };
         let metadata = read_metadata(bytes).map_err(format_err)?;
         check_finite_tensors(bytes).map_err(format_err)?;
         let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
@@ -328,8 +311,7 @@ impl EmotionClassifier {
             Some(bias) => Some(LogitBias::tensor(&bias, device).map_err(|e| format_err(e.to_string()))?),
             None => None,
         };
-        let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device)
-            .map_err(|e| format_err(e.to_string()))?;
+        let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(|e| format_err(e.to_string()))?;
         let mut net = EmotionNet::load(vb, arch).map_err(|e| ModelError::Shape {
             origin: origin.to_string(),
             arch: arch.name().to_string(),
@@ -440,11 +422,7 @@ impl EmotionClassifier {
 
     /// Classifies 48x48 grayscale crops (`INPUT_SIZE²` bytes each, row-major) in one batch and
     /// writes one probability vector per crop into `probabilities`.
-    pub fn classify(
-        &mut self,
-        crops: &[u8],
-        probabilities: &mut Vec<[f32; NUM_CLASSES]>,
-    ) -> candle_core::Result<()> {
+    pub fn classify(&mut self, crops: &[u8], probabilities: &mut Vec<[f32; NUM_CLASSES]>) -> candle_core::Result<()> {
         probabilities.clear();
         let n = crops.len() / InputContract::PIXELS;
         if n == 0 {
@@ -493,11 +471,7 @@ impl std::fmt::Display for Precision {
 
 /// Index and value of the largest probability.
 pub fn argmax(probabilities: &[f32]) -> (usize, f32) {
-    probabilities
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f32::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+    probabilities.iter().copied().enumerate().fold((0, f32::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
 }
 
 /// Where the models run: the element's `device` property.
@@ -542,7 +516,9 @@ mod tests {
             .collect();
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()
-            .map(|(k, d, s)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck_f32(d)).unwrap()))
+            .map(|(k, d, s)| {
+                (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck_f32(d)).unwrap())
+            })
             .collect();
         let mut meta = HashMap::from([("arch".to_string(), arch.name().to_string())]);
         meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));

@@ -4,11 +4,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{
-    check_dtype, dropout, flatten, global_avg_pool, BatchNorm, Conv, ConvBnRelu, Dense, ModuleT,
-    SeparableConv,
-};
 use super::NUM_CLASSES;
+use crate::layers::{check_dtype, dropout, flatten, global_avg_pool, BatchNorm, Conv, ConvBnRelu, Dense, ModuleT, SeparableConv};
 use crate::ops::max_pool2d;
 
 /// Which network to build; stored in the weights' metadata as `arch`.
@@ -226,9 +223,7 @@ impl XceptionBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let residual = self
-            .residual_bn
-            .forward_t(&self.residual.forward(x)?, train)?;
+        let residual = self.residual_bn.forward_t(&self.residual.forward(x)?, train)?;
         let y = self.bn1.forward_t(&self.sep1.forward(x)?, train)?.relu()?;
         let y = self.bn2.forward_t(&self.sep2.forward(&y)?, train)?;
         max_pool2d(&y, 3, 2, 1)? + residual
@@ -244,10 +239,7 @@ pub struct XceptionNet {
 
 impl XceptionNet {
     pub fn load(vb: VarBuilder) -> Result<Self> {
-        let stem = vec![
-            ConvBnRelu::load(vb.pp("stem0"), 1, 16, 3, 1)?,
-            ConvBnRelu::load(vb.pp("stem1"), 16, 32, 3, 1)?,
-        ];
+        let stem = vec![ConvBnRelu::load(vb.pp("stem0"), 1, 16, 3, 1)?, ConvBnRelu::load(vb.pp("stem1"), 16, 32, 3, 1)?];
         let widths = [32, 64, 128, 256, 512];
         let blocks = widths
             .windows(2)

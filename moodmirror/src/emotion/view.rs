@@ -131,4 +131,3 @@ mod view_tests {
         assert_eq!(shifted[SIZE - 1], InputContract::normalize(img[SIZE - 1]));
     }
 }
-

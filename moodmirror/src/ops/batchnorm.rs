@@ -184,10 +184,7 @@ impl CustomOp3 for GradInput {
 /// `gamma` and `beta`. Returns the output and the batch's per-channel (mean, biased variance).
 pub fn batch_norm_relu_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
     let stats: BatchStats = Arc::new(Mutex::new(Vec::new()));
-    let op = BnRelu {
-        eps: eps as f32,
-        stats: stats.clone(),
-    };
+    let op = BnRelu { eps: eps as f32, stats: stats.clone() };
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let saved = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let c = saved.len() / 2;

@@ -27,11 +27,7 @@ fn for_each_tap(g: &Conv2dGeometry, mut f: impl FnMut(usize, usize, usize)) {
                         if ix < 0 || ix >= g.in_w as isize {
                             continue;
                         }
-                        f(
-                            b * in_plane + iy as usize * g.in_w + ix as usize,
-                            b * out_plane + oy * g.out_w + ox,
-                            widx,
-                        );
+                        f(b * in_plane + iy as usize * g.in_w + ix as usize, b * out_plane + oy * g.out_w + ox, widx);
                     }
                 }
             }
@@ -51,40 +47,21 @@ impl CustomOp2 for Depthwise {
         "moodmirror-depthwise-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
-        let (in_len, out_len, k) = (
-            g.batch * g.in_h * g.in_w,
-            g.batch * g.out_h * g.out_w,
-            g.kernel_h * g.kernel_w,
-        );
+        let (in_len, out_len, k) = (g.batch * g.in_h * g.in_w, g.batch * g.out_h * g.out_w, g.kernel_h * g.kernel_w);
         let mut out = vec![0f32; g.channels * out_len];
         out.par_chunks_mut(out_len).enumerate().for_each(|(c, y)| {
             let x = &x[c * in_len..][..in_len];
             let w = &w[c * k..][..k];
             for_each_tap(&g, |i, o, wi| y[o] += x[i] * w[wi]);
         });
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((g.channels, g.batch, g.out_h, g.out_w)),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((g.channels, g.batch, g.out_h, g.out_w))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let gx = grad.apply_op2_no_bwd(w, &DepthwiseGradInput(self.0))?;
         let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight(self.0))?;
@@ -97,31 +74,18 @@ impl CustomOp2 for DepthwiseGradInput {
         "moodmirror-depthwise-conv2d-grad-input"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let gy = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
-        let (in_len, out_len, k) = (
-            g.batch * g.in_h * g.in_w,
-            g.batch * g.out_h * g.out_w,
-            g.kernel_h * g.kernel_w,
-        );
+        let (in_len, out_len, k) = (g.batch * g.in_h * g.in_w, g.batch * g.out_h * g.out_w, g.kernel_h * g.kernel_w);
         let mut out = vec![0f32; g.channels * in_len];
         out.par_chunks_mut(in_len).enumerate().for_each(|(c, gx)| {
             let gy = &gy[c * out_len..][..out_len];
             let w = &w[c * k..][..k];
             for_each_tap(&g, |i, o, wi| gx[i] += gy[o] * w[wi]);
         });
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((g.channels, g.batch, g.in_h, g.in_w)),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((g.channels, g.batch, g.in_h, g.in_w))))
     }
 }
 
@@ -130,31 +94,18 @@ impl CustomOp2 for DepthwiseGradWeight {
         "moodmirror-depthwise-conv2d-grad-weight"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = contiguous_f32(s1, l1, self.name())?;
         let gy = contiguous_f32(s2, l2, self.name())?;
-        let (in_len, out_len, k) = (
-            g.batch * g.in_h * g.in_w,
-            g.batch * g.out_h * g.out_w,
-            g.kernel_h * g.kernel_w,
-        );
+        let (in_len, out_len, k) = (g.batch * g.in_h * g.in_w, g.batch * g.out_h * g.out_w, g.kernel_h * g.kernel_w);
         let mut out = vec![0f32; g.channels * k];
         out.par_chunks_mut(k).enumerate().for_each(|(c, gw)| {
             let x = &x[c * in_len..][..in_len];
             let gy = &gy[c * out_len..][..out_len];
             for_each_tap(&g, |i, o, wi| gw[wi] += x[i] * gy[o]);
         });
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((g.channels, 1, g.kernel_h, g.kernel_w)),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((g.channels, 1, g.kernel_h, g.kernel_w))))
     }
 }
 
@@ -163,22 +114,13 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usi
     let (c, b, h, w) = x.dims4()?;
     let (wc, one, kh, kw) = weight.dims4()?;
     if wc != c || one != 1 {
-        candle_core::bail!(
-            "depthwise_conv2d: weight {:?} does not match {c} input channels",
-            weight.shape()
-        );
+        candle_core::bail!("depthwise_conv2d: weight {:?} does not match {c} input channels", weight.shape());
     }
     let g = Conv2dGeometry::new(c, b, h, w, kh, kw, stride, padding)?;
     if !super::fast_path(x) {
-        return x
-            .transpose(0, 1)?
-            .contiguous()?
-            .conv2d(weight, padding, stride, 1, c)?
-            .transpose(0, 1)?
-            .contiguous();
+        return x.transpose(0, 1)?.contiguous()?.conv2d(weight, padding, stride, 1, c)?.transpose(0, 1)?.contiguous();
     }
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, Depthwise(g))
+    x.contiguous()?.apply_op2(&weight.contiguous()?, Depthwise(g))
 }
 
 /// `relu?(depthwise3x3(x + input_bias) + bias)` of a CBHW tensor, stride 1, zero padding 1;

@@ -33,7 +33,15 @@ struct Geometry {
 
 /// Writes `prelu(acc + bias)` of lanes `lanes` of a register block to the output planes.
 #[inline(always)]
-fn store(acc: &[[f32; LANES]; CO], bias: &[f32], alpha: &[f32], plane_out: usize, at: usize, lanes: std::ops::Range<usize>, dst: &mut [f32]) {
+fn store(
+    acc: &[[f32; LANES]; CO],
+    bias: &[f32],
+    alpha: &[f32],
+    plane_out: usize,
+    at: usize,
+    lanes: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
     for c in 0..bias.len() {
         for l in lanes.clone() {
             let v = acc[c][l] + bias[c];

@@ -212,7 +212,16 @@ mod avx2 {
     /// The CPU has AVX2 and FMA; `src` and `dst` hold `h · w` values and `taps` nine.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)] // a kernel's operands, each named at the call site
-    pub(super) unsafe fn depthwise_plane(src: &[f32], h: usize, w: usize, taps: &[f32], bias: f32, relu: bool, dst: &mut [f32], padded: &mut SmallPlane) {
+    pub(super) unsafe fn depthwise_plane(
+        src: &[f32],
+        h: usize,
+        w: usize,
+        taps: &[f32],
+        bias: f32,
+        relu: bool,
+        dst: &mut [f32],
+        padded: &mut SmallPlane,
+    ) {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
         unsafe {
             let zero = _mm256_setzero_ps();
@@ -222,8 +231,8 @@ mod avx2 {
                 // Small planes (track crops): copied with their zero border into a stack array, so
                 // every output, edges included, is a vector lane.
                 let ps = w + 10; // row stride: the border, and slack for the last chunk's reads
-                // The caller zeroed the array once per layer; only the interior is written here,
-                // so the border stays zero for every channel.
+                                 // The caller zeroed the array once per layer; only the interior is written here,
+                                 // so the border stays zero for every channel.
                 for y in 0..h {
                     padded[(y + 1) * ps + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
                 }
@@ -284,7 +293,17 @@ mod avx2 {
 /// `act(bias[c] + depthwise3x3(x)[c])`, stride 1, zero padding 1, of `channels` planes of
 /// `h` x `w`; `taps` `(C, 9)`.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise3x3(level: SimdLevel, x: &[f32], channels: usize, h: usize, w: usize, taps: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
+pub fn depthwise3x3(
+    level: SimdLevel,
+    x: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    taps: &[f32],
+    bias: &[f32],
+    relu: bool,
+    out: &mut [f32],
+) {
     let plane = h * w;
     assert!(x.len() >= channels * plane && out.len() >= channels * plane && taps.len() >= channels * 9 && bias.len() >= channels);
     // Zeroed once per layer, reused by every channel (see `avx2::depthwise_plane`).

@@ -64,13 +64,7 @@ impl<'a> MatrixView<'a> {
     fn from_layout(data: &'a [f32], layout: &Layout, op: &str) -> Result<Self> {
         let (rows, cols) = layout.shape().dims2()?;
         let stride = layout.stride();
-        let view = Self {
-            data: &data[layout.start_offset().min(data.len())..],
-            rows,
-            cols,
-            row_stride: stride[0],
-            col_stride: stride[1],
-        };
+        let view = Self { data: &data[layout.start_offset().min(data.len())..], rows, cols, row_stride: stride[0], col_stride: stride[1] };
         view.check().map_err(|e| candle_core::Error::Msg(format!("{op}: layout {layout:?}: {e}")))?;
         Ok(view)
     }
@@ -98,13 +92,7 @@ impl<'a> MatrixView<'a> {
     }
 
     fn transposed(&self) -> Self {
-        Self {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-        }
+        Self { data: self.data, rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
     }
 
     #[inline]
@@ -206,7 +194,18 @@ unsafe impl Sync for SharedOut {}
 /// `c[i·ldc + j] (+)= Σ_k a[i,k]·b[k,j]` for columns `c0..c0+n` and k pairs `kp0..kp0+kpn`
 /// (overwriting when `accumulate` is false in the first block).
 #[allow(clippy::too_many_arguments)]
-fn multiply_columns(a_packed: &[u32], k_pairs: usize, m: usize, b: &MatrixView, kp0: usize, kpn: usize, c0: usize, n: usize, out: SharedOut, ldc: usize) {
+fn multiply_columns(
+    a_packed: &[u32],
+    k_pairs: usize,
+    m: usize,
+    b: &MatrixView,
+    kp0: usize,
+    kpn: usize,
+    c0: usize,
+    n: usize,
+    out: SharedOut,
+    ldc: usize,
+) {
     super::with_scratch(&PACKED_B, |buffer| multiply_columns_with(buffer, a_packed, k_pairs, m, b, kp0, kpn, c0, n, out, ldc))
 }
 
@@ -366,7 +365,16 @@ mod avx512 {
     /// NR-column panel, and `c` is valid for `rows` x `cols` (≤ MR x NR) values `ldc` apart.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // register tiles: indexed on purpose
-    pub(super) unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    pub(super) unsafe fn kernel(
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
         unsafe {
             const L: usize = NR / 16;
@@ -443,7 +451,15 @@ mod avx512 {
     /// The CPU has AVX-512 F, BW and BF16; each line holds `len` values and `dst` every slot
     /// `(kp - kp0)·stride + offset + i` written.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pack_lines_transposed(lines: &[&[f32]], len: usize, kp0: usize, kpn: usize, dst: &mut [u32], offset: usize, stride: usize) {
+    pub(super) unsafe fn pack_lines_transposed(
+        lines: &[&[f32]],
+        len: usize,
+        kp0: usize,
+        kpn: usize,
+        dst: &mut [u32],
+        offset: usize,
+        stride: usize,
+    ) {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
         unsafe {
             let lanes: __mmask16 = if lines.len() >= 16 { 0xFFFF } else { (1u16 << lines.len()) - 1 };
@@ -453,7 +469,11 @@ mod avx512 {
                 let avail = len.saturating_sub(k).min(32);
                 let mask = |from: usize| -> __mmask16 {
                     let n = avail.saturating_sub(from).min(16);
-                    if n == 16 { 0xFFFF } else { (1u16 << n) - 1 }
+                    if n == 16 {
+                        0xFFFF
+                    } else {
+                        (1u16 << n) - 1
+                    }
                 };
                 let mut rows = [_mm512_setzero_si512(); 16];
                 for (row, line) in rows.iter_mut().zip(lines) {
@@ -583,9 +603,8 @@ mod tests {
         }
         // Tails in every dimension, odd k, the column-split and the k-split paths, and
         // transposed (strided) operands as the backward pass passes them.
-        for (i, &(m, k, n)) in [(1, 1, 1), (7, 9, 65), (32, 9, 1000), (13, 301, 70), (64, 2000, 9), (6, 4096, 64), (130, 257, 600)]
-            .iter()
-            .enumerate()
+        for (i, &(m, k, n)) in
+            [(1, 1, 1), (7, 9, 65), (32, 9, 1000), (13, 301, 70), (64, 2000, 9), (6, 4096, 64), (130, 257, 600)].iter().enumerate()
         {
             let a = random(m, k, 2 * i as u64);
             let b = random(k, n, 2 * i as u64 + 1);

@@ -36,9 +36,7 @@ impl Conv2dGeometry {
             candle_core::bail!("conv2d: stride and kernel must be positive");
         }
         if in_h + 2 * padding < kernel_h || in_w + 2 * padding < kernel_w {
-            candle_core::bail!(
-                "conv2d: input {in_h}x{in_w} (padding {padding}) smaller than kernel {kernel_h}x{kernel_w}"
-            );
+            candle_core::bail!("conv2d: input {in_h}x{in_w} (padding {padding}) smaller than kernel {kernel_h}x{kernel_w}");
         }
         Ok(Self {
             channels,
@@ -102,10 +100,7 @@ impl CustomOp1 for Col2Im {
         let cols = contiguous_f32(storage, layout, self.name())?;
         let mut out = vec![0f32; g.channels * g.batch * g.in_h * g.in_w];
         col2im_add(cols, g, &mut out);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((g.channels, g.batch, g.in_h, g.in_w)),
-        ))
+        Ok((CpuStorage::F32(out), Shape::from((g.channels, g.batch, g.in_h, g.in_w))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {

@@ -188,16 +188,7 @@ impl Int8Conv3x3 {
             }
             co0 += lanes * 16;
         }
-        Ok(Self {
-            c_in,
-            c_out,
-            plain,
-            packed,
-            kernel,
-            blocks,
-            weight_scale,
-            bias: bias.to_vec(),
-        })
+        Ok(Self { c_in, c_out, plain, packed, kernel, blocks, weight_scale, bias: bias.to_vec() })
     }
 
     /// Bytes the padded input of an `h`x`w` image must hold: the zero-bordered image plus
@@ -208,21 +199,9 @@ impl Int8Conv3x3 {
 
     /// Convolves the padded NHWC u8 `input` (values × `in_scale` = activations) into `out`
     /// (`h·w·c_out` f32, NHWC, after bias and ReLU); returns the largest output.
-    pub fn forward(
-        &self,
-        kernel: Int8Kernel,
-        input: &[u8],
-        h: usize,
-        w: usize,
-        in_scale: f32,
-        out: &mut [f32],
-    ) -> Result<f32, String> {
+    pub fn forward(&self, kernel: Int8Kernel, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> Result<f32, String> {
         if input.len() < self.input_len(h, w) || out.len() < h * w * self.c_out {
-            return Err(format!(
-                "int8 convolution on {h}x{w}: buffers of {} and {} elements are too small",
-                input.len(),
-                out.len()
-            ));
+            return Err(format!("int8 convolution on {h}x{w}: buffers of {} and {} elements are too small", input.len(), out.len()));
         }
         // A vector kernel runs only on weights packed for it; the portable one runs any.
         let kernel = if kernel == self.kernel { kernel } else { Int8Kernel::Portable };
@@ -323,7 +302,15 @@ pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: u
 /// A 3x3 convolution (padding 1) of a one-channel f32 image with bias and ReLU: the first layer
 /// of the emotion nets, kept in f32. `weight` is `[tap][c_out]`, `input` a zero-bordered
 /// `(h+2)x(w+2)` image, `out` `h·w·c_out` NHWC. Returns the largest output.
-pub fn conv3x3_one_channel(kernel: Int8Kernel, weight: &[f32], bias: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<f32, String> {
+pub fn conv3x3_one_channel(
+    kernel: Int8Kernel,
+    weight: &[f32],
+    bias: &[f32],
+    input: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+) -> Result<f32, String> {
     let c = bias.len();
     if weight.len() != 9 * c || input.len() < (h + 2) * (w + 2) || out.len() < h * w * c {
         return Err(format!("one-channel convolution on {h}x{w} → {c}: buffers too small"));
@@ -409,14 +396,7 @@ mod vnni {
     /// The CPU has AVX-512 F, BW and VNNI; `input` is the quantised, padded image `conv` reads
     /// (with the slack its last tile may read past the end) and `out` holds its `c_out · h · w` outputs.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn forward(
-        conv: &Int8Conv3x3,
-        input: &[u8],
-        h: usize,
-        w: usize,
-        in_scale: f32,
-        out: &mut [f32],
-    ) -> f32 {
+    pub(super) unsafe fn forward(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
         unsafe {
             let mut max = _mm512_setzero_ps();
@@ -453,7 +433,17 @@ mod vnni {
         }
     }
 
-    one_channel_conv!("avx512f", 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_storeu_ps, _mm512_reduce_max_ps);
+    one_channel_conv!(
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_max_ps,
+        _mm512_storeu_ps,
+        _mm512_reduce_max_ps
+    );
 
     /// One block of `16·L` output channels over the whole image, `TILE_PIXELS` pixels at a time:
     /// `TILE_PIXELS·L` i32 accumulators stay in registers for the whole 3x3xC_in reduction.
@@ -543,9 +533,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,avxvnni")]
     pub(super) unsafe fn forward_vnni(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-        unsafe {
-            forward::<true>(conv, input, h, w, in_scale, out)
-        }
+        unsafe { forward::<true>(conv, input, h, w, in_scale, out) }
     }
 
     /// The AVX2 int8 convolution (`vpmaddubsw` + `vpmaddwd`).
@@ -556,9 +544,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward_madd(conv: &Int8Conv3x3, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> f32 {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-        unsafe {
-            forward::<false>(conv, input, h, w, in_scale, out)
-        }
+        unsafe { forward::<false>(conv, input, h, w, in_scale, out) }
     }
 
     /// `acc + Σ of four u8·s8 products` per i32 lane: `vpdpbusd` with AVX-VNNI, else
@@ -691,7 +677,17 @@ mod avx2 {
         }
     }
 
-    one_channel_conv!("avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_storeu_ps, horizontal_max);
+    one_channel_conv!(
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_max_ps,
+        _mm256_storeu_ps,
+        horizontal_max
+    );
 }
 
 #[cfg(test)]

@@ -45,8 +45,25 @@ impl CustomOp2 for MatMul {
             // above, and `out` is a dense (m, n) row-major matrix.
             unsafe {
                 gemm::gemm(
-                    m, n, k, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs, 0.0, 1.0, false, false,
-                    false, parallelism,
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    a_cs,
+                    a_rs,
+                    b.as_ptr(),
+                    b_cs,
+                    b_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
                 )
             };
         }
@@ -61,7 +78,8 @@ impl CustomOp2 for MatMul {
 /// `a · b` for 2-D tensors: `MatMul` on the CPU's fast paths, candle's elsewhere (GPUs, other
 /// dtypes).
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if super::fast_path(a) && a.dtype() == candle_core::DType::F32 && b.dtype() == candle_core::DType::F32 && a.rank() == 2 && b.rank() == 2 {
+    if super::fast_path(a) && a.dtype() == candle_core::DType::F32 && b.dtype() == candle_core::DType::F32 && a.rank() == 2 && b.rank() == 2
+    {
         a.apply_op2(b, MatMul)
     } else {
         a.matmul(b)

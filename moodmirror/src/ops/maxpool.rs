@@ -22,7 +22,11 @@ impl Pool {
         if self.ceil {
             let n = span.div_ceil(self.stride) + 1;
             // PyTorch drops a last window that would start in the right padding.
-            if (n - 1) * self.stride >= len + self.padding { n - 1 } else { n }
+            if (n - 1) * self.stride >= len + self.padding {
+                n - 1
+            } else {
+                n
+            }
         } else {
             span / self.stride + 1
         }
@@ -137,13 +141,7 @@ impl CustomOp2 for PoolBackward {
         "moodmirror-max-pool2d-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
         let grad = contiguous_f32(s2, l2, self.name())?;
         let (planes, h, w) = plane_dims(l1.shape())?;
@@ -189,12 +187,7 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, padding: usize, ceil: bool) ->
             let n = out_dims.len();
             out_dims[n - 2] = h / kernel;
             out_dims[n - 1] = w / kernel;
-            return x
-                .contiguous()?
-                .reshape((planes, h / kernel, kernel, w / kernel, kernel))?
-                .max(4)?
-                .max(2)?
-                .reshape(out_dims);
+            return x.contiguous()?.reshape((planes, h / kernel, kernel, w / kernel, kernel))?.max(4)?.max(2)?.reshape(out_dims);
         }
     }
     if !super::fast_path(x) && padding == 0 {
@@ -206,9 +199,7 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, padding: usize, ceil: bool) ->
         if ceil {
             let probe = Pool { kernel, stride, padding, ceil };
             let pad = |n: usize, out: usize| ((out - 1) * stride + kernel).saturating_sub(n);
-            planar = planar
-                .pad_with_same(2, 0, pad(h, probe.out_len(h)))?
-                .pad_with_same(3, 0, pad(w, probe.out_len(w)))?;
+            planar = planar.pad_with_same(2, 0, pad(h, probe.out_len(h)))?.pad_with_same(3, 0, pad(w, probe.out_len(w)))?;
         }
         let pooled = planar.max_pool2d_with_stride(kernel, stride)?;
         let (_, _, oh, ow) = pooled.dims4()?;
@@ -218,10 +209,5 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, padding: usize, ceil: bool) ->
         out_dims[n - 1] = ow;
         return pooled.reshape(out_dims);
     }
-    x.contiguous()?.apply_op1(Pool {
-        kernel,
-        stride,
-        padding,
-        ceil,
-    })
+    x.contiguous()?.apply_op1(Pool { kernel, stride, padding, ceil })
 }

@@ -32,11 +32,7 @@ pub use prelu::bias_prelu;
 use candle_core::{Result, Tensor};
 
 /// The f32 data of a contiguous tensor's storage, or an error naming the op.
-pub(crate) fn contiguous_f32<'a>(
-    storage: &'a candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(storage: &'a candle_core::CpuStorage, layout: &candle_core::Layout, op: &str) -> Result<&'a [f32]> {
     use candle_core::backend::BackendStorage;
     match (storage, layout.contiguous_offsets()) {
         (candle_core::CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
@@ -117,13 +113,7 @@ const BF16_MIN_DEPTH: usize = 32;
 
 /// 2-D convolution on a CBHW tensor. `weight` is `(C_out, C_in, k, k)`; returns
 /// `(C_out, B, H_out, W_out)`.
-pub fn conv2d_cbhw(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
+pub fn conv2d_cbhw(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
     let (c_out, c_in, kh, kw) = weight.dims4()?;
     let (xc, b, h, w) = x.dims4()?;
     if xc != c_in {
@@ -149,11 +139,7 @@ pub fn conv2d_cbhw(
         out.reshape((c_out, b, geometry.out_h, geometry.out_w))?
     } else {
         // GPU: candle's own kernels, with layout changes around them.
-        x.transpose(0, 1)?
-            .contiguous()?
-            .conv2d(weight, padding, stride, 1, 1)?
-            .transpose(0, 1)?
-            .contiguous()?
+        x.transpose(0, 1)?.contiguous()?.conv2d(weight, padding, stride, 1, 1)?.transpose(0, 1)?.contiguous()?
     };
     match bias {
         Some(bias) => out.broadcast_add(&bias.reshape((c_out, 1, 1, 1))?),

@@ -126,11 +126,7 @@ fn naive_conv_grads(x: &Tensor, w: &Tensor, probe: &Tensor, s: usize, p: usize) 
         }
     }
     let dev = &Device::Cpu;
-    Ok((
-        Tensor::from_vec(gx, x.dims(), dev)?,
-        Tensor::from_vec(gw, w.dims(), dev)?,
-        Tensor::from_vec(gb, c_out, dev)?,
-    ))
+    Ok((Tensor::from_vec(gx, x.dims(), dev)?, Tensor::from_vec(gw, w.dims(), dev)?, Tensor::from_vec(gb, c_out, dev)?))
 }
 
 #[test]
@@ -341,7 +337,9 @@ fn bias_prelu_matches_candle_ops_on_planes_and_rows() -> Result<()> {
 fn direct_conv_matches_candle_for_wide_narrow_and_odd_shapes() -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(22);
     // Widths below, at and above the 16-pixel block, channel counts off the 4-channel block.
-    for (c_in, c_out, batch, h, w, k) in [(3, 10, 1, 20, 40, 3), (3, 28, 3, 24, 24, 3), (10, 16, 2, 9, 18, 3), (16, 5, 1, 8, 8, 2), (2, 3, 2, 5, 17, 1)] {
+    for (c_in, c_out, batch, h, w, k) in
+        [(3, 10, 1, 20, 40, 3), (3, 28, 3, 24, 24, 3), (10, 16, 2, 9, 18, 3), (16, 5, 1, 8, 8, 2), (2, 3, 2, 5, 17, 1)]
+    {
         let x = random(&[c_in, batch, h, w], &mut rng)?;
         let wt = random(&[c_out, c_in, k, k], &mut rng)?;
         let (b, a) = (random(&[c_out], &mut rng)?, random(&[c_out], &mut rng)?);
@@ -365,7 +363,9 @@ fn one_by_one_convolution_is_a_plain_product() -> Result<()> {
 fn padded_conv_bias_prelu_matches_candle_with_padding_and_stride() -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(24);
     // Direct path (stride 1, wide rows), GEMM path (narrow rows, stride 2).
-    for (c_in, c_out, batch, h, w, k, stride, padding) in [(1, 16, 3, 20, 20, 3, 1, 1), (4, 6, 2, 9, 10, 3, 1, 1), (3, 5, 2, 11, 13, 3, 2, 1)] {
+    for (c_in, c_out, batch, h, w, k, stride, padding) in
+        [(1, 16, 3, 20, 20, 3, 1, 1), (4, 6, 2, 9, 10, 3, 1, 1), (3, 5, 2, 11, 13, 3, 2, 1)]
+    {
         let x = random(&[c_in, batch, h, w], &mut rng)?;
         let wt = random(&[c_out, c_in, k, k], &mut rng)?;
         let (b, a) = (random(&[c_out], &mut rng)?, random(&[c_out], &mut rng)?);
