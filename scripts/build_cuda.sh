@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds `moodmirror` with the `cuda` feature on a machine without a CUDA toolkit, from NVIDIA's
+# Builds `moodmirror` and the GStreamer plugin with the `cuda` feature on a machine without a CUDA toolkit, from NVIDIA's
 # Python wheels (CUDA 13.0: nvcc, cicc, headers, cuBLAS, cuRAND, NVRTC, the runtime). The driver
 # library is only needed at run time, so the link uses a stub with the symbols cudarc declares.
 # The binary needs the CUDA 13 libraries (LD_LIBRARY_PATH) and an NVIDIA driver where it runs.
@@ -31,5 +31,7 @@ grep -ohE "fn (cu[A-Z][A-Za-z0-9_]+)" "$cudarc"/src/driver/sys/mod.rs | awk '{pr
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so" "$top/cuda_stub.c"
 export CUDA_HOME=$cuda CUDA_PATH=$cuda PATH=$cuda/bin:$PATH LIBRARY_PATH=$lib
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-cargo build --release --locked --features cuda --bin moodmirror --target-dir "$target"
-echo "built $target/release/moodmirror (compute capability $CUDA_COMPUTE_CAP)"
+# The binary and the plugin, one build (the core and candle are compiled once, with CUDA).
+cargo build --release --locked -p moodmirror-cli -p gst-plugin-moodmirror \
+  --features moodmirror-cli/cuda,gst-plugin-moodmirror/cuda --target-dir "$target"
+echo "built $target/release/moodmirror and $target/release/libgstmoodmirror.so (compute capability $CUDA_COMPUTE_CAP)"
