@@ -11,6 +11,7 @@ pub mod frame;
 pub mod meta;
 mod moodmirror;
 mod moodmirrorjson;
+mod state;
 
 pub use crate::moodmirror::{DetectionMode, DetectorKind, DeviceKind, MoodMirror, Precision};
 pub use moodmirrorjson::MoodMirrorJson;

@@ -1,4 +1,4 @@
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -16,6 +16,7 @@ use moodmirror::face::FaceResult;
 use moodmirror::image::{luma, FramePlanes, PixelLayout};
 
 use super::{DetectionMode, DetectorKind, DeviceKind, Precision};
+use crate::state::{lock, not_started};
 use crate::{frame, meta};
 
 static CAT: LazyLock<gst::DebugCategory> =
@@ -152,11 +153,6 @@ struct State {
 pub struct MoodMirror {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the streaming thread down with a poisoned lock.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[glib::object_subclass]
@@ -438,8 +434,7 @@ impl BaseTransformImpl for MoodMirror {
         let settings = lock(&self.settings).frame_settings();
         let mut state_guard = lock(&self.state);
         let Some(state) = state_guard.as_mut() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("moodmirror is not started"));
-            return Err(gst::FlowError::Error);
+            return Err(not_started(self));
         };
         let Some(format) = state.format.as_ref() else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("no caps negotiated before the first buffer"));
@@ -474,98 +469,36 @@ impl BaseTransformImpl for MoodMirror {
             }
         }
         let (width, height) = (format.info.width(), format.info.height());
-        {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &format.info).map_err(|_| {
-                gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the input buffer"));
-                gst::FlowError::Error
-            })?;
-            let n_planes = frame.n_planes() as usize;
-            let plane = |i: usize| if i < n_planes { frame.plane_data(i as u32).unwrap_or(&[]) } else { &[] };
-            let stride = |i: usize| frame.plane_stride().get(i).copied().unwrap_or(0).max(0) as usize;
-            let planes = FramePlanes {
-                planes: [plane(0), plane(1), plane(2)],
-                strides: [stride(0), stride(1), stride(2)],
-                width: width as usize,
-                height: height as usize,
-                layout: format.layout,
-                video_range: format.luma_range != (0, 255),
-            };
-            let gray = luma(planes.planes[0], planes.strides[0], width as usize, height as usize, format.layout, &mut state.gray);
-            // Full detection every `detect-interval` frames, unless QoS says we are late.
-            let interval = settings.video.detect_interval.max(1) as u64;
-            let forced = std::mem::take(&mut state.detect_next);
-            let due = forced || state.frame % interval == 0;
-            let full = due && !std::mem::take(&mut state.late);
-            let now = self.running_time_ns(buf);
-            let frame_index = state.frame;
-            state.frame += 1;
-            let analysed = if upstream {
-                meta::upstream_faces(&*buf, width, height, &mut state.upstream, &mut state.skipped);
-                for rect in &state.skipped {
-                    gst::debug!(CAT, imp = self, "upstream face ROI {rect:?} is empty or outside the {width}x{height} frame: skipped");
-                }
-                state.given.clear();
-                state.given.extend(state.upstream.iter().map(|u| u.face));
-                state.analyzer.analyze_given_faces(
-                    &gray,
-                    &state.given,
-                    &settings.params,
-                    &settings.video,
-                    frame_index,
-                    now,
-                    format.luma_range,
-                )
-            } else {
-                state.analyzer.analyze_frame(
-                    &gray,
-                    Some(&planes),
-                    &settings.params,
-                    &settings.video,
-                    frame_index,
-                    now,
-                    full,
-                    format.luma_range,
-                )
-            };
-            match analysed {
-                Ok(results) => {
-                    state.results.clear();
-                    state.results.extend_from_slice(results);
-                    // Track ids the upstream element gave (an `object_id` param) are kept.
-                    for r in &mut state.results {
-                        if let Some(u) = state
-                            .upstream
-                            .iter()
-                            .find(|u| u.track_id.is_some() && u.face.clipped_to(width as i32, height as i32) == Some(r.face))
-                        {
-                            r.track_id = u.track_id;
-                        }
-                    }
-                }
-                Err(e) => {
-                    gst::element_imp_error!(self, gst::LibraryError::Failed, ("emotion model failed: {}", e));
-                    return Err(gst::FlowError::Error);
-                }
-            }
-        }
-        if settings.draw && !state.results.is_empty() {
-            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(&mut *buf, &format.info).map_err(|_| {
+        let (info, layout, luma_range) = (format.info.clone(), format.layout, format.luma_range);
+        // The frame is mapped once: writable when the faces may be drawn on it, read-only
+        // otherwise (no copy of shared memory for a frame that is only looked at).
+        if settings.draw {
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(&mut *buf, &info).map_err(|_| {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the buffer for drawing"));
                 gst::FlowError::Error
             })?;
-            let strides = frame.plane_stride();
-            let strides =
-                [strides[0] as usize, strides.get(1).copied().unwrap_or(0) as usize, strides.get(2).copied().unwrap_or(0) as usize];
-            let [p0, p1, p2, _] = frame.planes_data_mut();
-            let mut canvas = Canvas {
-                planes: [p0, p1, p2],
-                strides,
-                width: width as usize,
-                height: height as usize,
-                layout: format.layout,
-                video_range: format.luma_range != (0, 255),
-            };
-            state.painter.draw(&mut canvas, &state.results);
+            self.analyse(state, &settings, &frame, layout, luma_range)?;
+            if !state.results.is_empty() {
+                let strides = frame.plane_stride();
+                let strides =
+                    [strides[0] as usize, strides.get(1).copied().unwrap_or(0) as usize, strides.get(2).copied().unwrap_or(0) as usize];
+                let [p0, p1, p2, _] = frame.planes_data_mut();
+                let mut canvas = Canvas {
+                    planes: [p0, p1, p2],
+                    strides,
+                    width: width as usize,
+                    height: height as usize,
+                    layout,
+                    video_range: luma_range != (0, 255),
+                };
+                state.painter.draw(&mut canvas, &state.results);
+            }
+        } else {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|_| {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the input buffer"));
+                gst::FlowError::Error
+            })?;
+            self.analyse(state, &settings, &frame, layout, luma_range)?;
         }
         if upstream {
             meta::attach_to_upstream(buf, &state.results, width, height, &state.analyzer.classifier.name);
@@ -610,6 +543,71 @@ impl BaseTransformImpl for MoodMirror {
 }
 
 impl MoodMirror {
+    /// Finds, tracks and classifies the faces of one mapped frame into `state.results`.
+    fn analyse(
+        &self,
+        state: &mut State,
+        settings: &FrameSettings,
+        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        layout: PixelLayout,
+        luma_range: (u8, u8),
+    ) -> Result<(), gst::FlowError> {
+        let (width, height) = (frame.width(), frame.height());
+        let upstream = settings.detector == DetectorKind::Upstream;
+        let n_planes = frame.n_planes() as usize;
+        let plane = |i: usize| if i < n_planes { frame.plane_data(i as u32).unwrap_or(&[]) } else { &[] };
+        let stride = |i: usize| frame.plane_stride().get(i).copied().unwrap_or(0).max(0) as usize;
+        let planes = FramePlanes {
+            planes: [plane(0), plane(1), plane(2)],
+            strides: [stride(0), stride(1), stride(2)],
+            width: width as usize,
+            height: height as usize,
+            layout,
+            video_range: luma_range != (0, 255),
+        };
+        let gray = luma(planes.planes[0], planes.strides[0], width as usize, height as usize, layout, &mut state.gray);
+        // Full detection every `detect-interval` frames, unless QoS says we are late.
+        let interval = settings.video.detect_interval.max(1) as u64;
+        let forced = std::mem::take(&mut state.detect_next);
+        let due = forced || state.frame % interval == 0;
+        let full = due && !std::mem::take(&mut state.late);
+        let now = self.running_time_ns(frame.buffer());
+        let frame_index = state.frame;
+        state.frame += 1;
+        let analysed = if upstream {
+            meta::upstream_faces(frame.buffer(), width, height, &mut state.upstream, &mut state.skipped);
+            for rect in &state.skipped {
+                gst::debug!(CAT, imp = self, "upstream face ROI {rect:?} is empty or outside the {width}x{height} frame: skipped");
+            }
+            state.given.clear();
+            state.given.extend(state.upstream.iter().map(|u| u.face));
+            state.analyzer.analyze_given_faces(&gray, &state.given, &settings.params, &settings.video, frame_index, now, luma_range)
+        } else {
+            state.analyzer.analyze_frame(&gray, Some(&planes), &settings.params, &settings.video, frame_index, now, full, luma_range)
+        };
+        match analysed {
+            Ok(results) => {
+                state.results.clear();
+                state.results.extend_from_slice(results);
+                // Track ids the upstream element gave (an `object_id` param) are kept.
+                for r in &mut state.results {
+                    if let Some(u) = state
+                        .upstream
+                        .iter()
+                        .find(|u| u.track_id.is_some() && u.face.clipped_to(width as i32, height as i32) == Some(r.face))
+                    {
+                        r.track_id = u.track_id;
+                    }
+                }
+            }
+            Err(e) => {
+                gst::element_imp_error!(self, gst::LibraryError::Failed, ("emotion model failed: {}", e));
+                return Err(gst::FlowError::Error);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the source upstream is live (a latency query; not live when nobody answers).
     fn upstream_is_live(&self) -> bool {
         let mut query = gst::query::Latency::new();

@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -7,6 +7,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::BaseTransformExtManual;
 use gst_base::subclass::prelude::*;
 
+use crate::state::{lock, not_started};
 use crate::{export, meta};
 
 static CAT: LazyLock<gst::DebugCategory> =
@@ -45,10 +46,6 @@ struct State {
 pub struct MoodMirrorJson {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[glib::object_subclass]
@@ -189,7 +186,7 @@ impl BaseTransformImpl for MoodMirrorJson {
         let faces = meta::faces(buf).unwrap_or_default();
         let mut guard = lock(&self.state);
         let Some(state) = guard.as_mut() else {
-            return Err(gst::FlowError::Flushing);
+            return Err(not_started(self));
         };
         if state.failed {
             return Err(gst::FlowError::Error);
