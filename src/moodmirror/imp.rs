@@ -569,7 +569,7 @@ impl MoodMirror {
         // Full detection every `detect-interval` frames, unless QoS says we are late.
         let interval = settings.video.detect_interval.max(1) as u64;
         let forced = std::mem::take(&mut state.detect_next);
-        let due = forced || state.frame % interval == 0;
+        let due = forced || state.frame.is_multiple_of(interval);
         let full = due && !std::mem::take(&mut state.late);
         let now = self.running_time_ns(frame.buffer());
         let frame_index = state.frame;
