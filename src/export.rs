@@ -97,8 +97,17 @@ pub fn frame_json(info: &FrameInfo, faces: &[FaceMeta]) -> Value {
     v
 }
 
-/// Checks a parsed line against the schema above; the reason when it does not fit.
-pub fn validate_frame(v: &Value) -> Result<(), String> {
+/// A JSON line that does not fit the schema, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("JSON line does not fit the moodmirrorjson schema: {0}")]
+pub struct SchemaError(String);
+
+/// Checks a parsed line against the schema above.
+pub fn validate_frame(v: &Value) -> Result<(), SchemaError> {
+    check_frame(v).map_err(SchemaError)
+}
+
+fn check_frame(v: &Value) -> Result<(), String> {
     let obj = v.as_object().ok_or("frame is not an object")?;
     for k in FRAME_KEYS {
         if !obj.contains_key(k) {

@@ -125,7 +125,7 @@ fn round4(v: f32) -> f64 {
 }
 
 pub fn run(args: &ImageArgs) -> Result<()> {
-    let (device, warning) = select_device(DeviceKind::Auto).map_err(anyhow::Error::msg)?;
+    let (device, warning) = select_device(DeviceKind::Auto)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -133,10 +133,10 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         Some(p) => EmotionClassifier::from_file(p, &device)?,
         None => EmotionClassifier::embedded(&device)?,
     };
-    classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
-    let detector = Detector::new(args.detector.into(), &device).map_err(anyhow::Error::msg)?;
+    classifier.set_precision(args.precision)?;
+    let detector = Detector::new(args.detector.into(), &device)?;
     let mut analyzer = FaceAnalyzer::new(detector, classifier);
-    let mut painter = Painter::new().map_err(anyhow::Error::msg)?;
+    let mut painter = Painter::new()?;
     let params = DetectParams {
         min_size: args.min_face_size.unwrap_or(match args.detector {
             DetectorArg::Yunet => 20,

@@ -261,7 +261,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let view_scale_of = |c: &emotion::EmotionClassifier| args.view_scale.unwrap_or(c.view_scale);
     let mut described = Vec::new();
     for classifier in &mut classifiers {
-        classifier.set_precision(args.precision).map_err(anyhow::Error::msg)?;
+        classifier.set_precision(args.precision)?;
         classifier.set_logit_bias_enabled(!args.no_logit_bias);
         let view_scale = view_scale_of(classifier);
         described.push(format!(

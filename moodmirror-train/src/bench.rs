@@ -399,12 +399,12 @@ pub fn run_detect(args: &DetectBenchArgs) -> Result<()> {
     let layout = moodmirror::image::PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
     let gray = moodmirror::image::luma(frame.as_raw(), w * 3, w, h, layout, &mut gray_buf);
     let rgb = moodmirror::detect::RgbImage { data: frame.as_raw(), width: w, height: h, stride: w * 3 };
-    let mut detector = Detector::new(args.detector, &Device::Cpu).map_err(anyhow::Error::msg)?;
+    let mut detector = Detector::new(args.detector, &Device::Cpu)?;
     let params = DetectParams { min_size: args.min_face_size, ..Default::default() };
     let mut faces = Vec::new();
     let mut stages = Vec::new();
     let mut detect = || -> Result<()> {
-        detector.detect(&gray, Some(&rgb), &params, &mut faces).map_err(anyhow::Error::msg)?;
+        detector.detect(&gray, Some(&rgb), &params, &mut faces)?;
         if let Detector::Mtcnn(m) = &detector {
             stages.push(m.last_times);
         }
@@ -424,7 +424,7 @@ pub fn run_detect(args: &DetectBenchArgs) -> Result<()> {
     if !faces.is_empty() && detector.needs_color() {
         let previous = faces.clone();
         let mut tracked = Vec::new();
-        let mut track = || -> Result<()> { detector.track(&rgb, &previous, &mut tracked).map_err(anyhow::Error::msg) };
+        let mut track = || -> Result<()> { Ok(detector.track(&rgb, &previous, &mut tracked)?) };
         track()?;
         let median = median_seconds(args.runs, &mut track)? * 1e3;
         println!("  tracking the {} faces: median {median:.2} ms per frame ({} re-found)", previous.len(), tracked.len());

@@ -197,9 +197,7 @@ impl ComputeDevice {
     pub fn device(self) -> Result<Device> {
         match self {
             ComputeDevice::Cpu => Ok(Device::Cpu),
-            ComputeDevice::Cuda => {
-                Ok(moodmirror::emotion::select_device(moodmirror::emotion::DeviceKind::Cuda).map_err(anyhow::Error::msg)?.0)
-            }
+            ComputeDevice::Cuda => Ok(moodmirror::emotion::select_device(moodmirror::emotion::DeviceKind::Cuda)?.0),
         }
     }
 }

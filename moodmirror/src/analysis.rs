@@ -281,7 +281,7 @@ impl FaceAnalyzer {
             let small = GrayImage { data: &self.small, width: w, height: h, stride: w };
             self.detector.detect(&small, rgb.as_ref(), &scaled, &mut self.faces)
         };
-        result.map_err(candle_core::Error::Msg)?;
+        result.map_err(candle_core::Error::wrap)?;
         if scale != 1.0 {
             for f in &mut self.faces {
                 f.scale(scale);
@@ -315,7 +315,7 @@ impl FaceAnalyzer {
                 self.prepare_rgb_region(image, frame, w, h, region);
             }
             let rgb = RgbImage { data: &self.rgb, width: w, height: h, stride: w * 3 };
-            self.detector.track(&rgb, &self.local, &mut self.faces).map_err(candle_core::Error::Msg)?;
+            self.detector.track(&rgb, &self.local, &mut self.faces).map_err(candle_core::Error::wrap)?;
             for f in &mut self.faces {
                 f.scale(scale);
             }
@@ -340,7 +340,7 @@ impl FaceAnalyzer {
                 max_faces: 1,
                 ..*params
             };
-            self.detector.detect(&region, None, &local_params, &mut self.local).map_err(candle_core::Error::Msg)?;
+            self.detector.detect(&region, None, &local_params, &mut self.local).map_err(candle_core::Error::wrap)?;
             if let Some(best) = self.local.first() {
                 self.faces.push(Face { x: best.x + x0 as i32, y: best.y + y0 as i32, ..*best });
             }
@@ -485,7 +485,7 @@ impl FaceAnalyzer {
         frame_size: (i32, i32),
     ) -> candle_core::Result<()> {
         let finished = match self.background.as_mut() {
-            Some(bg) => match bg.poll().map_err(candle_core::Error::Msg)? {
+            Some(bg) => match bg.poll().map_err(candle_core::Error::wrap)? {
                 // Faces found in a frame of another size (a caps change since) are dropped.
                 Some((faces, (w, h))) if w.abs_diff(image.width) <= 1 && h.abs_diff(image.height) <= 1 => {
                     self.late_faces.clear();

@@ -46,7 +46,7 @@ pub struct DetectionJob {
 pub struct DetectionDone {
     pub faces: Vec<Face>,
     pub job: DetectionJob,
-    pub error: Option<String>,
+    pub error: Option<crate::Error>,
 }
 
 /// The worker and the buffers of the next job.
@@ -62,7 +62,7 @@ pub struct BackgroundDetector {
 
 impl BackgroundDetector {
     /// Starts a worker with its own `kind` detector.
-    pub fn start(kind: DetectorKind, device: &candle_core::Device) -> Result<Self, String> {
+    pub fn start(kind: DetectorKind, device: &candle_core::Device) -> crate::Result<Self> {
         let mut detector = Detector::new(kind, device)?;
         let (job_tx, job_rx) = channel::<DetectionJob>();
         let (done_tx, done_rx) = channel::<DetectionDone>();
@@ -95,7 +95,7 @@ impl BackgroundDetector {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the detection thread: {e}"))?;
+            .map_err(|e| crate::Error::Worker(format!("cannot start the detection thread: {e}")))?;
         let spare = DetectionJob {
             frame: OwnedFrame::default(),
             gray: Vec::new(),
@@ -130,7 +130,7 @@ impl BackgroundDetector {
 
     /// The faces of the last finished job, if one finished since the last call, with the
     /// (width, height) of the frame they were found in.
-    pub fn poll(&mut self) -> Result<Option<FoundFaces<'_>>, String> {
+    pub fn poll(&mut self) -> crate::Result<Option<FoundFaces<'_>>> {
         match self.done.try_recv() {
             Ok(done) => {
                 let job = &done.job;
@@ -143,7 +143,7 @@ impl BackgroundDetector {
                 Ok(Some((&self.faces, size)))
             }
             Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err("the detection thread ended".into()),
+            Err(TryRecvError::Disconnected) => Err(crate::Error::Worker("the detection thread ended".into())),
         }
     }
 

@@ -205,8 +205,8 @@ pub struct Painter {
 }
 
 impl Painter {
-    pub fn new() -> Result<Self, String> {
-        let font = FontRef::try_from_slice(FONT_BYTES).map_err(|e| format!("embedded font: {e}"))?;
+    pub fn new() -> crate::Result<Self> {
+        let font = FontRef::try_from_slice(FONT_BYTES).map_err(|e| crate::Error::Font(e.to_string()))?;
         Ok(Self { font, text: String::with_capacity(32), labels: std::collections::HashMap::new() })
     }
 

@@ -1,6 +1,8 @@
-//! The core's error type.
+//! The core's error type: one variant per kind of failure, each message naming what failed.
 
 use std::path::PathBuf;
+
+use crate::emotion::ModelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,6 +16,33 @@ pub enum Error {
     TruncatedJpeg,
     #[error(transparent)]
     Decode(#[from] image::ImageError),
+    /// An emotion model file that cannot be read, parsed or loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A model file's tensors or metadata are unusable (non-finite weights, bad metadata values).
+    #[error("{0}")]
+    ModelFile(String),
+    /// A Haar cascade XML that cannot be used.
+    #[error("Haar cascade: {0}")]
+    Cascade(String),
+    /// A detector failed to load or to run.
+    #[error("{detector}: {reason}")]
+    Detector { detector: &'static str, reason: String },
+    /// The background detection thread could not start or stopped.
+    #[error("background detection: {0}")]
+    Worker(String),
+    /// The requested arithmetic is not available for this model or CPU.
+    #[error("{0}")]
+    Precision(String),
+    /// The requested device is not available.
+    #[error("{0}")]
+    Device(String),
+    /// A kernel was given buffers or shapes it cannot work on.
+    #[error("{0}")]
+    Kernel(String),
+    /// The embedded label font cannot be read.
+    #[error("label font: {0}")]
+    Font(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

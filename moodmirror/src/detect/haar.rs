@@ -55,12 +55,16 @@ fn numbers<T: std::str::FromStr>(node: Option<roxmltree::Node>) -> Result<Vec<T>
 }
 
 impl HaarCascade {
-    pub fn frontal_face() -> Result<Self, String> {
+    pub fn frontal_face() -> crate::Result<Self> {
         Self::parse(FRONTALFACE_XML)
     }
 
     /// Parses OpenCV's "new" cascade format (stages / weakClassifiers / features) with stumps.
-    pub fn parse(xml: &str) -> Result<Self, String> {
+    pub fn parse(xml: &str) -> crate::Result<Self> {
+        Self::parse_xml(xml).map_err(crate::Error::Cascade)
+    }
+
+    fn parse_xml(xml: &str) -> Result<Self, String> {
         let doc = roxmltree::Document::parse(xml).map_err(|e| format!("cascade XML: {e}"))?;
         let cascade = doc.descendants().find(|n| n.has_tag_name("cascade")).ok_or("cascade XML: no <cascade> element")?;
         let feature_type = child(cascade, "featureType").and_then(|n| n.text()).unwrap_or("");
@@ -363,7 +367,7 @@ mod tests {
         assert!(HaarCascade::parse("<opencv_storage/>").is_err());
         assert!(HaarCascade::parse("not xml").is_err());
         let lbp = "<opencv_storage><cascade><featureType>LBP</featureType></cascade></opencv_storage>";
-        assert!(HaarCascade::parse(lbp).unwrap_err().contains("LBP"));
+        assert!(HaarCascade::parse(lbp).unwrap_err().to_string().contains("LBP"));
     }
 
     #[test]

@@ -77,12 +77,17 @@ pub enum Detector {
     Upstream,
 }
 
+/// A detector's failure, naming the detector.
+fn failed(detector: &'static str, reason: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Detector { detector, reason: reason.to_string() }
+}
+
 impl Detector {
-    pub fn new(kind: DetectorKind, device: &candle_core::Device) -> Result<Self, String> {
+    pub fn new(kind: DetectorKind, device: &candle_core::Device) -> crate::Result<Self> {
         match kind {
             DetectorKind::Haar => Ok(Detector::Haar(HaarDetector::new(HaarCascade::frontal_face()?))),
-            DetectorKind::Mtcnn => Mtcnn::embedded(device).map(|m| Detector::Mtcnn(Box::new(m))).map_err(|e| format!("MTCNN weights: {e}")),
-            DetectorKind::Yunet => YuNet::embedded(device).map(|m| Detector::Yunet(Box::new(m))).map_err(|e| format!("YuNet weights: {e}")),
+            DetectorKind::Mtcnn => Mtcnn::embedded(device).map(|m| Detector::Mtcnn(Box::new(m))).map_err(|e| failed("MTCNN weights", e)),
+            DetectorKind::Yunet => YuNet::embedded(device).map(|m| Detector::Yunet(Box::new(m))).map_err(|e| failed("YuNet weights", e)),
             DetectorKind::Upstream => Ok(Detector::Upstream),
         }
     }
@@ -103,19 +108,19 @@ impl Detector {
 
     /// Faces in the image: Haar reads `gray`, MTCNN and YuNet `rgb` (the same picture, same
     /// size).
-    pub fn detect(&mut self, gray: &GrayImage, rgb: Option<&RgbImage>, params: &DetectParams, faces: &mut Vec<Face>) -> Result<(), String> {
+    pub fn detect(&mut self, gray: &GrayImage, rgb: Option<&RgbImage>, params: &DetectParams, faces: &mut Vec<Face>) -> crate::Result<()> {
         match self {
             Detector::Haar(d) => {
                 d.detect(gray, params, faces);
                 Ok(())
             }
             Detector::Mtcnn(m) => {
-                let rgb = rgb.ok_or("MTCNN needs the colour image")?;
-                m.detect(rgb, params, faces).map_err(|e| format!("MTCNN: {e}"))
+                let rgb = rgb.ok_or_else(|| failed("MTCNN", "needs the colour image"))?;
+                m.detect(rgb, params, faces).map_err(|e| failed("MTCNN", e))
             }
             Detector::Yunet(m) => {
-                let rgb = rgb.ok_or("YuNet needs the colour image")?;
-                m.detect(rgb, params, faces).map_err(|e| format!("YuNet: {e}"))
+                let rgb = rgb.ok_or_else(|| failed("YuNet", "needs the colour image"))?;
+                m.detect(rgb, params, faces).map_err(|e| failed("YuNet", e))
             }
             Detector::Upstream => {
                 faces.clear();
@@ -128,12 +133,12 @@ impl Detector {
 impl Detector {
     /// Re-finds `previous` faces in `rgb` (the colour detectors, [`Self::needs_color`]; Haar
     /// returns nothing).
-    pub fn track(&mut self, rgb: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> Result<(), String> {
+    pub fn track(&mut self, rgb: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> crate::Result<()> {
         faces.clear();
         match self {
             Detector::Haar(_) | Detector::Upstream => Ok(()),
-            Detector::Mtcnn(m) => m.track(rgb, previous, faces).map_err(|e| format!("MTCNN: {e}")),
-            Detector::Yunet(m) => m.track(rgb, previous, faces).map_err(|e| format!("YuNet: {e}")),
+            Detector::Mtcnn(m) => m.track(rgb, previous, faces).map_err(|e| failed("MTCNN", e)),
+            Detector::Yunet(m) => m.track(rgb, previous, faces).map_err(|e| failed("YuNet", e)),
         }
     }
 }

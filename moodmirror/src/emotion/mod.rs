@@ -42,12 +42,12 @@ impl InputContract {
     pub const VIEW_SCALE_KEY: &'static str = "view_scale";
 
     /// The view scale recorded in a model's metadata; an error for an unusable value.
-    pub fn view_scale(metadata: &HashMap<String, String>) -> Result<f32, String> {
+    pub fn view_scale(metadata: &HashMap<String, String>) -> crate::Result<f32> {
         match metadata.get(Self::VIEW_SCALE_KEY) {
             None => Ok(1.0),
             Some(text) => match text.parse::<f32>() {
                 Ok(v) if (0.5..=1.0).contains(&v) => Ok(v),
-                _ => Err(format!("metadata {}='{text}' is not a number in 0.5..=1", Self::VIEW_SCALE_KEY)),
+                _ => Err(crate::Error::ModelFile(format!("metadata {}='{text}' is not a number in 0.5..=1", Self::VIEW_SCALE_KEY))),
             },
         }
     }
@@ -56,11 +56,12 @@ impl InputContract {
     pub const PREPROCESS_KEY: &'static str = "input_preprocess";
 
     /// The preprocessing recorded in a model's metadata; an error for an unknown name.
-    pub fn preprocess(metadata: &HashMap<String, String>) -> Result<Preprocess, String> {
+    pub fn preprocess(metadata: &HashMap<String, String>) -> crate::Result<Preprocess> {
         match metadata.get(Self::PREPROCESS_KEY) {
             None => Ok(Preprocess::None),
-            Some(text) => Preprocess::from_name(text)
-                .ok_or_else(|| format!("metadata {}='{text}' is not one of: none, standardize", Self::PREPROCESS_KEY)),
+            Some(text) => Preprocess::from_name(text).ok_or_else(|| {
+                crate::Error::ModelFile(format!("metadata {}='{text}' is not one of: none, standardize", Self::PREPROCESS_KEY))
+            }),
         }
     }
 
@@ -176,11 +177,12 @@ impl LogitBias {
 
     /// The bias recorded in a model's metadata (none for files without the key); an error for
     /// a value that is not seven finite numbers.
-    pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Option<[f32; NUM_CLASSES]>, String> {
+    pub fn from_metadata(metadata: &HashMap<String, String>) -> crate::Result<Option<[f32; NUM_CLASSES]>> {
         let Some(text) = metadata.get(Self::KEY) else {
             return Ok(None);
         };
-        let invalid = || format!("metadata {}='{text}' is not {NUM_CLASSES} comma-separated finite numbers", Self::KEY);
+        let invalid =
+            || crate::Error::ModelFile(format!("metadata {}='{text}' is not {NUM_CLASSES} comma-separated finite numbers", Self::KEY));
         let values = text
             .split(',')
             .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
@@ -207,12 +209,13 @@ pub enum ModelError {
 
 /// An error naming the first tensor that holds a NaN or an infinity (a diverged training run,
 /// a corrupt file): such weights would turn every face into garbage without a word.
-pub fn check_finite_tensors(bytes: &[u8]) -> Result<(), String> {
-    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+pub fn check_finite_tensors(bytes: &[u8]) -> crate::Result<()> {
+    let file_error = |e: safetensors::SafeTensorError| crate::Error::ModelFile(e.to_string());
+    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(file_error)?;
     let mut names = tensors.names();
     names.sort();
     for name in names {
-        let view = tensors.tensor(name).map_err(|e| e.to_string())?;
+        let view = tensors.tensor(name).map_err(file_error)?;
         let data = view.data();
         let bad = match view.dtype() {
             safetensors::Dtype::F32 => data.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
@@ -222,15 +225,15 @@ pub fn check_finite_tensors(bytes: &[u8]) -> Result<(), String> {
             _ => None,
         };
         if let Some(i) = bad {
-            return Err(format!("tensor '{name}' holds a non-finite value (NaN or infinity) at element {i}"));
+            return Err(crate::Error::ModelFile(format!("tensor '{name}' holds a non-finite value (NaN or infinity) at element {i}")));
         }
     }
     Ok(())
 }
 
 /// Reads the `__metadata__` of a safetensors file (architecture, contract, training info).
-pub fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+pub fn read_metadata(bytes: &[u8]) -> crate::Result<HashMap<String, String>> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| crate::Error::ModelFile(e.to_string()))?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
@@ -302,12 +305,12 @@ impl EmotionClassifier {
 
     pub fn from_bytes(bytes: &[u8], origin: &str, device: &Device) -> Result<Self, ModelError> {
         let format_err = |reason: String| ModelError::Format { origin: origin.to_string(), reason };
-        let metadata = read_metadata(bytes).map_err(format_err)?;
-        check_finite_tensors(bytes).map_err(format_err)?;
-        let view_scale = InputContract::view_scale(&metadata).map_err(format_err)?;
-        let preprocess = InputContract::preprocess(&metadata).map_err(format_err)?;
-        let arch = Arch::from_metadata(&metadata).map_err(format_err)?;
-        let logit_bias = match LogitBias::from_metadata(&metadata).map_err(format_err)? {
+        let metadata = read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
+        check_finite_tensors(bytes).map_err(|e| format_err(e.to_string()))?;
+        let view_scale = InputContract::view_scale(&metadata).map_err(|e| format_err(e.to_string()))?;
+        let preprocess = InputContract::preprocess(&metadata).map_err(|e| format_err(e.to_string()))?;
+        let arch = Arch::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))?;
+        let logit_bias = match LogitBias::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))? {
             Some(bias) => Some(LogitBias::tensor(&bias, device).map_err(|e| format_err(e.to_string()))?),
             None => None,
         };
@@ -338,7 +341,7 @@ impl EmotionClassifier {
             use_logit_bias: true,
             input: Vec::new(),
         };
-        classifier.set_precision(Precision::Auto).map_err(format_err)?;
+        classifier.set_precision(Precision::Auto).map_err(|e| format_err(e.to_string()))?;
         Ok(classifier)
     }
 
@@ -353,10 +356,12 @@ impl EmotionClassifier {
 
     /// Chooses f32 or int8 arithmetic; an error for int8 on a GPU or for an architecture
     /// without an int8 version.
-    pub fn set_precision(&mut self, precision: Precision) -> Result<(), String> {
+    pub fn set_precision(&mut self, precision: Precision) -> crate::Result<()> {
         let kernel = match (precision, self.device.is_cpu()) {
             (Precision::F32, _) | (Precision::Auto, false) => None,
-            (Precision::Int8, false) => return Err("precision=int8 runs on the CPU only; use precision=f32 or auto on a GPU".into()),
+            (Precision::Int8, false) => {
+                return Err(crate::Error::Precision("precision=int8 runs on the CPU only; use precision=f32 or auto on a GPU".into()))
+            }
             (Precision::Auto, true) => ops::int8::Int8Kernel::detect(),
             (Precision::Int8, true) => Some(ops::int8::Int8Kernel::detect().unwrap_or(ops::int8::Int8Kernel::Portable)),
         };
@@ -367,13 +372,18 @@ impl EmotionClassifier {
         }
         self.int8 = match kernel {
             None => None,
-            Some(kernel) => match int8::Int8VggNet::quantize(&self.net, kernel).map_err(|e| e.to_string())? {
-                Some(net) => Some(net),
-                None if precision == Precision::Int8 => {
-                    return Err(format!("architecture '{}' has no int8 version; use precision=f32", self.arch.name()))
+            Some(kernel) => {
+                match int8::Int8VggNet::quantize(&self.net, kernel).map_err(|e| crate::Error::Precision(format!("int8 version: {e}")))? {
+                    Some(net) => Some(net),
+                    None if precision == Precision::Int8 => {
+                        return Err(crate::Error::Precision(format!(
+                            "architecture '{}' has no int8 version; use precision=f32",
+                            self.arch.name()
+                        )))
+                    }
+                    None => None,
                 }
-                None => None,
-            },
+            }
         };
         Ok(())
     }
@@ -487,13 +497,13 @@ pub enum DeviceKind {
 }
 
 /// Picks the candle device; the second value is a warning for a fallback to the CPU.
-pub fn select_device(kind: DeviceKind) -> Result<(Device, Option<String>), String> {
+pub fn select_device(kind: DeviceKind) -> crate::Result<(Device, Option<String>)> {
     match kind {
         DeviceKind::Cpu => Ok((Device::Cpu, None)),
-        DeviceKind::Cuda if !cfg!(feature = "cuda") => Err(
+        DeviceKind::Cuda if !cfg!(feature = "cuda") => Err(crate::Error::Device(
             "device=cuda, but this build of moodmirror has no CUDA support: rebuild with `cargo build --release --features cuda` or use device=cpu".into(),
-        ),
-        DeviceKind::Cuda => Device::new_cuda(0).map(|d| (d, None)).map_err(|e| format!("device=cuda: no usable CUDA GPU: {e}")),
+        )),
+        DeviceKind::Cuda => Device::new_cuda(0).map(|d| (d, None)).map_err(|e| crate::Error::Device(format!("device=cuda: no usable CUDA GPU: {e}"))),
         DeviceKind::Auto if cfg!(feature = "cuda") => match Device::new_cuda(0) {
             Ok(d) => Ok((d, None)),
             Err(e) => Ok((Device::Cpu, Some(format!("device=auto: no usable CUDA GPU ({e}), running on the CPU")))),
@@ -533,12 +543,12 @@ mod tests {
     #[test]
     fn view_scale_comes_from_metadata_and_bad_values_are_named() {
         let mut meta = HashMap::new();
-        assert_eq!(InputContract::view_scale(&meta), Ok(1.0));
+        assert_eq!(InputContract::view_scale(&meta).unwrap(), 1.0);
         meta.insert(InputContract::VIEW_SCALE_KEY.to_string(), "0.916667".to_string());
         assert!((InputContract::view_scale(&meta).unwrap() - 0.916667).abs() < 1e-6);
         for bad in ["0", "1.5", "wide", "NaN"] {
             meta.insert(InputContract::VIEW_SCALE_KEY.to_string(), bad.to_string());
-            let err = InputContract::view_scale(&meta).unwrap_err();
+            let err = InputContract::view_scale(&meta).unwrap_err().to_string();
             assert!(err.contains("view_scale") && err.contains(bad), "{err}");
         }
         // The shipped model views the whole frame.
@@ -556,7 +566,7 @@ mod tests {
         save_model(&varmap, Arch::Basic, &[], &path);
         let mut classifier = EmotionClassifier::from_file(&path, &Device::Cpu).unwrap();
         assert_eq!(classifier.precision_name(), "f32", "auto falls back to f32");
-        let err = classifier.set_precision(Precision::Int8).unwrap_err();
+        let err = classifier.set_precision(Precision::Int8).unwrap_err().to_string();
         assert!(err.contains("'basic' has no int8 version"), "{err}");
         classifier.set_precision(Precision::F32).unwrap();
         let mut shipped = EmotionClassifier::embedded(&Device::Cpu).unwrap();
@@ -567,7 +577,7 @@ mod tests {
     #[test]
     fn logit_bias_is_read_checked_and_applied_to_every_path() {
         let mut meta = HashMap::new();
-        assert_eq!(LogitBias::from_metadata(&meta), Ok(None));
+        assert!(LogitBias::from_metadata(&meta).unwrap().is_none());
         let weights = [1.0, 4.0, 1.0, 0.5, 1.0, 1.0, 1.0];
         let bias = LogitBias::undoing_class_weights(&weights);
         assert!((bias[1] + 4f32.ln()).abs() < 1e-6 && (bias[3] - 2f32.ln()).abs() < 1e-6 && bias[0] == 0.0);
@@ -576,7 +586,7 @@ mod tests {
         assert!(read.iter().zip(&bias).all(|(a, b)| (a - b).abs() < 1e-5));
         for bad in ["1,2,3", "0,0,0,0,0,0,0,0", "0,0,0,x,0,0,0", "0,0,0,inf,0,0,0"] {
             meta.insert(LogitBias::KEY.to_string(), bad.to_string());
-            let err = LogitBias::from_metadata(&meta).unwrap_err();
+            let err = LogitBias::from_metadata(&meta).unwrap_err().to_string();
             assert!(err.contains("logit_bias") && err.contains(bad), "{err}");
         }
 

@@ -35,9 +35,9 @@ impl Arch {
     }
 
     /// The architecture a weights file's metadata names (`vgg` when it names none).
-    pub fn from_metadata(metadata: &std::collections::HashMap<String, String>) -> std::result::Result<Self, String> {
+    pub fn from_metadata(metadata: &std::collections::HashMap<String, String>) -> crate::Result<Self> {
         let name = metadata.get("arch").map(String::as_str).unwrap_or("vgg");
-        Self::from_name(name).ok_or_else(|| format!("unknown architecture '{name}'"))
+        Self::from_name(name).ok_or_else(|| crate::Error::ModelFile(format!("unknown architecture '{name}'")))
     }
 
     pub fn from_name(name: &str) -> Option<Self> {

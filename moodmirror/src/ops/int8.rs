@@ -138,17 +138,19 @@ impl Int8Conv3x3 {
     /// From f32 weights `(c_out, c_in, 3, 3)` (row-major) and a bias of `c_out`, for `kernel`
     /// (its weight range and packing; the portable kernel runs any of them). The vector kernels
     /// need `c_in` divisible by 4 and `c_out` by 16.
-    pub fn quantize(kernel: Int8Kernel, weight: &[f32], bias: &[f32], c_out: usize, c_in: usize) -> Result<Self, String> {
+    pub fn quantize(kernel: Int8Kernel, weight: &[f32], bias: &[f32], c_out: usize, c_in: usize) -> crate::Result<Self> {
         if !c_in.is_multiple_of(4) || !c_out.is_multiple_of(16) {
-            return Err(format!("int8 convolution needs input channels divisible by 4 and output channels by 16, got {c_in} → {c_out}"));
+            return Err(crate::Error::Kernel(format!(
+                "int8 convolution needs input channels divisible by 4 and output channels by 16, got {c_in} → {c_out}"
+            )));
         }
         if weight.len() != c_out * c_in * 9 || bias.len() != c_out {
-            return Err(format!(
+            return Err(crate::Error::Kernel(format!(
                 "int8 convolution {c_in} → {c_out}: {} weights and {} biases, expected {} and {c_out}",
                 weight.len(),
                 bias.len(),
                 c_out * c_in * 9
-            ));
+            )));
         }
         let mut plain = Vec::with_capacity(weight.len());
         let mut weight_scale = Vec::with_capacity(c_out);
@@ -199,9 +201,13 @@ impl Int8Conv3x3 {
 
     /// Convolves the padded NHWC u8 `input` (values × `in_scale` = activations) into `out`
     /// (`h·w·c_out` f32, NHWC, after bias and ReLU); returns the largest output.
-    pub fn forward(&self, kernel: Int8Kernel, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> Result<f32, String> {
+    pub fn forward(&self, kernel: Int8Kernel, input: &[u8], h: usize, w: usize, in_scale: f32, out: &mut [f32]) -> crate::Result<f32> {
         if input.len() < self.input_len(h, w) || out.len() < h * w * self.c_out {
-            return Err(format!("int8 convolution on {h}x{w}: buffers of {} and {} elements are too small", input.len(), out.len()));
+            return Err(crate::Error::Kernel(format!(
+                "int8 convolution on {h}x{w}: buffers of {} and {} elements are too small",
+                input.len(),
+                out.len()
+            )));
         }
         // A vector kernel runs only on weights packed for it; the portable one runs any.
         let kernel = if kernel == self.kernel { kernel } else { Int8Kernel::Portable };
@@ -310,10 +316,10 @@ pub fn conv3x3_one_channel(
     h: usize,
     w: usize,
     out: &mut [f32],
-) -> Result<f32, String> {
+) -> crate::Result<f32> {
     let c = bias.len();
     if weight.len() != 9 * c || input.len() < (h + 2) * (w + 2) || out.len() < h * w * c {
-        return Err(format!("one-channel convolution on {h}x{w} → {c}: buffers too small"));
+        return Err(crate::Error::Kernel(format!("one-channel convolution on {h}x{w} → {c}: buffers too small")));
     }
     #[cfg(target_arch = "x86_64")]
     if c.is_multiple_of(16) && kernel.is_vnni_here() {
