@@ -42,7 +42,7 @@ pub struct AnnotateArgs {
     /// Emotion model weights; the embedded default when omitted.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Arithmetic of the emotion CNN (the element's `precision`).
+    /// Arithmetic of the emotion CNN (the element's `precision`): auto, f32 or int8.
     #[arg(long, default_value = "auto")]
     pub precision: moodmirror::emotion::Precision,
     /// No progress bar.

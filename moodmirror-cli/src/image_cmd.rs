@@ -37,7 +37,7 @@ pub struct ImageArgs {
     /// Emotion model weights; the embedded default when omitted.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Arithmetic of the emotion CNN (the element's `precision`).
+    /// Arithmetic of the emotion CNN (the element's `precision`): auto, f32 or int8.
     #[arg(long, default_value = "auto")]
     pub precision: moodmirror::emotion::Precision,
     /// Write annotated copies of the images (PNG) into this directory.

@@ -230,7 +230,7 @@ struct EvaluateArgs {
     tta: evaluate::Tta,
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Arithmetic of the CNN: auto is int8 on x86-64 CPUs with AVX2, as in the element.
+    /// Arithmetic of the CNN: auto, f32 or int8; auto is int8 on x86-64 CPUs with AVX2, as in the element.
     #[arg(long, default_value = "auto")]
     precision: emotion::Precision,
     /// Show the network this central part of each 48x48 image instead of the model's own

@@ -15,6 +15,7 @@ use moodmirror::layers::SeededInit;
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct BenchArgs {
+    /// Architecture: vgg, vgg-large, vgg-small, basic or xception.
     #[cfg_attr(feature = "clap", arg(long, default_value = "vgg"))]
     pub arch: Arch,
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
@@ -358,6 +359,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct DetectBenchArgs {
+    /// Detector: yunet, mtcnn or haar.
     #[cfg_attr(feature = "clap", arg(long, default_value = "yunet"))]
     pub detector: moodmirror::detect::DetectorKind,
     /// Photo placed (scaled to fit, centred, black borders) in the frame.

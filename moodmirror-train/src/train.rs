@@ -37,6 +37,7 @@ pub struct TrainArgs {
     /// `<stem>.best-loss.safetensors` and the resumable checkpoint `<stem>.ckpt.safetensors`.
     #[cfg_attr(feature = "clap", arg(long))]
     pub out: PathBuf,
+    /// Architecture: vgg, vgg-large, vgg-small, basic or xception.
     #[cfg_attr(feature = "clap", arg(long, default_value = "vgg"))]
     pub arch: Arch,
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 30))]
@@ -116,7 +117,7 @@ pub struct TrainArgs {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.5))]
     pub target_mix: f32,
     /// What each crop goes through after augmentation, recorded in the model so inference
-    /// does the same.
+    /// does the same: none or standardize.
     #[cfg_attr(feature = "clap", arg(long, default_value = "none"))]
     pub preprocess: Preprocess,
     /// Leave out the camera-like degradations (gamma, blur, noise, JPEG) of the augmentation.

@@ -36,6 +36,9 @@ struct Scratch {
 #[derive(Debug, Clone)]
 pub struct Int8VggNet {
     kernel: Int8Kernel,
+    /// The largest activation the weights' kernel takes (kept when the portable kernel runs
+    /// them, so that it computes the same sums).
+    activation_limit: f32,
     first: FirstConv,
     /// The other convolutions; `true` where a 2x2 max-pool follows.
     convs: Vec<(Int8Conv3x3, bool)>,
@@ -106,6 +109,7 @@ impl Int8VggNet {
         let features = channels * side * side;
         Ok(Self {
             kernel,
+            activation_limit: kernel.activation_limit(),
             first,
             convs,
             first_pools: *first_pools,
@@ -192,7 +196,17 @@ impl Int8VggNet {
             .map_err(candle_core::Error::msg)?;
         let mut pools = self.first_pools;
         for (conv, conv_pools) in &self.convs {
-            let scale = quantize_padded(self.kernel, &scratch.activations, side, side, channels, max, pools, &mut scratch.quantized);
+            let scale = quantize_padded(
+                self.kernel,
+                self.activation_limit,
+                &scratch.activations,
+                side,
+                side,
+                channels,
+                max,
+                pools,
+                &mut scratch.quantized,
+            );
             if pools {
                 side /= 2;
             }

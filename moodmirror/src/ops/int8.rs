@@ -13,7 +13,9 @@
 //! and plain AVX2 (every x86-64 CPU since Haswell and Zen 1) emulates it with `vpmaddubsw`
 //! (u8·s8 pairs summed into i16) and `vpmaddwd` (i16 pairs into i32). `vpmaddubsw` saturates at
 //! ±32767, and 2·255·127 would overflow it: weights for the AVX2 kernel are quantised to ±64
-//! (2·255·64 = 32,640), so its sums are exact too, on slightly coarser weights.
+//! and its activations to 0..=127, so that two `vpmaddubsw` results add in i16 before one
+//! `vpmaddwd` widens them (2·2·127·64 = 32,512): exact sums, on slightly coarser numbers, with a
+//! quarter fewer multiplier instructions than one `vpmaddwd` per `vpmaddubsw`.
 //!
 //! A portable kernel computes the same sums without SIMD: it is the reference of the tests and
 //! runs where no vector kernel does (slowly: callers prefer f32 there).
@@ -94,6 +96,15 @@ impl Int8Kernel {
             64.0
         } else {
             127.0
+        }
+    }
+
+    /// The largest quantised activation the kernel's arithmetic takes exactly.
+    pub fn activation_limit(self) -> f32 {
+        if self == Int8Kernel::Avx2 {
+            127.0
+        } else {
+            255.0
         }
     }
 
@@ -264,15 +275,26 @@ pub fn padded_len(h: usize, w: usize, c: usize) -> usize {
     ((h + 2) * (w + 2) + TILE_PIXELS + 2) * c
 }
 
-/// Quantises `src` (`h·w·c` NHWC, values in `0..=max`) into the interior of the padded u8
-/// `dst`, max-pooled 2x2 first when `pool`; zeroes the border. Returns the scale (`value =
-/// byte · scale`).
+/// Quantises `src` (`h·w·c` NHWC, values in `0..=max`) to bytes in `0..=limit` (the weights'
+/// kernel's [`Int8Kernel::activation_limit`]) in the interior of the padded `dst`, max-pooled
+/// 2x2 first when `pool`, with `kernel`'s vector code where it has some; zeroes the border.
+/// Returns the scale (`value = byte · scale`).
 #[allow(clippy::too_many_arguments)]
-pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: usize, max: f32, pool: bool, dst: &mut Vec<u8>) -> f32 {
+pub fn quantize_padded(
+    kernel: Int8Kernel,
+    limit: f32,
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    max: f32,
+    pool: bool,
+    dst: &mut Vec<u8>,
+) -> f32 {
     let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
     dst.clear();
     dst.resize(padded_len(oh, ow, c), 0);
-    let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
+    let scale = if max > 0.0 { max / limit } else { 1.0 };
     let inv = 1.0 / scale;
     let row = (ow + 2) * c;
     let step = if pool { 2 } else { 1 };
@@ -293,12 +315,12 @@ pub fn quantize_padded(kernel: Int8Kernel, src: &[f32], h: usize, w: usize, c: u
             #[cfg(target_arch = "x86_64")]
             if vector256 {
                 // SAFETY: AVX2 is present (checked) and every slice holds `c` elements.
-                unsafe { avx2::max4_quantize(quads, inv, d) };
+                unsafe { avx2::max4_quantize(quads, inv, limit, d) };
                 continue;
             }
             for (i, q) in d.iter_mut().enumerate() {
                 let v = quads[0][i].max(quads[1][i]).max(quads[2][i].max(quads[3][i]));
-                *q = (v * inv + 0.5).min(255.0) as u8;
+                *q = (v * inv + 0.5).min(limit) as u8;
             }
         }
     }
@@ -614,7 +636,26 @@ mod avx2 {
                     for tap in 0..9 {
                         let tap_offset = (tap / 3) * row + (tap % 3) * c_in;
                         let bases: [*const u8; PIXELS] = std::array::from_fn(|p| input.as_ptr().add(offsets[p] + tap_offset));
-                        for g in 0..groups {
+                        let mut g = 0;
+                        // Without VNNI, two groups' `vpmaddubsw` products add in i16 before one
+                        // `vpmaddwd` (exact: activations ≤ 127, weights ±64).
+                        if !VNNI {
+                            while g + 2 <= groups {
+                                let (w0, w1) = (_mm256_loadu_si256(wp), _mm256_loadu_si256(wp.add(1)));
+                                let (v0, v1) = (_mm256_loadu_si256(wp.add(2)), _mm256_loadu_si256(wp.add(3)));
+                                wp = wp.add(4);
+                                for p in 0..PIXELS {
+                                    let a = _mm256_set1_epi32((bases[p].add(g * 4) as *const i32).read_unaligned());
+                                    let b = _mm256_set1_epi32((bases[p].add(g * 4 + 4) as *const i32).read_unaligned());
+                                    let s0 = _mm256_add_epi16(_mm256_maddubs_epi16(a, w0), _mm256_maddubs_epi16(b, v0));
+                                    let s1 = _mm256_add_epi16(_mm256_maddubs_epi16(a, w1), _mm256_maddubs_epi16(b, v1));
+                                    acc[p][0] = _mm256_add_epi32(acc[p][0], _mm256_madd_epi16(s0, ones));
+                                    acc[p][1] = _mm256_add_epi32(acc[p][1], _mm256_madd_epi16(s1, ones));
+                                }
+                                g += 2;
+                            }
+                        }
+                        while g < groups {
                             let w0 = _mm256_loadu_si256(wp);
                             let w1 = _mm256_loadu_si256(wp.add(1));
                             wp = wp.add(2);
@@ -623,6 +664,7 @@ mod avx2 {
                                 acc[p][0] = dot4::<VNNI>(acc[p][0], pixels, w0, ones);
                                 acc[p][1] = dot4::<VNNI>(acc[p][1], pixels, w1, ones);
                             }
+                            g += 1;
                         }
                     }
                     for (p, acc) in acc.iter().enumerate().take(pixels_total - q0) {
@@ -656,17 +698,18 @@ mod avx2 {
         }
     }
 
-    /// `d[i] = round(max of the four rows at i · inv)`, saturated to 255; as the portable code.
+    /// `d[i] = round(max of the four rows at i · inv)`, saturated to `limit` (≤ 255); as the
+    /// portable code.
     ///
     /// # Safety
     ///
     /// The CPU has AVX2; each row holds at least `d.len()` values.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn max4_quantize(rows: [&[f32]; 4], inv: f32, d: &mut [u8]) {
+    pub(super) unsafe fn max4_quantize(rows: [&[f32]; 4], inv: f32, limit: f32, d: &mut [u8]) {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
         unsafe {
             let (inv, half) = (_mm256_set1_ps(inv), _mm256_set1_ps(0.5));
-            let limit = _mm256_set1_ps(255.0);
+            let limit = _mm256_set1_ps(limit);
             for i in (0..d.len()).step_by(8) {
                 let load = |r: &[f32]| _mm256_loadu_ps(r.as_ptr().add(i));
                 let v = _mm256_max_ps(_mm256_max_ps(load(rows[0]), load(rows[1])), _mm256_max_ps(load(rows[2]), load(rows[3])));
@@ -743,11 +786,13 @@ mod tests {
     fn int8_convolution_matches_f32_within_quantisation_error() {
         // Odd sizes: partial tiles, one- and two-vector channel blocks after full ones.
         for (seed, (h, w, c_in, c_out)) in [(5, 7, 8, 16), (6, 6, 32, 64), (3, 13, 12, 112), (1, 1, 4, 48)].into_iter().enumerate() {
-            let (weight, bias, input) = random_case(seed as u64, h, w, c_in, c_out);
+            let (weight, bias, full_range_input) = random_case(seed as u64, h, w, c_in, c_out);
             let scale = 0.01;
-            let expected = reference(&weight, &bias, &input, scale, h, w, c_in, c_out);
-            let range = expected.iter().fold(0f32, |m, v| m.max(*v));
             for kernel in std::iter::once(Int8Kernel::Portable).chain(Int8Kernel::available()) {
+                // Activations as quantised for this kernel (0..=127 for AVX2).
+                let input: Vec<u8> = full_range_input.iter().map(|&v| v.min(kernel.activation_limit() as u8)).collect();
+                let expected = reference(&weight, &bias, &input, scale, h, w, c_in, c_out);
+                let range = expected.iter().fold(0f32, |m, v| m.max(*v));
                 let conv = Int8Conv3x3::quantize(kernel, &weight, &bias, c_out, c_in).unwrap();
                 let mut out = vec![0f32; h * w * c_out];
                 let max = conv.forward(Int8Kernel::Portable, &input, h, w, scale, &mut out).unwrap();
@@ -769,12 +814,38 @@ mod tests {
     }
 
     #[test]
+    fn extreme_weights_and_activations_sum_exactly_on_every_kernel() {
+        // Every weight at the largest magnitude (±64 for AVX2, ±127 else), alternating in sign
+        // by channel pair, every activation at the kernel's limit: the sums the i16 stages could
+        // overflow on.
+        let (h, w, c_in, c_out) = (3, 5, 40, 32);
+        let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| if (i / 2) % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        let bias = vec![0.0; c_out];
+        for kernel in Int8Kernel::available() {
+            let limit = kernel.activation_limit() as u8;
+            let mut input = vec![0u8; padded_len(h, w, c_in)];
+            let row = (w + 2) * c_in;
+            for y in 0..h {
+                for x in 0..w {
+                    input[(y + 1) * row + (x + 1) * c_in..][..c_in].fill(limit);
+                }
+            }
+            let conv = Int8Conv3x3::quantize(kernel, &weight, &bias, c_out, c_in).unwrap();
+            let (mut fast, mut portable) = (vec![0f32; h * w * c_out], vec![0f32; h * w * c_out]);
+            conv.forward(kernel, &input, h, w, 1.0, &mut fast).unwrap();
+            conv.forward(Int8Kernel::Portable, &input, h, w, 1.0, &mut portable).unwrap();
+            assert_eq!(fast, portable, "{}", kernel.name());
+            assert!(portable.iter().any(|v| *v > 0.0), "{}: some positive sums", kernel.name());
+        }
+    }
+
+    #[test]
     fn quantize_padded_pools_scales_and_keeps_a_zero_border() {
         let (h, w, c) = (4, 2, 3);
         let src: Vec<f32> = (0..h * w * c).map(|i| i as f32).collect();
         let mut dst = Vec::new();
         let max = (h * w * c - 1) as f32;
-        let scale = quantize_padded(Int8Kernel::Portable, &src, h, w, c, max, true, &mut dst);
+        let scale = quantize_padded(Int8Kernel::Portable, 255.0, &src, h, w, c, max, true, &mut dst);
         assert_eq!(scale, max / 255.0);
         assert_eq!(dst.len(), padded_len(2, 1, c));
         // Pooled pixel (1, 0) is the max of rows 2..4: source pixel (3, 1), channel i.
@@ -801,8 +872,8 @@ mod tests {
         let src: Vec<f32> = (0..h * w * c).map(|_| rng.random_range(0.0..3.0)).collect();
         for pool in [false, true] {
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            let sa = quantize_padded(fast, &src, h, w, c, 3.0, pool, &mut a);
-            let sb = quantize_padded(Int8Kernel::Portable, &src, h, w, c, 3.0, pool, &mut b);
+            let sa = quantize_padded(fast, fast.activation_limit(), &src, h, w, c, 3.0, pool, &mut a);
+            let sb = quantize_padded(Int8Kernel::Portable, fast.activation_limit(), &src, h, w, c, 3.0, pool, &mut b);
             assert_eq!((sa, &a), (sb, &b), "pool {pool}");
         }
         let weight: Vec<f32> = (0..9 * c).map(|_| rng.random_range(-1.0..1.0)).collect();
