@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+// The plugin's test helpers: GStreamer and plugin set-up, fixture paths.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{fixture, init};

@@ -1,4 +1,4 @@
-//! Shared by the integration tests: GStreamer and plugin set-up, fixture paths.
+//! Shared by the integration tests of the plugin and the CLI: GStreamer and plugin set-up, fixture paths.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -11,6 +11,9 @@ pub fn init() {
     });
 }
 
+/// A file of the workspace's `tests/fixtures`, from the tests of any of its crates.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.ancestors().find(|dir| dir.join("tests/fixtures").is_dir()).unwrap_or(manifest);
+    root.join("tests/fixtures").join(name)
 }
