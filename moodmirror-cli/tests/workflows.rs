@@ -288,6 +288,17 @@ fn annotate_refuses_an_input_without_video_within_seconds() {
     assert_eq!(left, vec![std::ffi::OsString::from("tone.wav")], "nothing written");
 }
 
+/// Returns once annotate's output has grown past its first bytes: its signal handlers are in
+/// place (installed before the pipeline starts) and frames are being written, however slowly
+/// the process started on a busy machine.
+fn wait_until_writing(partial: &Path) {
+    let started = std::time::Instant::now();
+    while std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0) < 4096 {
+        assert!(started.elapsed().as_secs() < 60, "annotate wrote nothing to {} within a minute", partial.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn annotate_finishes_valid_shorter_files_on_the_first_interrupt_and_aborts_on_the_second() {
     init();
@@ -297,7 +308,7 @@ fn annotate_finishes_valid_shorter_files_on_the_first_interrupt_and_aborts_on_th
     // One SIGINT: EOS through the pipeline, complete MP4 and JSONL of the frames so far, exit 130.
     let (out, jsonl) = (dir.path().join("out.mp4"), dir.path().join("out.jsonl"));
     let child = annotate_command(&clip, &out, &jsonl).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    wait_until_writing(&dir.path().join("out.mp4.partial"));
     // SAFETY: sends a signal to our own child process.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let result = child.wait_with_output().expect("wait");
@@ -314,7 +325,7 @@ fn annotate_finishes_valid_shorter_files_on_the_first_interrupt_and_aborts_on_th
     // Two signals: abort, nothing left behind.
     let (out2, jsonl2) = (dir.path().join("out2.mp4"), dir.path().join("out2.jsonl"));
     let child = annotate_command(&clip, &out2, &jsonl2).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    wait_until_writing(&dir.path().join("out2.mp4.partial"));
     // Back to back, so both arrive before the stream can drain (a second signal after the files
     // are complete rightly changes nothing); two different signals, since a signal sent while the
     // same one is pending is merged.
