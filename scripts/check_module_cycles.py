@@ -15,8 +15,10 @@ def top_module(src: Path, file: Path) -> str:
 
 
 def graph(src: Path) -> dict:
+    files = list(src.rglob("*.rs"))
+    modules = {top_module(src, f) for f in files}
     edges = {}
-    for file in src.rglob("*.rs"):
+    for file in files:
         module = top_module(src, file)
         text = file.read_text()
         # Test modules may reach anywhere; only the code that ships counts.
@@ -27,7 +29,6 @@ def graph(src: Path) -> dict:
         # `use super::x` from a file directly under src/ is the same as crate::x.
         if file.parent == src:
             targets |= set(re.findall(r"\bsuper::([a-z_][a-z0-9_]*)", text))
-        modules = {top_module(src, f) for f in src.rglob("*.rs")}
         edges.setdefault(module, set()).update(t for t in targets if t in modules and t != module)
     return edges
 
@@ -67,12 +68,13 @@ def cycles(edges: dict) -> list:
 failed = False
 for crate, src in CRATES.items():
     edges = graph(src)
-    for component in cycles(edges):
-        failed = True
+    found = cycles(edges)
+    for component in found:
         print(f"{crate}: module cycle {' <-> '.join(component)}")
         for a in component:
             for b in sorted(edges[a] & set(component)):
                 print(f"  {a} -> {b}")
-    if not failed:
+    if not found:
         print(f"{crate}: no module cycle ({len(edges)} modules)")
+    failed |= bool(found)
 sys.exit(1 if failed else 0)

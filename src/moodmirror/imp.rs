@@ -468,16 +468,15 @@ impl BaseTransformImpl for MoodMirror {
                 }
             }
         }
-        let (width, height) = (format.info.width(), format.info.height());
-        let (info, layout, luma_range) = (format.info.clone(), format.layout, format.luma_range);
+        let (width, height, layout, luma_range) = (format.info.width(), format.info.height(), format.layout, format.luma_range);
         // The frame is mapped once: writable when the faces may be drawn on it, read-only
         // otherwise (no copy of shared memory for a frame that is only looked at).
         if settings.draw {
-            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(&mut *buf, &info).map_err(|_| {
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(&mut *buf, &format.info).map_err(|_| {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the buffer for drawing"));
                 gst::FlowError::Error
             })?;
-            self.analyse(state, &settings, &frame, layout, luma_range)?;
+            self.analyse(state, &settings, &frame, layout, luma_range, upstream)?;
             if !state.results.is_empty() {
                 let strides = frame.plane_stride();
                 let strides =
@@ -494,11 +493,11 @@ impl BaseTransformImpl for MoodMirror {
                 state.painter.draw(&mut canvas, &state.results);
             }
         } else {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|_| {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &format.info).map_err(|_| {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ("cannot map the input buffer"));
                 gst::FlowError::Error
             })?;
-            self.analyse(state, &settings, &frame, layout, luma_range)?;
+            self.analyse(state, &settings, &frame, layout, luma_range, upstream)?;
         }
         if upstream {
             meta::attach_to_upstream(buf, &state.results, width, height, &state.analyzer.classifier.name);
@@ -543,7 +542,8 @@ impl BaseTransformImpl for MoodMirror {
 }
 
 impl MoodMirror {
-    /// Finds, tracks and classifies the faces of one mapped frame into `state.results`.
+    /// Finds, tracks and classifies the faces of one mapped frame into `state.results` (with
+    /// `upstream`, classifies the face ROI metas the buffer carries).
     fn analyse(
         &self,
         state: &mut State,
@@ -551,9 +551,9 @@ impl MoodMirror {
         frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
         layout: PixelLayout,
         luma_range: (u8, u8),
+        upstream: bool,
     ) -> Result<(), gst::FlowError> {
         let (width, height) = (frame.width(), frame.height());
-        let upstream = settings.detector == DetectorKind::Upstream;
         let n_planes = frame.n_planes() as usize;
         let plane = |i: usize| if i < n_planes { frame.plane_data(i as u32).unwrap_or(&[]) } else { &[] };
         let stride = |i: usize| frame.plane_stride().get(i).copied().unwrap_or(0).max(0) as usize;

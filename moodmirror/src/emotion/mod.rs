@@ -520,24 +520,20 @@ mod tests {
     /// A model file of `varmap`'s tensors whose metadata names `arch` and `extra` keys.
     fn save_model(varmap: &candle_nn::VarMap, arch: Arch, extra: &[(&str, String)], path: &Path) {
         let data = varmap.data().lock().unwrap();
-        let tensors: Vec<(String, Vec<f32>, Vec<usize>)> = data
+        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = data
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), v.as_tensor().dims().to_vec()))
+            .map(|(k, v)| {
+                let values = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (k.clone(), values.iter().flat_map(|x| x.to_le_bytes()).collect(), v.as_tensor().dims().to_vec())
+            })
             .collect();
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()
-            .map(|(k, d, s)| {
-                (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck_f32(d)).unwrap())
-            })
+            .map(|(k, d, s)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
             .collect();
         let mut meta = HashMap::from([("arch".to_string(), arch.name().to_string())]);
         meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         safetensors::serialize_to_file(views, Some(meta), path).unwrap();
-    }
-
-    fn bytemuck_f32(values: &[f32]) -> &[u8] {
-        // SAFETY: f32 has no padding and any byte is a valid u8; the length covers the slice.
-        unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
     }
 
     #[test]
