@@ -243,6 +243,11 @@ impl Dense {
     pub fn bias(&self) -> &Tensor {
         &self.bias
     }
+
+    /// `(c_out, c_in)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
 }
 
 // Dropout masks come from one seeded generator so that `--seed` makes training reproducible

@@ -11,6 +11,7 @@
 
 mod batchnorm;
 mod conv_bf16;
+pub mod dense;
 mod depthwise;
 mod direct_conv;
 pub mod dpunit;
