@@ -14,8 +14,10 @@ use crate::layers::Dense;
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
 
-/// Layers with at least this many weights run their rows on rayon's threads.
-const PARALLEL_WEIGHTS: usize = 1 << 16;
+/// Batches of at least this many multiply-adds run their rows on rayon's threads; below it
+/// (the emotion net's first dense layer on up to six faces: about 0.1 ms), handing the work to the
+/// pool and waiting for it costs about as much as the work.
+const PARALLEL_MULTIPLY_ADDS: usize = 1 << 22;
 
 /// A dense layer's weights as plain f32 rows.
 #[derive(Debug, Clone)]
@@ -75,7 +77,7 @@ impl DenseRows {
                 }
             }
         };
-        if self.weight.len() >= PARALLEL_WEIGHTS {
+        if n * self.weight.len() >= PARALLEL_MULTIPLY_ADDS {
             by_row.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(task);
         } else {
             by_row.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(task);
