@@ -85,11 +85,25 @@ pub fn pointwise(level: SimdLevel, x: &[f32], c_in: usize, n: usize, w: &[f32], 
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// The largest plane side [`depthwise_plane`] copies into a padded stack array.
+    /// The largest plane side [`depthwise_plane`] copies into its padded buffer.
     pub(super) const SMALL_PLANE: usize = 64;
 
-    /// A small plane with its zero border and the vector loop's slack.
-    pub(super) type SmallPlane = [f32; (SMALL_PLANE + 2) * (SMALL_PLANE + 10)];
+    /// Floats of the padded copy of an `h` x `w` plane: a zero border, and slack on the right
+    /// for the vector loop's reads.
+    pub(super) fn padded_len(h: usize, w: usize) -> usize {
+        (h + 2) * (w + 10)
+    }
+
+    /// All lanes below `n` (≤ 8) set: the mask of a row's last, partial vector.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2.
+    #[inline(always)]
+    unsafe fn first_lanes(n: usize) -> __m256i {
+        // SAFETY: plain register arithmetic (the caller upholds the CPU requirement).
+        unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+    }
 
     /// [`super::pointwise`] for a multiple of 4 output channels. Pixel tiles outermost: a
     /// 16-pixel tile of every input channel (4 KiB for 64 channels) stays in L1 while each
@@ -201,15 +215,16 @@ mod avx2 {
         }
     }
 
-    /// One channel's plane of [`super::depthwise3x3`]. Planes up to 64x64 (YuNet on track
-    /// crops) are copied with their zero border into a stack array and run eight outputs at a
-    /// time, edges included; larger ones run their interior eight pixels at a time (the
+    /// One channel's plane of [`super::depthwise3x3`]. Planes one or two pixels wide run in
+    /// scalar; others up to 64x64 (YuNet on track crops) are copied with their zero border into
+    /// `padded` and run eight outputs at a time, edges included; larger ones run their interior eight pixels at a time (the
     /// last chunk overlapping the one before rather than leaving a tail: outputs are computed
     /// from scratch, so writing one twice is harmless) and their two edge pixels in scalar.
     ///
     /// # Safety
     ///
-    /// The CPU has AVX2 and FMA; `src` and `dst` hold `h · w` values and `taps` nine.
+    /// The CPU has AVX2 and FMA; `src` and `dst` hold `h · w` values, `taps` nine, and
+    /// `padded` [`padded_len`] of a small plane's size, zero but for interiors written here.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)] // a kernel's operands, each named at the call site
     pub(super) unsafe fn depthwise_plane(
@@ -220,23 +235,51 @@ mod avx2 {
         bias: f32,
         relu: bool,
         dst: &mut [f32],
-        padded: &mut SmallPlane,
+        padded: &mut [f32],
     ) {
         // SAFETY: the caller upholds this function's contract (its `# Safety` section).
         unsafe {
             let zero = _mm256_setzero_ps();
             let t: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(taps[i]));
             let finish = |acc: __m256| if relu { _mm256_max_ps(acc, zero) } else { acc };
-            if w <= SMALL_PLANE && h <= SMALL_PLANE {
-                // Small planes (track crops): copied with their zero border into a stack array, so
-                // every output, edges included, is a vector lane.
-                let ps = w + 10; // row stride: the border, and slack for the last chunk's reads
-                                 // The caller zeroed the array once per layer; only the interior is written here,
-                                 // so the border stays zero for every channel.
-                for y in 0..h {
-                    padded[(y + 1) * ps + 1..][..w].copy_from_slice(&src[y * w..(y + 1) * w]);
+            if w <= 2 {
+                // One or two columns (the coarse levels of a track crop): lane by lane, the
+                // taps in the vector path's order (bit for bit its result) without its copy.
+                for oy in 0..h {
+                    for ox in 0..w {
+                        let mut acc = bias;
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
+                                if iy < h && ix < w {
+                                    acc = taps[ky * 3 + kx].mul_add(src[iy * w + ix], acc);
+                                }
+                            }
+                        }
+                        dst[oy * w + ox] = if relu { acc.max(0.0) } else { acc };
+                    }
                 }
-                let mut lanes = [0f32; 8];
+                return;
+            }
+            if w <= SMALL_PLANE && h <= SMALL_PLANE {
+                // Small planes (track crops): copied with their zero border into `padded`, so
+                // every output, edges included, is a vector lane. Rows move in vectors, the
+                // last one masked (short copies through memmove cost more than the arithmetic
+                // on the 1x1 to 8x8 planes of a 32-pixel crop).
+                let ps = w + 10; // row stride: the border, and slack for the last chunk's reads
+                let tail = first_lanes(w % 8);
+                // The caller zeroed the buffer once per layer; only the interior is written
+                // here, so the border stays zero for every channel.
+                for y in 0..h {
+                    let (from, to) = (src.as_ptr().add(y * w), padded.as_mut_ptr().add((y + 1) * ps + 1));
+                    for x0 in (0..w).step_by(8) {
+                        if x0 + 8 <= w {
+                            _mm256_storeu_ps(to.add(x0), _mm256_loadu_ps(from.add(x0)));
+                        } else {
+                            _mm256_maskstore_ps(to.add(x0), tail, _mm256_maskload_ps(from.add(x0), tail));
+                        }
+                    }
+                }
                 for oy in 0..h {
                     for x0 in (0..w).step_by(8) {
                         let mut acc = _mm256_set1_ps(bias);
@@ -246,12 +289,11 @@ mod avx2 {
                             acc = _mm256_fmadd_ps(t[ky * 3 + 1], _mm256_loadu_ps(p.add(1)), acc);
                             acc = _mm256_fmadd_ps(t[ky * 3 + 2], _mm256_loadu_ps(p.add(2)), acc);
                         }
-                        let row = &mut dst[oy * w..(oy + 1) * w];
+                        let at = dst.as_mut_ptr().add(oy * w + x0);
                         if x0 + 8 <= w {
-                            _mm256_storeu_ps(row.as_mut_ptr().add(x0), finish(acc));
+                            _mm256_storeu_ps(at, finish(acc));
                         } else {
-                            _mm256_storeu_ps(lanes.as_mut_ptr(), finish(acc));
-                            row[x0..].copy_from_slice(&lanes[..w - x0]);
+                            _mm256_maskstore_ps(at, tail, finish(acc));
                         }
                     }
                 }
@@ -290,6 +332,11 @@ mod avx2 {
     }
 }
 
+thread_local! {
+    /// [`depthwise3x3`]'s padded copy of a small plane, per thread (track crops run on several).
+    static PADDED_PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `act(bias[c] + depthwise3x3(x)[c])`, stride 1, zero padding 1, of `channels` planes of
 /// `h` x `w`; `taps` `(C, 9)`.
 #[allow(clippy::too_many_arguments)]
@@ -306,20 +353,37 @@ pub fn depthwise3x3(
 ) {
     let plane = h * w;
     assert!(x.len() >= channels * plane && out.len() >= channels * plane && taps.len() >= channels * 9 && bias.len() >= channels);
-    // Zeroed once per layer, reused by every channel (see `avx2::depthwise_plane`).
     #[cfg(target_arch = "x86_64")]
-    let mut padded: avx2::SmallPlane = [0.0; (avx2::SMALL_PLANE + 2) * (avx2::SMALL_PLANE + 10)];
+    if level == SimdLevel::Avx2 {
+        // The padded copy of small planes: its used part zeroed once per layer, reused by
+        // every channel (see `avx2::depthwise_plane`).
+        return super::with_scratch(&PADDED_PLANE, |padded| {
+            let used = avx2::padded_len(h.min(avx2::SMALL_PLANE), w.min(avx2::SMALL_PLANE));
+            padded.clear();
+            padded.resize(used, 0.0);
+            for c in 0..channels {
+                // SAFETY: AVX2 and FMA are present; `src` and `dst` are `h * w` long, the
+                // padded buffer holds a small plane with its border, and the kernel reads
+                // x-1..x+9 of a row of a large plane only for 1 <= x <= w - 9.
+                unsafe {
+                    avx2::depthwise_plane(
+                        &x[c * plane..(c + 1) * plane],
+                        h,
+                        w,
+                        &taps[c * 9..c * 9 + 9],
+                        bias[c],
+                        relu,
+                        &mut out[c * plane..(c + 1) * plane],
+                        padded,
+                    )
+                };
+            }
+        });
+    }
     for c in 0..channels {
         let src = &x[c * plane..(c + 1) * plane];
         let dst = &mut out[c * plane..(c + 1) * plane];
         let t = &taps[c * 9..c * 9 + 9];
-        #[cfg(target_arch = "x86_64")]
-        if level == SimdLevel::Avx2 {
-            // SAFETY: AVX2 and FMA are present; `src` and `dst` are `h * w` long, and the
-            // kernel reads x-1..x+9 of a row only for 1 <= x <= w - 9.
-            unsafe { avx2::depthwise_plane(src, h, w, t, bias[c], relu, dst, &mut padded) };
-            continue;
-        }
         for oy in 0..h {
             let rows = rows_around(src, h, w, oy);
             for x in 0..w {
@@ -447,7 +511,9 @@ mod tests {
             pointwise(SimdLevel::Portable, &x, c_in, n, &w, &b, true, &mut slow);
             assert!(fast.iter().zip(&slow).all(|(a, b)| (a - b).abs() < 1e-4), "pointwise {c_in}->{c_out} x {n}");
         }
-        for (h, w) in [(1, 1), (2, 2), (4, 4), (3, 8), (2, 9), (2, 7), (8, 16), (8, 33), (64, 64), (65, 20), (3, 70)] {
+        for (h, w) in
+            [(1, 1), (2, 2), (5, 1), (7, 2), (1, 5), (4, 4), (3, 8), (2, 9), (2, 7), (9, 15), (8, 16), (8, 33), (64, 64), (65, 20), (3, 70)]
+        {
             let (x, t, b) = (values(3 * h * w, 4), values(27, 5), values(3, 6));
             let mut fast = vec![0f32; 3 * h * w];
             let mut slow = vec![0f32; 3 * h * w];
