@@ -189,19 +189,22 @@ impl UnitWeights {
     }
 
     /// `x` (`c_in` planes of `h` x `w`) → `out` (`c_out` planes), `t` the pointwise result.
-    fn forward(&self, level: SimdLevel, x: &[f32], h: usize, w: usize, t: &mut Vec<f32>, out: &mut Vec<f32>) {
-        let (n, c) = (h * w, self.c_out());
+    /// A CBHW batch of `batch` maps of `h` x `w`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, level: SimdLevel, x: &[f32], batch: usize, h: usize, w: usize, t: &mut Vec<f32>, out: &mut Vec<f32>) {
+        let (n, c) = (batch * h * w, self.c_out());
         grow(t, c * n);
         grow(out, c * n);
         // The pointwise bias goes in before the depthwise pass, whose zero padding must not see it.
         dpunit::pointwise(level, x, self.c_in, n, &self.pointwise, &self.pointwise_bias, false, t);
-        dpunit::depthwise3x3(level, t, c, h, w, &self.depthwise, &self.depthwise_bias, self.relu, out);
+        dpunit::depthwise3x3(level, t, c, batch, h, w, &self.depthwise, &self.depthwise_bias, self.relu, out);
     }
 }
 
 thread_local! {
-    /// Per thread, a crop's input planes and the buffers of its pass ([`YuNet::track`]).
-    static CROP_SCRATCH: std::cell::RefCell<(Vec<f32>, Scratch)> = std::cell::RefCell::new(Default::default());
+    /// Per thread, a batch of crops' input planes, the buffers of its pass and the crops'
+    /// indices ([`YuNet::track`]).
+    static CROP_SCRATCH: std::cell::RefCell<(Vec<f32>, Scratch, Vec<usize>)> = std::cell::RefCell::new(Default::default());
 }
 
 /// Makes `v` at least `n` long. The layers write every element they read back, so a buffer
@@ -266,18 +269,18 @@ impl CpuPlan {
         })
     }
 
-    /// One BGR image `(3, h, w)`, sides multiples of 32 → `s.heads`.
-    fn forward(&self, x: &[f32], h: usize, w: usize, s: &mut Scratch) {
+    /// A batch of BGR images `(3, batch, h, w)`, sides multiples of 32 → `s.heads` (CBHW).
+    fn forward(&self, x: &[f32], batch: usize, h: usize, w: usize, s: &mut Scratch) {
         let level = self.level;
         let (mut h, mut w) = (h / 2, w / 2);
-        grow(&mut s.cols, 27 * h * w);
-        dpunit::im2col3x3_stride2(x, 3, 2 * h, 2 * w, &mut s.cols);
-        grow(&mut s.b, 16 * h * w);
-        dpunit::pointwise(level, &s.cols, 27, h * w, &self.stem_weight, &self.stem_bias, true, &mut s.b);
-        self.stem_unit.forward(level, &s.b, h, w, &mut s.t, &mut s.a);
+        grow(&mut s.cols, 27 * batch * h * w);
+        dpunit::im2col3x3_stride2(x, 3, batch, 2 * h, 2 * w, &mut s.cols);
+        grow(&mut s.b, 16 * batch * h * w);
+        dpunit::pointwise(level, &s.cols, 27, batch * h * w, &self.stem_weight, &self.stem_bias, true, &mut s.b);
+        self.stem_unit.forward(level, &s.b, batch, h, w, &mut s.t, &mut s.a);
         let pool = |src: &[f32], c: usize, h: &mut usize, w: &mut usize, dst: &mut Vec<f32>| {
-            grow(dst, c * (*h / 2) * (*w / 2));
-            dpunit::max_pool2(level, src, c, *h, *w, dst);
+            grow(dst, c * batch * (*h / 2) * (*w / 2));
+            dpunit::max_pool2(level, src, c * batch, *h, *w, dst);
             *h /= 2;
             *w /= 2;
         };
@@ -286,10 +289,10 @@ impl CpuPlan {
         let mut dims = [(0, 0); 3];
         for (i, [u1, u2]) in self.blocks.iter().enumerate() {
             let model = i + 1;
-            u1.forward(level, &s.b, h, w, &mut s.t, &mut s.a);
-            u2.forward(level, &s.a, h, w, &mut s.t, &mut s.b);
+            u1.forward(level, &s.b, batch, h, w, &mut s.t, &mut s.a);
+            u2.forward(level, &s.a, batch, h, w, &mut s.t, &mut s.b);
             if model >= 3 {
-                copy_into(&mut s.feats[model - 3], &s.b[..64 * h * w]);
+                copy_into(&mut s.feats[model - 3], &s.b[..64 * batch * h * w]);
                 dims[model - 3] = (h, w);
             }
             if (2..=4).contains(&model) {
@@ -299,19 +302,19 @@ impl CpuPlan {
         }
         for l in (1..3).rev() {
             let (lh, lw) = dims[l];
-            self.lateral[l].forward(level, &s.feats[l], lh, lw, &mut s.t, &mut s.a);
+            self.lateral[l].forward(level, &s.feats[l], batch, lh, lw, &mut s.t, &mut s.a);
             // A copy, not a swap: swapping would hand the big buffer's allocation to a small
             // level and make the next frame reallocate it.
-            copy_into(&mut s.feats[l], &s.a[..64 * lh * lw]);
+            copy_into(&mut s.feats[l], &s.a[..64 * batch * lh * lw]);
             let (upper, lower) = s.feats.split_at_mut(l);
-            dpunit::add_upsampled2(level, &mut upper[l - 1], &lower[0], 64, lh, lw);
+            dpunit::add_upsampled2(level, &mut upper[l - 1], &lower[0], 64 * batch, lh, lw);
         }
-        self.lateral[0].forward(level, &s.feats[0], dims[0].0, dims[0].1, &mut s.t, &mut s.a);
-        copy_into(&mut s.feats[0], &s.a[..64 * dims[0].0 * dims[0].1]);
+        self.lateral[0].forward(level, &s.feats[0], batch, dims[0].0, dims[0].1, &mut s.t, &mut s.a);
+        copy_into(&mut s.feats[0], &s.a[..64 * batch * dims[0].0 * dims[0].1]);
         for (l, &(lh, lw)) in dims.iter().enumerate() {
-            self.shared[l].forward(level, &s.feats[l], lh, lw, &mut s.t, &mut s.a);
+            self.shared[l].forward(level, &s.feats[l], batch, lh, lw, &mut s.t, &mut s.a);
             let (out, oh, ow) = &mut s.heads[l];
-            self.heads[l].forward(level, &s.a, lh, lw, &mut s.t, out);
+            self.heads[l].forward(level, &s.a, batch, lh, lw, &mut s.t, out);
             (*oh, *ow) = (lh, lw);
         }
     }
@@ -509,7 +512,7 @@ impl YuNet {
         }
         match self.plan.as_ref().filter(|_| crate::ops::cpu_fast_paths_enabled()) {
             Some(plan) => {
-                plan.forward(&self.input, ph, pw, &mut self.scratch);
+                plan.forward(&self.input, 1, ph, pw, &mut self.scratch);
                 self.found.resize_with(1, Vec::new);
                 self.found[0].clear();
                 decode(&self.scratch.head_slices(), 1, 0, threshold, &mut self.found[0]);
@@ -547,7 +550,7 @@ impl YuNet {
 
     /// [`Self::track`] on any picture that averages pixel blocks (a video frame in its own
     /// format: the crops are sampled from it directly, with no RGB copy in between). On the
-    /// CPU each crop is sampled and run on its own thread.
+    /// CPU the crops are split among rayon's threads, each running its share as one batch.
     pub fn track_in<S: BlockSampler>(&mut self, img: &S, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
         faces.clear();
         let (width, height) = img.size();
@@ -559,16 +562,32 @@ impl YuNet {
         let cpu = self.plan.is_some() && crate::ops::cpu_fast_paths_enabled();
         if let Some(plan) = self.plan.as_ref().filter(|_| cpu) {
             use rayon::prelude::*;
+            // One batch of crops per thread (per crop size): the network's small layers (down
+            // to 1x1 maps on a 32-pixel crop) fill its vector tiles and amortise their calls
+            // over the batch; each crop's outputs are the same bit for bit as alone.
+            let per_thread = n.div_ceil(rayon::current_num_threads().max(1));
             self.found.resize_with(n, Vec::new);
-            self.found[..n].par_iter_mut().zip(previous).for_each(|(found, prev)| {
-                found.clear();
-                let side = track_input(prev);
-                let (origin, scale) = track_window(prev, side);
-                let mut job = |(x, s): &mut (Vec<f32>, Scratch)| {
-                    grow(x, 3 * side * side);
-                    sample_crop(img, origin, scale, side, side * side, x);
-                    plan.forward(x, side, side, s);
-                    decode(&s.head_slices(), 1, 0, threshold, found);
+            self.found[..n].par_chunks_mut(per_thread).zip(previous.par_chunks(per_thread)).for_each(|(found, prev)| {
+                found.iter_mut().for_each(Vec::clear);
+                let mut job = |(x, s, items): &mut (Vec<f32>, Scratch, Vec<usize>)| {
+                    for side in [TRACK_INPUT, TRACK_INPUT_SMALL_FACE] {
+                        items.clear();
+                        items.extend((0..prev.len()).filter(|&i| track_input(&prev[i]) == side));
+                        let (batch, plane) = (items.len(), side * side);
+                        if batch == 0 {
+                            continue;
+                        }
+                        grow(x, 3 * batch * plane);
+                        for (b, &i) in items.iter().enumerate() {
+                            let (origin, scale) = track_window(&prev[i], side);
+                            sample_crop(img, origin, scale, side, batch * plane, &mut x[b * plane..]);
+                        }
+                        plan.forward(x, batch, side, side, s);
+                        let heads = s.head_slices();
+                        for (b, &i) in items.iter().enumerate() {
+                            decode(&heads, batch, b, threshold, &mut found[i]);
+                        }
+                    }
                 };
                 CROP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
                     Ok(mut scratch) => job(&mut scratch),
@@ -737,6 +756,35 @@ mod tests {
         for (a, b) in fast.iter().zip(&reference) {
             assert!((a.score - b.score).abs() < 1e-4);
             assert!(a.b.iter().zip(&b.b).all(|(x, y)| (x - y).abs() < 0.05), "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_crops_gives_each_crop_its_own_outputs_bit_for_bit() {
+        let yunet = YuNet::embedded(&Device::Cpu).unwrap();
+        let plan = yunet.plan.as_ref().expect("CPU plan");
+        let (batch, side) = (3, 32);
+        let plane = side * side;
+        let (data, w, h) = astronaut();
+        let img = RgbImage { data: &data, width: w, height: h, stride: w * 3 };
+        // Three crops of the photo, the face and elsewhere, sampled as tracking does.
+        let crops = [([170.0, 60.0], 3.5), ([0.0, 0.0], 5.0), ([300.0, 250.0], 2.0)];
+        let mut x = vec![0f32; 3 * batch * plane];
+        for (b, (origin, scale)) in crops.iter().enumerate() {
+            sample_crop(&img, *origin, *scale, side, batch * plane, &mut x[b * plane..]);
+        }
+        let mut together = Scratch::default();
+        plan.forward(&x, batch, side, side, &mut together);
+        for b in 0..batch {
+            let alone: Vec<f32> = (0..3).flat_map(|c| x[(c * batch + b) * plane..][..plane].to_vec()).collect();
+            let mut s = Scratch::default();
+            plan.forward(&alone, 1, side, side, &mut s);
+            for (level, ((all, lh, lw), (one, _, _))) in together.head_slices().iter().zip(s.head_slices()).enumerate() {
+                let n = lh * lw;
+                for ch in 0..16 {
+                    assert_eq!(all[(ch * batch + b) * n..][..n], one[ch * n..][..n], "crop {b} level {level} channel {ch}");
+                }
+            }
         }
     }
 

@@ -337,13 +337,14 @@ thread_local! {
     static PADDED_PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `act(bias[c] + depthwise3x3(x)[c])`, stride 1, zero padding 1, of `channels` planes of
-/// `h` x `w`; `taps` `(C, 9)`.
+/// `act(bias[c] + depthwise3x3(x)[c])`, stride 1, zero padding 1, of `channels` x `batch`
+/// planes of `h` x `w` (CBHW: each channel's planes of the batch together); `taps` `(C, 9)`.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise3x3(
     level: SimdLevel,
     x: &[f32],
     channels: usize,
+    batch: usize,
     h: usize,
     w: usize,
     taps: &[f32],
@@ -352,7 +353,8 @@ pub fn depthwise3x3(
     out: &mut [f32],
 ) {
     let plane = h * w;
-    assert!(x.len() >= channels * plane && out.len() >= channels * plane && taps.len() >= channels * 9 && bias.len() >= channels);
+    let planes = channels * batch;
+    assert!(x.len() >= planes * plane && out.len() >= planes * plane && taps.len() >= channels * 9 && bias.len() >= channels);
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx2 {
         // The padded copy of small planes: its used part zeroed once per layer, reused by
@@ -361,28 +363,30 @@ pub fn depthwise3x3(
             let used = avx2::padded_len(h.min(avx2::SMALL_PLANE), w.min(avx2::SMALL_PLANE));
             padded.clear();
             padded.resize(used, 0.0);
-            for c in 0..channels {
+            for p in 0..planes {
+                let c = p / batch.max(1);
                 // SAFETY: AVX2 and FMA are present; `src` and `dst` are `h * w` long, the
                 // padded buffer holds a small plane with its border, and the kernel reads
                 // x-1..x+9 of a row of a large plane only for 1 <= x <= w - 9.
                 unsafe {
                     avx2::depthwise_plane(
-                        &x[c * plane..(c + 1) * plane],
+                        &x[p * plane..(p + 1) * plane],
                         h,
                         w,
                         &taps[c * 9..c * 9 + 9],
                         bias[c],
                         relu,
-                        &mut out[c * plane..(c + 1) * plane],
+                        &mut out[p * plane..(p + 1) * plane],
                         padded,
                     )
                 };
             }
         });
     }
-    for c in 0..channels {
-        let src = &x[c * plane..(c + 1) * plane];
-        let dst = &mut out[c * plane..(c + 1) * plane];
+    for p in 0..planes {
+        let c = p / batch.max(1);
+        let src = &x[p * plane..(p + 1) * plane];
+        let dst = &mut out[p * plane..(p + 1) * plane];
         let t = &taps[c * 9..c * 9 + 9];
         for oy in 0..h {
             let rows = rows_around(src, h, w, oy);
@@ -454,27 +458,31 @@ pub fn add_upsampled2(level: SimdLevel, fine: &mut [f32], coarse: &[f32], channe
     })
 }
 
-/// The `(C·9, H/2 · W/2)` column matrix of a 3x3, stride 2, padding 1 convolution of a CHW
-/// image (`h`, `w` even): the stem then runs as one [`pointwise`] product.
-pub fn im2col3x3_stride2(x: &[f32], channels: usize, h: usize, w: usize, cols: &mut [f32]) {
+/// The `(C·9, B · H/2 · W/2)` column matrix of a 3x3, stride 2, padding 1 convolution of a
+/// CBHW batch (`h`, `w` even): the stem then runs as one [`pointwise`] product.
+pub fn im2col3x3_stride2(x: &[f32], channels: usize, batch: usize, h: usize, w: usize, cols: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     let n = oh * ow;
-    assert!(x.len() >= channels * h * w && cols.len() >= channels * 9 * n);
+    let total = batch * n;
+    assert!(x.len() >= channels * batch * h * w && cols.len() >= channels * 9 * total);
     for c in 0..channels {
         for ky in 0..3 {
             for kx in 0..3 {
-                let dst = &mut cols[((c * 3 + ky) * 3 + kx) * n..][..n];
-                for oy in 0..oh {
-                    let row = &mut dst[oy * ow..(oy + 1) * ow];
-                    let iy = (2 * oy + ky).wrapping_sub(1);
-                    if iy >= h {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    let src = &x[(c * h + iy) * w..][..w];
-                    for (ox, v) in row.iter_mut().enumerate() {
-                        let ix = (2 * ox + kx).wrapping_sub(1);
-                        *v = if ix < w { src[ix] } else { 0.0 };
+                for b in 0..batch {
+                    let dst = &mut cols[((c * 3 + ky) * 3 + kx) * total + b * n..][..n];
+                    let image = &x[(c * batch + b) * h * w..][..h * w];
+                    for oy in 0..oh {
+                        let row = &mut dst[oy * ow..(oy + 1) * ow];
+                        let iy = (2 * oy + ky).wrapping_sub(1);
+                        if iy >= h {
+                            row.fill(0.0);
+                            continue;
+                        }
+                        let src = &image[iy * w..][..w];
+                        for (ox, v) in row.iter_mut().enumerate() {
+                            let ix = (2 * ox + kx).wrapping_sub(1);
+                            *v = if ix < w { src[ix] } else { 0.0 };
+                        }
                     }
                 }
             }
@@ -517,8 +525,8 @@ mod tests {
             let (x, t, b) = (values(3 * h * w, 4), values(27, 5), values(3, 6));
             let mut fast = vec![0f32; 3 * h * w];
             let mut slow = vec![0f32; 3 * h * w];
-            depthwise3x3(SimdLevel::Avx2, &x, 3, h, w, &t, &b, false, &mut fast);
-            depthwise3x3(SimdLevel::Portable, &x, 3, h, w, &t, &b, false, &mut slow);
+            depthwise3x3(SimdLevel::Avx2, &x, 3, 1, h, w, &t, &b, false, &mut fast);
+            depthwise3x3(SimdLevel::Portable, &x, 3, 1, h, w, &t, &b, false, &mut slow);
             assert!(fast.iter().zip(&slow).all(|(a, b)| (a - b).abs() < 1e-5));
         }
     }
@@ -528,7 +536,7 @@ mod tests {
         let (h, w) = (5, 6);
         let (x, t) = (values(h * w, 7), values(9, 8));
         let mut out = vec![0f32; h * w];
-        depthwise3x3(SimdLevel::detect(), &x, 1, h, w, &t, &[0.25], false, &mut out);
+        depthwise3x3(SimdLevel::detect(), &x, 1, 1, h, w, &t, &[0.25], false, &mut out);
         for y in 0..h as isize {
             for xx in 0..w as isize {
                 let mut s = 0.25;
