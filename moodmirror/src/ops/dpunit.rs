@@ -105,6 +105,36 @@ mod avx2 {
         unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
     }
 
+    /// [`super::max_pool2`] over `rows` output rows of `w / 2`, eight outputs per vector
+    /// (two row pairs maxed, then even and odd lanes), the rest in scalar.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; `x` holds `2 · rows · w` values and `out` `rows · w / 2`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max_pool2_rows(x: &[f32], rows: usize, w: usize, out: &mut [f32]) {
+        let ow = w / 2;
+        for r in 0..rows {
+            let (r0, r1) = (&x[2 * r * w..][..w], &x[(2 * r + 1) * w..][..w]);
+            let dst = &mut out[r * ow..][..ow];
+            let mut o = 0;
+            // SAFETY: outputs o..o + 8 read inputs 2o..2o + 16 of both rows, within `w`.
+            unsafe {
+                while o + 8 <= ow {
+                    let (a, b) = (r0.as_ptr().add(2 * o), r1.as_ptr().add(2 * o));
+                    let m0 = _mm256_max_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
+                    let m1 = _mm256_max_ps(_mm256_loadu_ps(a.add(8)), _mm256_loadu_ps(b.add(8)));
+                    // Even and odd lanes of each 128-bit half: outputs 0 1 4 5 | 2 3 6 7.
+                    let pairs = _mm256_max_ps(_mm256_shuffle_ps::<0b10_00_10_00>(m0, m1), _mm256_shuffle_ps::<0b11_01_11_01>(m0, m1));
+                    let ordered = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(pairs)));
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(o), ordered);
+                    o += 8;
+                }
+            }
+            super::max_pool2_row(&r0[2 * o..], &r1[2 * o..], &mut dst[o..]);
+        }
+    }
+
     /// [`super::pointwise`] for a multiple of 4 output channels. Pixel tiles outermost: a
     /// 16-pixel tile of every input channel (4 KiB for 64 channels) stays in L1 while each
     /// block of 4 output channels runs over it in eight accumulators; a partial last tile goes
@@ -427,18 +457,37 @@ fn depthwise_pixel(rows: &[Option<&[f32]>; 3], taps: &[f32], bias: f32, relu: bo
 pub fn max_pool2(level: SimdLevel, x: &[f32], channels: usize, h: usize, w: usize, out: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     assert!(x.len() >= channels * h * w && out.len() >= channels * oh * ow);
-    dispatch!(level, {
-        for c in 0..channels {
-            for oy in 0..oh {
-                let r0 = &x[(c * h + 2 * oy) * w..][..w];
-                let r1 = &x[(c * h + 2 * oy + 1) * w..][..w];
-                let dst = &mut out[(c * oh + oy) * ow..][..ow];
-                for ((o, a), b) in dst.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
-                    *o = a[0].max(a[1]).max(b[0].max(b[1]));
-                }
-            }
-        }
-    })
+    // Planes of even height stack into one column of row pairs: output row r reads input rows
+    // 2r and 2r + 1, whatever plane it is in (no loop per plane: a track crop's have 1 to 8).
+    let rows = channels * oh;
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx2 {
+        // SAFETY: AVX2 is present; the assert above bounds every row the kernel reads and writes.
+        unsafe { avx2::max_pool2_rows(x, rows, w, out) };
+        return;
+    }
+    for r in 0..rows {
+        max_pool2_row(&x[2 * r * w..][..w], &x[(2 * r + 1) * w..][..w], &mut out[r * ow..][..ow]);
+    }
+}
+
+/// One output row of [`max_pool2`] from its two input rows.
+#[inline]
+fn max_pool2_row(r0: &[f32], r1: &[f32], dst: &mut [f32]) {
+    for (i, o) in dst.iter_mut().enumerate() {
+        *o = max2(max2(r0[2 * i], r0[2 * i + 1]), max2(r1[2 * i], r1[2 * i + 1]));
+    }
+}
+
+/// The larger of two activations, as one `maxss` (`f32::max`'s NaN rule costs three more
+/// instructions per value; activations are finite).
+#[inline]
+fn max2(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
 
 /// `fine += nearest-upsample-2x(coarse)`: `channels` planes, `fine` `2h x 2w`, `coarse` `h x w`.
@@ -478,10 +527,14 @@ pub fn im2col3x3_stride2(x: &[f32], channels: usize, batch: usize, h: usize, w: 
                             row.fill(0.0);
                             continue;
                         }
+                        // Input column 2·ox + kx - 1: only the first output of kx = 0 is
+                        // padding (w is even), the rest a stride-2 copy with no test per value.
                         let src = &image[iy * w..][..w];
-                        for (ox, v) in row.iter_mut().enumerate() {
-                            let ix = (2 * ox + kx).wrapping_sub(1);
-                            *v = if ix < w { src[ix] } else { 0.0 };
+                        if let Some((first, rest)) = row.split_first_mut() {
+                            *first = if kx == 0 { 0.0 } else { src[kx - 1] };
+                            for (v, s) in rest.iter_mut().zip(src.get(kx + 1..).unwrap_or(&[]).iter().step_by(2)) {
+                                *v = *s;
+                            }
                         }
                     }
                 }
@@ -563,5 +616,47 @@ mod tests {
         add_upsampled2(SimdLevel::detect(), &mut fine, &[1., 2., 3., 4.], 1, 2, 2);
         assert_eq!(&fine[..8], &[2., 2., 3., 3., 2., 2., 3., 3.]);
         assert_eq!(&fine[8..], &[4., 4., 5., 5., 4., 4., 5., 5.]);
+        // Both kernels against the definition: planes of 2 to 40 columns (vectors of eight
+        // outputs and a scalar rest), several channels stacked.
+        for (c, h, w) in [(3, 2, 2), (2, 4, 4), (5, 8, 16), (2, 6, 34), (1, 2, 40)] {
+            let x = values(c * h * w, 9);
+            let want: Vec<f32> = (0..c * (h / 2) * (w / 2))
+                .map(|i| {
+                    let (ch, oy, ox) = (i / ((h / 2) * (w / 2)), i / (w / 2) % (h / 2), i % (w / 2));
+                    let at = |y: usize, x_: usize| x[(ch * h + y) * w + x_];
+                    at(2 * oy, 2 * ox).max(at(2 * oy, 2 * ox + 1)).max(at(2 * oy + 1, 2 * ox)).max(at(2 * oy + 1, 2 * ox + 1))
+                })
+                .collect();
+            for level in [SimdLevel::detect(), SimdLevel::Portable] {
+                let mut out = vec![0f32; want.len()];
+                max_pool2(level, &x, c, h, w, &mut out);
+                assert_eq!(out, want, "{level:?} {c}x{h}x{w}");
+            }
+        }
+    }
+
+    #[test]
+    fn stride_2_columns_match_the_definition() {
+        for (c, b, h, w) in [(3, 1, 4, 2), (3, 2, 6, 8), (2, 3, 8, 10)] {
+            let x = values(c * b * h * w, 10);
+            let (oh, ow) = (h / 2, w / 2);
+            let total = b * oh * ow;
+            let mut cols = vec![f32::NAN; c * 9 * total];
+            im2col3x3_stride2(&x, c, b, h, w, &mut cols);
+            for ch in 0..c {
+                for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
+                    for (item, oy, ox) in (0..b).flat_map(|i| (0..oh).flat_map(move |y| (0..ow).map(move |x_| (i, y, x_)))) {
+                        let (iy, ix) = ((2 * oy + ky) as isize - 1, (2 * ox + kx) as isize - 1);
+                        let want = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            0.0
+                        } else {
+                            x[((ch * b + item) * h + iy as usize) * w + ix as usize]
+                        };
+                        let got = cols[((ch * 3 + ky) * 3 + kx) * total + (item * oh + oy) * ow + ox];
+                        assert_eq!(got, want, "{c}x{b}x{h}x{w}: channel {ch} tap {ky},{kx} at {item},{oy},{ox}");
+                    }
+                }
+            }
+        }
     }
 }
