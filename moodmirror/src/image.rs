@@ -43,6 +43,9 @@ pub trait BlockSampler: Sync {
     }
 }
 
+/// Widest output [`FramePlanes::rgb_resized_region`] keeps its column spans for (on the stack).
+const RESIZE_MAX_COLUMNS: usize = 1024;
+
 /// Widest run of columns [`FramePlanes`] sums in one pass of [`BlockSampler::row_of_blocks`].
 const LINE_SUM_WIDTH: usize = 512;
 
@@ -304,16 +307,39 @@ impl FramePlanes<'_> {
         if x0 >= x1 || y0 >= y1 {
             return;
         }
+        let span = |ox: usize| {
+            let xs = ox * self.width / out_w;
+            (xs, (((ox + 1) * self.width).div_ceil(out_w)).clamp(xs + 1, self.width))
+        };
+        // The output columns' spans, once for all rows (on the stack: detection widths are at
+        // most 640), then each row as runs of blocks ([`BlockSampler::row_of_blocks`]).
+        let mut spans = [(0usize, 0usize); RESIZE_MAX_COLUMNS];
+        let columns = x1 - x0;
+        if columns <= RESIZE_MAX_COLUMNS {
+            for (i, s) in spans[..columns].iter_mut().enumerate() {
+                *s = span(x0 + i);
+            }
+        }
+        let spans = &spans[..columns.min(RESIZE_MAX_COLUMNS)];
         out.par_chunks_mut(out_w * 3).enumerate().skip(y0).take(y1 - y0).for_each(|(oy, row)| {
             let ys = oy * self.height / out_h;
             let ye = (((oy + 1) * self.height).div_ceil(out_h)).clamp(ys + 1, self.height);
-            for ox in x0..x1 {
-                let xs = ox * self.width / out_w;
-                let xe = (((ox + 1) * self.width).div_ceil(out_w)).clamp(xs + 1, self.width);
-                let rgb = self.block_rgb(xs, xe, ys, ye);
-                for c in 0..3 {
-                    // Same as round() then clamp for every value, without a libm call per channel.
-                    row[ox * 3 + c] = (rgb[c] + 0.5).clamp(0.0, 255.0) as u8;
+            // Same as round() then clamp for every value, without a libm call per channel.
+            let put = |px: &mut [u8], rgb: [f32; 3]| px.iter_mut().zip(rgb).for_each(|(p, v)| *p = (v + 0.5).clamp(0.0, 255.0) as u8);
+            if columns <= RESIZE_MAX_COLUMNS {
+                let mut colors = [[0f32; 3]; 64];
+                for (run, cols) in spans.chunks(64).enumerate() {
+                    let colors = &mut colors[..cols.len()];
+                    self.row_of_blocks(cols, ys, ye, colors);
+                    let first = x0 + run * 64;
+                    for (px, rgb) in row[first * 3..(first + cols.len()) * 3].chunks_exact_mut(3).zip(colors.iter()) {
+                        put(px, *rgb);
+                    }
+                }
+            } else {
+                for ox in x0..x1 {
+                    let (xs, xe) = span(ox);
+                    put(&mut row[ox * 3..ox * 3 + 3], self.block_rgb(xs, xe, ys, ye));
                 }
             }
         });
@@ -323,6 +349,41 @@ impl FramePlanes<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resizing_equals_block_by_block_sampling() {
+        let (w, h) = (333usize, 201usize);
+        let y: Vec<u8> = (0..w * h).map(|i| ((i * 7919) % 251) as u8).collect();
+        let c: Vec<u8> = (0..w.div_ceil(2) * h.div_ceil(2) * 2).map(|i| ((i * 31) % 253) as u8).collect();
+        let cw = w.div_ceil(2);
+        let f = FramePlanes {
+            planes: [&y, &c, &c[cw * h.div_ceil(2)..]],
+            strides: [w, cw, cw],
+            width: w,
+            height: h,
+            layout: PixelLayout::I420,
+            video_range: false,
+        };
+        // Shrinking (blocks of 4x4 and so), enlarging (blocks of one pixel), and a region.
+        for (ow, oh, region) in [(100, 60, (0, 0, 100, 60)), (500, 300, (0, 0, 500, 300)), (100, 60, (7, 5, 93, 40))] {
+            let mut out = vec![9u8; ow * oh * 3];
+            f.rgb_resized_region(ow, oh, region, &mut out);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let inside = (region.0..region.2).contains(&ox) && (region.1..region.3).contains(&oy);
+                    let want = if inside {
+                        let (xs, ys) = (ox * w / ow, oy * h / oh);
+                        let xe = ((ox + 1) * w).div_ceil(ow).clamp(xs + 1, w);
+                        let ye = ((oy + 1) * h).div_ceil(oh).clamp(ys + 1, h);
+                        f.block_rgb(xs, xe, ys, ye).map(|v| (v + 0.5).clamp(0.0, 255.0) as u8)
+                    } else {
+                        [9; 3]
+                    };
+                    assert_eq!(out[(oy * ow + ox) * 3..][..3], want, "{ow}x{oh} at {ox},{oy}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_row_of_blocks_equals_its_blocks_one_by_one() {
