@@ -110,7 +110,7 @@ impl Int8VggNet {
             }
         }
         let features = channels * side * side;
-        let (fc1, fc2) = (DenseRows::of(&net.fc1)?, DenseRows::of(&net.fc2)?);
+        let (fc1, fc2) = (DenseRows::new(net.fc1.weight(), net.fc1.bias())?, DenseRows::new(net.fc2.weight(), net.fc2.bias())?);
         if fc1.c_in() != features || fc2.c_in() != fc1.c_out() {
             candle_core::bail!("int8: dense layers {}→{}→{} after {features} features", fc1.c_in(), fc1.c_out(), fc2.c_out());
         }

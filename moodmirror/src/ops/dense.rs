@@ -12,8 +12,6 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use crate::layers::Dense;
-
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
 
@@ -36,10 +34,11 @@ pub struct DenseRows {
 }
 
 impl DenseRows {
-    pub fn of(dense: &Dense) -> Result<Self> {
-        let (c_out, c_in) = dense.weight().dims2()?;
+    /// From a dense layer's `(c_out, c_in)` weight and its bias.
+    pub fn new(weight: &Tensor, bias: &Tensor) -> Result<Self> {
+        let (c_out, c_in) = weight.dims2()?;
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (plain, bias) = (flat(dense.weight())?, flat(dense.bias())?);
+        let (plain, bias) = (flat(weight)?, flat(bias)?);
         if bias.len() != c_out || plain.len() != c_out * c_in {
             candle_core::bail!("dense layer ({c_out}, {c_in}) with {} weights and {} biases", plain.len(), bias.len());
         }
@@ -201,16 +200,17 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn equals_the_layers_own_forward_and_an_input_alone_its_result_in_a_batch() {
-        let vb = candle_nn::VarBuilder::from_varmap(&candle_nn::VarMap::new(), candle_core::DType::F32, &Device::Cpu);
+    fn equals_the_f32_product_and_an_input_alone_its_result_in_a_batch() {
         // 100 inputs: a tail after the 16-weight pieces; 40 outputs: a partial block of rows.
-        let dense = Dense::load(vb, 100, 40).unwrap();
+        let weight = Tensor::rand(-0.1f32, 0.1, (40, 100), &Device::Cpu).unwrap();
+        let bias = Tensor::rand(-0.5f32, 0.5, 40, &Device::Cpu).unwrap();
         let n = 6;
         let x: Vec<f32> = (0..n * 100).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
-        let f32_out = dense.forward(&Tensor::from_slice(&x, (n, 100), &Device::Cpu).unwrap()).unwrap().to_vec2::<f32>().unwrap();
-        let rows = DenseRows::of(&dense).unwrap();
+        let xt = Tensor::from_slice(&x, (n, 100), &Device::Cpu).unwrap();
+        let f32_out = xt.matmul(&weight.t().unwrap()).unwrap().broadcast_add(&bias).unwrap().to_vec2::<f32>().unwrap();
+        let rows = DenseRows::new(&weight, &bias).unwrap();
         // The quantised weights' exact products, and the f32 layer's within their rounding.
-        let bias = dense.bias().to_vec1::<f32>().unwrap();
+        let bias = bias.to_vec1::<f32>().unwrap();
         let exact = |b: usize, o: usize| {
             let row = &rows.weight[o * 100..(o + 1) * 100];
             let sum: f64 = row.iter().zip(&x[b * 100..(b + 1) * 100]).map(|(w, v)| *w as f64 * *v as f64).sum();
