@@ -37,9 +37,14 @@ pub trait BlockSampler: Sync {
     /// [`Self::block_rgb`] of each column span of `columns` (left to right, inside the
     /// picture; an empty one gives zeros) over the rows `[ys, ye)` (non-empty), into `out`.
     fn row_of_blocks(&self, columns: &[(usize, usize)], ys: usize, ye: usize, out: &mut [[f32; 3]]) {
-        for (o, &(xs, xe)) in out.iter_mut().zip(columns) {
-            *o = if xe > xs { self.block_rgb(xs, xe, ys, ye) } else { [0.0; 3] };
-        }
+        blocks_one_by_one(self, columns, ys, ye, out);
+    }
+}
+
+/// [`BlockSampler::row_of_blocks`] block by block.
+fn blocks_one_by_one<S: BlockSampler + ?Sized>(sampler: &S, columns: &[(usize, usize)], ys: usize, ye: usize, out: &mut [[f32; 3]]) {
+    for (o, &(xs, xe)) in out.iter_mut().zip(columns) {
+        *o = if xe > xs { sampler.block_rgb(xs, xe, ys, ye) } else { [0.0; 3] };
     }
 }
 
@@ -176,10 +181,7 @@ impl BlockSampler for FramePlanes<'_> {
     /// 32-pixel track crop spans only 4 or 5 pixels a row).
     fn row_of_blocks(&self, columns: &[(usize, usize)], ys: usize, ye: usize, out: &mut [[f32; 3]]) {
         if !matches!(self.layout, PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12) {
-            for (o, &(xs, xe)) in out.iter_mut().zip(columns) {
-                *o = if xe > xs { self.block_rgb(xs, xe, ys, ye) } else { [0.0; 3] };
-            }
-            return;
+            return blocks_one_by_one(self, columns, ys, ye, out);
         }
         let mut line = [0u32; LINE_SUM_WIDTH];
         let n = columns.len().min(out.len());
@@ -195,8 +197,7 @@ impl BlockSampler for FramePlanes<'_> {
             }
             if j == i {
                 // One block wider than the line.
-                let (xs, xe) = columns[i];
-                out[i] = if xe > xs { self.block_rgb(xs, xe, ys, ye) } else { [0.0; 3] };
+                blocks_one_by_one(self, &columns[i..=i], ys, ye, &mut out[i..=i]);
                 i += 1;
                 continue;
             }

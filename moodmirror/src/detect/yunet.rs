@@ -188,8 +188,8 @@ impl UnitWeights {
         self.pointwise_bias.len()
     }
 
-    /// `x` (`c_in` planes of `h` x `w`) → `out` (`c_out` planes), `t` the pointwise result.
-    /// A CBHW batch of `batch` maps of `h` x `w`.
+    /// `x` (`c_in` channels of a CBHW batch of `batch` maps of `h` x `w`) → `out` (`c_out`
+    /// channels), `t` the pointwise result.
     #[allow(clippy::too_many_arguments)]
     fn forward(&self, level: SimdLevel, x: &[f32], batch: usize, h: usize, w: usize, t: &mut Vec<f32>, out: &mut Vec<f32>) {
         let (n, c) = (batch * h * w, self.c_out());

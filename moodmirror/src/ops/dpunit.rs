@@ -390,7 +390,8 @@ pub fn depthwise3x3(
         // The padded copy of small planes: its used part zeroed once per layer, reused by
         // every channel (see `avx2::depthwise_plane`).
         return super::with_scratch(&PADDED_PLANE, |padded| {
-            let used = avx2::padded_len(h.min(avx2::SMALL_PLANE), w.min(avx2::SMALL_PLANE));
+            let small = h <= avx2::SMALL_PLANE && w <= avx2::SMALL_PLANE;
+            let used = if small { avx2::padded_len(h, w) } else { 0 };
             padded.clear();
             padded.resize(used, 0.0);
             for p in 0..planes {
