@@ -362,6 +362,7 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// [`depthwise3x3`]'s padded copy of a small plane, per thread (track crops run on several).
     static PADDED_PLANE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
