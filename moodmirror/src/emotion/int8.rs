@@ -111,7 +111,7 @@ impl Int8VggNet {
         }
         let features = channels * side * side;
         let (fc1, fc2) = (DenseRows::new(net.fc1.weight(), net.fc1.bias())?, DenseRows::new(net.fc2.weight(), net.fc2.bias())?);
-        if fc1.c_in() != features || fc2.c_in() != fc1.c_out() {
+        if fc1.c_in() != features || fc2.c_in() != fc1.c_out() || fc2.c_out() != NUM_CLASSES {
             candle_core::bail!("int8: dense layers {}→{}→{} after {features} features", fc1.c_in(), fc1.c_out(), fc2.c_out());
         }
         Ok(Self {
@@ -156,12 +156,19 @@ impl Int8VggNet {
 
     /// `n` normalised 48x48 images, row-major, back to back → `(n, 7)` logits.
     pub fn forward_slice(&mut self, pixels: &[f32], n: usize) -> Result<Tensor> {
+        let logits = self.logits(pixels, n)?;
+        Tensor::from_slice(logits, (n, NUM_CLASSES), &candle_core::Device::Cpu)
+    }
+
+    /// As [`Self::forward_slice`], the logits row-major in the net's own buffer (no tensor: the
+    /// per-frame path reads them directly).
+    pub fn logits(&mut self, pixels: &[f32], n: usize) -> Result<&[f32]> {
         let px = InputContract::PIXELS;
         if pixels.len() < n * px {
             candle_core::bail!("int8: {} pixels for {n} images", pixels.len());
         }
         if n == 0 {
-            return Tensor::zeros((0, NUM_CLASSES), candle_core::DType::F32, &candle_core::Device::Cpu);
+            return Ok(&[]);
         }
         let threads = rayon::current_num_threads().clamp(1, n);
         let per_thread = n.div_ceil(threads);
@@ -171,24 +178,26 @@ impl Int8VggNet {
         scratch.resize_with(threads, Scratch::default);
         feature_buffer.resize(n * self.features, 0.0);
         let this = &*self;
-        let results: Vec<Result<()>> = scratch
+        let features = scratch
             .par_iter_mut()
             .zip(feature_buffer.par_chunks_mut(per_thread * this.features))
             .zip(pixels[..n * px].par_chunks(per_thread * px))
-            .map(|((scratch, features), images)| {
-                for (image, feature) in images.chunks_exact(px).zip(features.chunks_exact_mut(this.features)) {
-                    this.image_features(image, scratch, feature)?;
-                }
-                Ok(())
-            })
-            .collect();
+            .try_for_each(|((scratch, features), images)| {
+                images
+                    .chunks_exact(px)
+                    .zip(features.chunks_exact_mut(this.features))
+                    .try_for_each(|(image, feature)| this.image_features(image, scratch, feature))
+            });
         self.scratch = scratch;
-        results.into_iter().collect::<Result<()>>()?;
+        if let Err(e) = features {
+            self.feature_buffer = feature_buffer;
+            return Err(e);
+        }
         let dense = self.fc1.forward(&feature_buffer[..n * self.features], n, true, &mut self.dense_scratch, &mut self.hidden);
         self.feature_buffer = feature_buffer;
         dense?;
         self.fc2.forward(&self.hidden, n, false, &mut self.dense_scratch, &mut self.logits)?;
-        Tensor::from_slice(&self.logits, (n, self.fc2.c_out()), &candle_core::Device::Cpu)
+        Ok(&self.logits)
     }
 
     /// The flattened (NCHW order, as the dense layer was trained) features of one image.

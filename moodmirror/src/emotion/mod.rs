@@ -278,6 +278,8 @@ pub struct EmotionClassifier {
     pub preprocess: Preprocess,
     /// [`LogitBias`] from the file, `(1, 7)`, when it has one.
     logit_bias: Option<Tensor>,
+    /// The same values on the host, for [`Self::classify`].
+    logit_bias_values: Option<[f32; NUM_CLASSES]>,
     /// Whether `logit_bias` is applied (on unless switched off to see the raw network).
     use_logit_bias: bool,
     /// Reused input buffer: no allocation per frame for the pixels.
@@ -310,8 +312,9 @@ impl EmotionClassifier {
         let view_scale = InputContract::view_scale(&metadata).map_err(|e| format_err(e.to_string()))?;
         let preprocess = InputContract::preprocess(&metadata).map_err(|e| format_err(e.to_string()))?;
         let arch = Arch::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))?;
-        let logit_bias = match LogitBias::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))? {
-            Some(bias) => Some(LogitBias::tensor(&bias, device).map_err(|e| format_err(e.to_string()))?),
+        let logit_bias_values = LogitBias::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))?;
+        let logit_bias = match &logit_bias_values {
+            Some(bias) => Some(LogitBias::tensor(bias, device).map_err(|e| format_err(e.to_string()))?),
             None => None,
         };
         let vb = VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(|e| format_err(e.to_string()))?;
@@ -338,6 +341,7 @@ impl EmotionClassifier {
             view_scale,
             preprocess,
             logit_bias,
+            logit_bias_values,
             use_logit_bias: true,
             input: Vec::new(),
         };
@@ -444,22 +448,30 @@ impl EmotionClassifier {
         for (crop, input) in crops.chunks_exact(px).zip(self.input.chunks_exact_mut(px)) {
             normalize_view_into(crop, input, view);
         }
-        let logits = match &mut self.int8 {
-            Some(net) => net.forward_slice(&self.input, n)?,
+        let bias = self.logit_bias_values.filter(|_| self.use_logit_bias);
+        match &mut self.int8 {
+            // The int8 net's logits straight from its buffer: no tensors on the per-frame path.
+            Some(net) => softmax_rows(net.logits(&self.input, n)?, bias, probabilities),
             None => {
                 let s = InputContract::SIZE;
-                self.net.forward_t(&Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?, false)?
+                let logits = self.net.forward_t(&Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?, false)?;
+                softmax_rows(&logits.flatten_all()?.to_vec1::<f32>()?, bias, probabilities);
             }
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&LogitBias::add(logits, self.logit_bias())?)?;
-        let flat = probs.flatten_all()?.to_vec1::<f32>()?;
-        probabilities.extend(flat.chunks_exact(NUM_CLASSES).map(|row| {
-            let mut p = [0f32; NUM_CLASSES];
-            p.copy_from_slice(row);
-            p
-        }));
+        }
         Ok(())
     }
+}
+
+/// Appends the softmax of each row of `logits` (plus `bias`) to `probabilities`.
+fn softmax_rows(logits: &[f32], bias: Option<[f32; NUM_CLASSES]>, probabilities: &mut Vec<[f32; NUM_CLASSES]>) {
+    let bias = bias.unwrap_or([0.0; NUM_CLASSES]);
+    probabilities.extend(logits.chunks_exact(NUM_CLASSES).map(|row| {
+        let v: [f32; NUM_CLASSES] = std::array::from_fn(|i| row[i] + bias[i]);
+        let max = v.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+        let e = v.map(|x| (x - max).exp());
+        let sum: f32 = e.iter().sum();
+        e.map(|x| x / sum)
+    }));
 }
 
 /// Names as the element's property and the command line take them: `auto`, `f32`, `int8`.
