@@ -8,6 +8,9 @@ MOODMIRROR_APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   libgstrtspserver-1.0-dev gstreamer1.0-rtsp gstreamer1.0-opencv
+  # facedetect (gstreamer1.0-opencv) loads its Haar cascades from opencv-data, which is only a
+  # recommend of it: --no-install-recommends below would leave it out.
+  opencv-data
   python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
 )
 
