@@ -29,8 +29,11 @@ fn iou(a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)) -> f64 {
 fn assert_one_face_at_the_face(faces: &[FaceMeta], what: &str) {
     assert_eq!(faces.len(), 1, "{what}: faces {faces:?}");
     let f = &faces[0];
+    // FACE is a square; YuNet's boxes are taller (its full detection, (178, 65, 91, 111), has
+    // IoU 0.82 with it) and boxes re-found between detections, from a coarser crop, sit a few
+    // pixels from that (IoU 0.83 to 0.87 with the full detection, examples/track_refind.rs).
     let overlap = iou((f.x, f.y, f.width, f.height), FACE);
-    assert!(overlap > 0.7, "{what}: box {f:?} IoU {overlap:.2} with the face");
+    assert!(overlap > 0.65, "{what}: box {f:?} IoU {overlap:.2} with the face");
     let sum: f64 = f.probabilities.iter().sum();
     assert!((sum - 1.0).abs() < 1e-3, "{what}: probabilities sum {sum}");
     assert!(moodmirror::emotion::CLASS_NAMES.contains(&f.emotion.as_str()));
@@ -368,6 +371,14 @@ fn upstream_detector_classifies_every_face_facedetect_reports() {
     if gst::ElementFactory::find("facedetect").is_none() {
         panic!("facedetect (gstreamer1.0-opencv) is missing: scripts/setup.sh installs it");
     }
+    // facedetect loads its cascade from opencv-data; without it, it finds nothing and says so
+    // only on stderr.
+    let cascade = std::path::Path::new("/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml");
+    assert!(
+        cascade.is_file(),
+        "facedetect needs {} (Debian's opencv-data, a recommend of gstreamer1.0-opencv): scripts/setup.sh installs it",
+        cascade.display()
+    );
     // facedetect (OpenCV's Haar cascade) finds the faces; moodmirror only classifies them.
     let (_, buffers) = run_pipeline(&format!(
         "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=3 ! videoconvert \
@@ -412,4 +423,95 @@ fn upstream_rois_of_zero_size_or_outside_the_frame_are_skipped() {
     let classified = out.iter_meta::<gst_video::VideoRegionOfInterestMeta>().filter(|m| m.param("emotion").is_some()).count();
     assert_eq!(classified, 1);
     assert_eq!(out.iter_meta::<gst_video::VideoRegionOfInterestMeta>().count(), 4, "no ROI added or removed");
+}
+
+/// Greyscale 640x360 frames with `portrait` (220 px) at `x`, `y` on a mid-grey background.
+fn grey_frame(portrait: Option<&image::GrayImage>, x: u32, y: u32) -> Vec<u8> {
+    let (cw, ch) = (640u32, 360u32);
+    let mut canvas = image::GrayImage::from_pixel(cw, ch, image::Luma([90]));
+    if let Some(p) = portrait {
+        image::imageops::overlay(&mut canvas, p, i64::from(x), i64::from(y));
+    }
+    canvas.into_raw()
+}
+
+/// Runs GRAY8 frames through moodmirror (sync detections, `props`) and returns their faces.
+fn faces_of_grey_frames(frames: &[Vec<u8>], props: &[(&str, &str)]) -> Vec<Vec<FaceMeta>> {
+    let mut harness = gst_check::Harness::new("moodmirror");
+    let mm = harness.element().expect("element");
+    mm.set_property_from_str("detection-mode", "sync");
+    mm.set_property("draw", false);
+    for (name, value) in props {
+        mm.set_property_from_str(name, value);
+    }
+    harness.set_src_caps_str("video/x-raw,format=GRAY8,width=640,height=360,framerate=30/1");
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            let mut buffer = gst::Buffer::from_slice(frame.clone());
+            buffer.get_mut().expect("writable").set_pts(gst::ClockTime::from_mseconds(i as u64 * 33));
+            assert_eq!(harness.push(buffer), Ok(gst::FlowSuccess::Ok));
+            meta::faces(&harness.pull().expect("output")).unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn greyscale_portraits_stay_found_between_detections_and_their_labels_follow_changes() {
+    init();
+    // Four real greyscale portraits (tests/fixtures/README.md), each shown for 30 frames in
+    // the same place, drifting 4 px per frame (2 % of the face's width), then nothing: as a
+    // person changing in front of an IR camera, then leaving.
+    let portraits =
+        [("Aaron_Peirsol_0001", "happy"), ("Aidan_Quinn_0001", "neutral"), ("Amy_Smart_0001", "happy"), ("Albrecht_Mentz_0001", "neutral")];
+    let mut frames = Vec::new();
+    for (name, _) in &portraits {
+        let photo = image::open(fixture(&format!("portraits/{name}.jpg"))).expect("portrait").into_luma8();
+        let photo = image::imageops::resize(&photo, 220, 220, image::imageops::FilterType::Triangle);
+        frames.extend((0..30).map(|t| grey_frame(Some(&photo), 100 + 4 * t, 70)));
+    }
+    frames.extend((0..40).map(|_| grey_frame(None, 0, 0)));
+    let tracked = faces_of_grey_frames(&frames, &[]);
+    let every_frame = faces_of_grey_frames(&frames, &[("detect-interval", "1"), ("classify-interval", "1"), ("smoothing", "0")]);
+    let every_frame_raw = faces_of_grey_frames(&frames, &[("classify-interval", "1"), ("smoothing", "0")]);
+    for (k, (name, label)) in portraits.iter().enumerate() {
+        let range = k * 30..(k + 1) * 30;
+        // Found in the frame itself (not carried) on every frame but at most one, full
+        // detection or not.
+        let on_photo = |i: usize, f: &FaceMeta| {
+            let (cx, x0) = (f.x + f.width / 2, 100 + 4 * (i - range.start) as i32);
+            (x0..x0 + 220).contains(&cx) && (70..290).contains(&(f.y + f.height / 2))
+        };
+        let fresh = range.clone().filter(|&i| tracked[i].iter().any(|f| !f.carried && on_photo(i, f))).count();
+        // The previous face, gone, may still be shown (carried) for the report grace time.
+        let extra = range.clone().filter(|&i| tracked[i].len() > 1).count();
+        assert!(extra <= 6, "{name}: {extra} frames with more than one face");
+        let boxes: Vec<Vec<(i32, i32, i32, bool, &str)>> = tracked[range.clone()]
+            .iter()
+            .map(|faces| faces.iter().map(|f| (f.x, f.y, f.width, f.carried, f.emotion.as_str())).collect())
+            .collect();
+        assert!(fresh >= 29, "{name}: found fresh in {fresh} of 30 frames (x, y, width, carried, label): {boxes:?}");
+        // The label follows the new face within 10 frames and stays.
+        let right = |i: usize| tracked[i].iter().any(|f| !f.carried && on_photo(i, f) && f.emotion == *label);
+        let first_right = range.clone().find(|&i| right(i)).map(|i| i - range.start);
+        assert!(first_right.is_some_and(|f| f <= 10), "{name}: right label from frame {first_right:?} of its 30");
+        assert!(range.clone().skip(12).all(right), "{name}: the label does not hold");
+        // The crop the classifier sees between detections is the crop of a full detection:
+        // the same label on (almost) every frame, and close probabilities.
+        let mut agree = 0;
+        for i in range.clone() {
+            let pick = |faces: &[FaceMeta]| faces.iter().find(|f| !f.carried && on_photo(i, f)).cloned();
+            let (Some(a), Some(b)) = (pick(&every_frame_raw[i]), pick(&every_frame[i])) else { continue };
+            agree += usize::from(a.emotion == b.emotion);
+            let (pa, pb) = (a.raw_probabilities.expect("raw"), b.raw_probabilities.expect("raw"));
+            let gap = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(gap < 0.25, "{name} frame {i}: tracked crop {pa:?} vs full detection {pb:?}");
+        }
+        assert!(agree >= 28, "{name}: tracked and fully detected crops agree on {agree} of 30 frames");
+    }
+    // Gone: no face is invented on the empty frames, and the track ends.
+    let after = &tracked[4 * 30..];
+    assert!(after.iter().all(|faces| faces.iter().all(|f| f.carried)), "a face found on an empty frame: {after:?}");
+    assert!(after[after.len() - 5..].iter().all(Vec::is_empty), "the track outlived the face: {:?}", &after[after.len() - 5..]);
 }

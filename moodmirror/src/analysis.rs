@@ -332,21 +332,29 @@ impl FaceAnalyzer {
         Ok(())
     }
 
-    /// Re-finds each track: YuNet runs its net on a crop 1.5 times the box, MTCNN O-Net on the
-    /// box; Haar searches a region 1.6x its box at 0.8x to 1.25x its size.
-    fn redetect_tracks(&mut self, image: &GrayImage, frame: Option<&FramePlanes>, params: &DetectParams) -> candle_core::Result<()> {
+    /// Re-finds each track (`unseen_only`: each track not seen in this frame yet): YuNet runs
+    /// its net on a small crop around the box, MTCNN O-Net on the box; Haar searches a region
+    /// 1.6x its box at 0.8x to 1.25x its size.
+    fn redetect_tracks(
+        &mut self,
+        image: &GrayImage,
+        frame: Option<&FramePlanes>,
+        params: &DetectParams,
+        unseen_only: bool,
+    ) -> candle_core::Result<()> {
         self.faces.clear();
+        let wanted = |t: &&crate::tracking::Track| !unseen_only || !t.seen_now;
         if let Detector::Yunet(yunet) = &mut self.detector {
             // Crops sampled straight from the frame at full resolution, in its own format.
             let gray_frame = FramePlanes::gray(image);
             self.local.clear();
-            self.local.extend(self.tracker.tracks.iter().map(|t| t.face));
+            self.local.extend(self.tracker.tracks.iter().filter(wanted).map(|t| t.face));
             return yunet.track_in(frame.unwrap_or(&gray_frame), &self.local, &mut self.faces);
         }
         if let Detector::Mtcnn(_) = self.detector {
             let (w, h, scale) = detection_size(image.width, image.height, DETECT_MAX_WIDTH);
             self.local.clear();
-            for t in &self.tracker.tracks {
+            for t in self.tracker.tracks.iter().filter(wanted) {
                 let mut f = t.face;
                 f.scale(1.0 / scale);
                 self.local.push(f);
@@ -364,6 +372,9 @@ impl FaceAnalyzer {
             return Ok(());
         }
         for ti in 0..self.tracker.tracks.len() {
+            if !wanted(&&self.tracker.tracks[ti]) {
+                continue;
+            }
             let t = self.tracker.tracks[ti].face;
             let side = t.width.max(t.height) as f32;
             let margin = (side * 0.3) as i32;
@@ -416,8 +427,15 @@ impl FaceAnalyzer {
             self.detect_full(image, frame, params)?;
             self.faces.truncate(params.max_faces);
             self.tracker.update(&self.faces, now_ns, &video.tracker, true, frame_size);
+            // A face the full detector missed in this frame (a soft or turned one scoring just
+            // under its bar) is looked for where its track is, as between detections: carried
+            // only when neither finds it.
+            if self.tracker.tracks.iter().any(|t| !t.seen_now) {
+                self.redetect_tracks(image, frame, params, true)?;
+                self.tracker.update_unseen(&self.faces, now_ns, &video.tracker, frame_size);
+            }
         } else if !self.tracker.tracks.is_empty() {
-            self.redetect_tracks(image, frame, params)?;
+            self.redetect_tracks(image, frame, params, false)?;
             self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
         }
         self.classify_and_report(image, params, video, frame_index, now_ns, luma_range, true)
@@ -521,7 +539,7 @@ impl FaceAnalyzer {
             self.detection_wanted = false;
         }
         if !self.tracker.tracks.is_empty() {
-            self.redetect_tracks(image, frame, params)?;
+            self.redetect_tracks(image, frame, params, false)?;
             self.tracker.update(&self.faces, now_ns, &video.tracker, false, frame_size);
         }
         if finished {
@@ -569,6 +587,7 @@ mod tests {
             last_seen_ns: 0,
             seen_now: true,
             detected_size: (0, 0),
+            detected_ns: 0,
         };
         let mut tracks = vec![track; tracks];
         let (mut schedule, mut due) = (ClassifySchedule::default(), Vec::new());

@@ -23,6 +23,9 @@ pub struct Track {
     /// Width and height at the last full detection: local re-detections may not grow the box
     /// past [`MAX_GROWTH`] times this.
     pub detected_size: (i32, i32),
+    /// Time (ns) a full detection last confirmed it: of two tracks that come to follow one
+    /// face, the one confirmed last stays.
+    pub detected_ns: u64,
 }
 
 /// How much a face may grow between full detections before its track is ended (re-detection
@@ -30,8 +33,16 @@ pub struct Track {
 /// detection every 10 frames, a real face seldom grows 1.5x in a third of a second).
 pub const MAX_GROWTH: f32 = 1.5;
 
+/// Two tracks whose boxes overlap this much follow one face: one of them ends.
+pub const DUPLICATE_IOU: f32 = 0.5;
+
 /// A track whose box has less than this share of its area inside the frame ends.
 pub const MIN_VISIBLE: f32 = 0.5;
+
+/// A box may outgrow the frame by this much before its track ends: a face that fills the frame
+/// has a box reaching past it (YuNet's boxes run from the hairline to below the chin), and
+/// its re-detections vary by a few percent.
+pub const MAX_FRAME_OVERSIZE: f32 = 1.3;
 
 impl Track {
     pub fn emotion(&self) -> (usize, f32) {
@@ -87,12 +98,31 @@ impl Tracker {
     /// Matches `detections` (the full set found in this frame, or the local re-detections of
     /// existing tracks) to tracks; unmatched detections start new tracks when `may_create`.
     /// Afterwards each track's `seen_now` says whether it was matched.
-    /// `frame` is the picture's (width, height): tracks mostly outside it, larger than it, or
+    /// `frame` is the picture's (width, height): tracks mostly outside it, larger than it (past [`MAX_FRAME_OVERSIZE`]), or
     /// grown past [`MAX_GROWTH`] since their last full detection end.
     pub fn update(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, may_create: bool, frame: (i32, i32)) {
         for t in &mut self.tracks {
             t.seen_now = false;
         }
+        self.take_matches(detections, now_ns, params, may_create);
+        if may_create {
+            self.start_unmatched(detections, now_ns);
+        }
+        self.prune(now_ns, params, frame);
+    }
+
+    /// Re-detections of the tracks a full detection of this frame missed (`detections`, found
+    /// near them): each continues the unseen track it overlaps most; tracks already seen in
+    /// this frame keep their box.
+    pub fn update_unseen(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, frame: (i32, i32)) {
+        self.take_matches(detections, now_ns, params, false);
+        self.prune(now_ns, params, frame);
+    }
+
+    /// Moves each track not yet seen in this frame to the detection it overlaps most (best
+    /// pairs first), marking it seen; with `full` the detection also resets the size the track
+    /// may grow from.
+    fn take_matches(&mut self, detections: &[Face], now_ns: u64, params: &TrackerParams, full: bool) {
         self.pair_up(detections, params.min_iou);
         for &(_, ti, di) in &self.pairs {
             if self.tracks[ti].seen_now || self.matched_detection[di] {
@@ -102,15 +132,39 @@ impl Tracker {
             t.face = detections[di];
             t.seen_now = true;
             t.last_seen_ns = now_ns;
-            if may_create {
+            if full {
                 t.detected_size = (t.face.width, t.face.height);
+                t.detected_ns = now_ns;
             }
             self.matched_detection[di] = true;
         }
-        if may_create {
-            self.start_unmatched(detections, now_ns);
+        self.end_duplicates();
+    }
+
+    /// Ends each track seen now whose box overlaps another's by [`DUPLICATE_IOU`] (one face
+    /// followed twice: a stale track re-found on a face that a full detection gave its own
+    /// track), keeping the one a full detection confirmed last, then the older.
+    fn end_duplicates(&mut self) {
+        let n = self.tracks.len();
+        let mut ended = std::mem::take(&mut self.refreshed);
+        ended.clear();
+        ended.resize(n, false);
+        for a in 0..n {
+            for b in a + 1..n {
+                let (ta, tb) = (&self.tracks[a], &self.tracks[b]);
+                if ended[a] || ended[b] || !ta.seen_now || !tb.seen_now || iou(&ta.face, &tb.face) < DUPLICATE_IOU {
+                    continue;
+                }
+                // Older tracks come first: `b` ends unless a detection confirmed it later.
+                ended[if tb.detected_ns > ta.detected_ns { a } else { b }] = true;
+            }
         }
-        self.prune(now_ns, params, frame);
+        let mut index = 0;
+        self.tracks.retain(|_| {
+            index += 1;
+            !ended[index - 1]
+        });
+        self.refreshed = ended;
     }
 
     /// The (IoU, track, detection) pairs overlapping at least `min_iou`, best first (ties: older
@@ -144,6 +198,7 @@ impl Tracker {
                     last_seen_ns: now_ns,
                     seen_now: true,
                     detected_size: (d.width, d.height),
+                    detected_ns: now_ns,
                 });
                 self.next_id += 1;
             }
@@ -164,6 +219,7 @@ impl Tracker {
             }
             let (t, d) = (&mut self.tracks[ti], &detections[di]);
             t.detected_size = (d.width.max(t.face.width), d.height.max(t.face.height));
+            t.detected_ns = now_ns;
             t.last_seen_ns = now_ns;
             refreshed[ti] = true;
             self.matched_detection[di] = true;
@@ -173,14 +229,15 @@ impl Tracker {
         self.prune(now_ns, params, frame);
     }
 
-    /// Ends tracks unseen for too long, grown past [`MAX_GROWTH`], larger than the frame or
+    /// Ends tracks unseen for too long, grown past [`MAX_GROWTH`], larger than the frame ([`MAX_FRAME_OVERSIZE`]) or
     /// mostly outside it.
     fn prune(&mut self, now_ns: u64, params: &TrackerParams, frame: (i32, i32)) {
         let (frame_w, frame_h) = frame;
         self.tracks.retain(|t| {
             let grown =
                 t.face.width as f32 > MAX_GROWTH * t.detected_size.0 as f32 || t.face.height as f32 > MAX_GROWTH * t.detected_size.1 as f32;
-            let too_big = t.face.width > frame_w || t.face.height > frame_h;
+            let too_big =
+                t.face.width as f32 > MAX_FRAME_OVERSIZE * frame_w as f32 || t.face.height as f32 > MAX_FRAME_OVERSIZE * frame_h as f32;
             let fresh = t.seen_now || now_ns.saturating_sub(t.last_seen_ns) <= params.max_age_ns;
             fresh && !grown && !too_big && t.face.visible_fraction(frame_w, frame_h) >= MIN_VISIBLE
         });
@@ -224,10 +281,14 @@ mod tests {
         t2.update(&[face(1200, 100), face(1000, 300)], 0, &params, true, (1280, 720));
         t2.update(&[leaving, staying], 1, &params, false, (1280, 720));
         assert_eq!(t2.tracks.iter().map(|tr| tr.id).collect::<Vec<_>>(), vec![1]);
-        // A face larger than the frame never survives, even from a full detection.
+        // A face much larger than the frame never survives, even from a full detection; one
+        // that fills it, its box reaching a little past the edges, stays.
         let mut t3 = Tracker::default();
-        t3.update(&[Face::new(0, 0, 300, 300, 1.0)], 0, &params, true, (200, 200));
+        t3.update(&[Face::new(-50, -50, 300, 300, 1.0)], 0, &params, true, (200, 200));
         assert!(t3.tracks.is_empty());
+        t3.update(&[Face::new(20, -10, 160, 215, 1.0)], 0, &params, true, (200, 200));
+        t3.update(&[Face::new(18, -12, 165, 222, 1.0)], 1, &params, false, (200, 200));
+        assert_eq!(t3.tracks.len(), 1, "a face filling the frame keeps its track");
         // A full detection resets the size the track may grow from.
         let mut t4 = Tracker::default();
         t4.update(&[face(100, 100)], 0, &params, true, FRAME);

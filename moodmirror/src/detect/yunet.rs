@@ -21,27 +21,33 @@ pub static YUNET_WEIGHTS: &[u8] = include_bytes!("../../../weights/yunet.safeten
 const STRIDES: [usize; 3] = [8, 16, 32];
 /// The network's input sides must be multiples of this (the coarsest level's stride).
 const ALIGN: usize = 32;
-/// Sides of the square crop each track is re-found in (the face two thirds of it): 32 for faces
-/// of 48 px and more, 64 below (a face under 20 px in the crop is at the edge of what YuNet sees).
-/// Measured on the crowded clip against a full detection (640 px wide) on every frame: 32-px
-/// crops 1.5 face sides wide re-find every face at a mean IoU of 0.886 (0.857 before the width
-/// correction below); 64-px crops 2 face sides wide at 0.915, but the whole element ran 20–25 %
-/// slower on that clip (four times the
-/// network's work and 1.8 times the sampling per face). Speed won: boxes between full
-/// detections are a little coarser.
+/// Sides of the square crop each track is re-found in: 32 for faces of 48 px and more, 64 below
+/// and as a second look for the tracks a 32-px crop missed. In a 32-px crop 1.5 face sides wide
+/// the face is 21 px, at the edge of what YuNet sees: colour faces were re-found, greyscale and
+/// soft ones about 1 frame in 9 (wild-dev portraits, 60 to 500 px: 8 to 14 %, whatever the
+/// score threshold). A crop 1.15 face sides wide (the face 28 px) re-finds 90 to 93 % of them
+/// at the same cost, and the 64-px second look (1.5 sides) brings it to 97 to 100 %
+/// (`examples/track_refind.rs`). 64-px crops for every face cost a third of the crowded clip's
+/// frame rate (four times the network's work), the second look only where it is needed.
 const TRACK_INPUT: usize = 32;
 const TRACK_INPUT_SMALL_FACE: usize = 64;
 /// Faces narrower than this are re-found in `TRACK_INPUT_SMALL_FACE` crops.
 const SMALL_FACE: i32 = 48;
-/// YuNet's boxes for faces of ~20 px (a 32-px track crop) come out this much wider than the same
-/// faces' boxes in a 640-px detection (heights, centres unbiased): measured on the crowded and
-/// three-face clips, 1.106 (sd 0.059). Tracked boxes are narrowed by it, so that a full
-/// detection landing does not change the box's width.
-const SMALL_CROP_WIDTH_BIAS: f32 = 1.106;
+/// YuNet's boxes for faces of ~28 px (a 32-px track crop 1.15 sides wide) come out wider and
+/// taller than the same faces' boxes in a full detection. Tracked boxes are shrunk by this, so
+/// that a full detection landing does not change the box much. Each box sets the next frame's
+/// crop, so what counts is where tracked boxes settle (`examples/track_refind.rs`, 100 to
+/// 700 px): with this factor, 0.96-0.98 times the full detection's width and 0.92-0.98 its
+/// height on the astronaut (IoU 0.83-0.87), 1.06-1.08 and 1.10 on wild-dev's tight
+/// portraits (IoU 0.83); the two kinds of picture pull in opposite directions.
+const SMALL_CROP_SIZE_BIAS: [f32; 2] = [1.08, 1.02];
 /// The GPU path runs its crops as one batch, of one size.
 const TRACK_INPUT_BATCH: usize = 64;
-/// The crop's side in face sides.
-const TRACK_CONTEXT: f32 = 1.5;
+/// The 32-px crop's side in face sides: tight, so the face is as large as the crop allows while
+/// a face moving 5 % of its width per frame stays inside.
+const TRACK_CONTEXT: f32 = 1.15;
+/// The 64-px crop's side in face sides.
+const SMALL_FACE_CONTEXT: f32 = 1.5;
 
 /// A 1x1 convolution followed by a 3x3 depthwise one (batch norm folded in), ReLU optional:
 /// YuNet's `ConvDPUnit`.
@@ -350,11 +356,13 @@ impl Detection {
         face
     }
 
-    /// Scales the box's width by `factor` about its centre.
-    fn narrow(&mut self, factor: f32) {
-        let (cx, half) = ((self.b[0] + self.b[2]) * 0.5, (self.b[2] - self.b[0]) * 0.5 * factor);
-        self.b[0] = cx - half;
-        self.b[2] = cx + half;
+    /// Scales the box's width and height by `factor` about its centre.
+    fn shrink(&mut self, factor: [f32; 2]) {
+        for axis in 0..2 {
+            let (c, half) = ((self.b[axis] + self.b[axis + 2]) * 0.5, (self.b[axis + 2] - self.b[axis]) * 0.5 * factor[axis]);
+            self.b[axis] = c - half;
+            self.b[axis + 2] = c + half;
+        }
     }
 
     /// Maps from a crop's input pixels to the picture's: `x · scale + origin`.
@@ -433,6 +441,10 @@ pub struct YuNet {
     pub nms_threshold: f32,
     /// The lower bar for re-finding a known face in its track's crop.
     pub track_threshold: f32,
+    /// The crops tracks are re-found in on the CPU.
+    pub track_windows: TrackWindows,
+    /// Tracks the small crops missed, for a second look.
+    retry: Vec<Face>,
     /// Network input `(3, batch, h, w)`.
     input: Vec<f32>,
     scratch: Scratch,
@@ -452,6 +464,8 @@ impl YuNet {
             score_threshold: 0.7,
             nms_threshold: 0.3,
             track_threshold: 0.5,
+            track_windows: TrackWindows::default(),
+            retry: Vec::new(),
             input: Vec::new(),
             scratch: Scratch::default(),
             found: Vec::new(),
@@ -550,7 +564,8 @@ impl YuNet {
 
     /// [`Self::track`] on any picture that averages pixel blocks (a video frame in its own
     /// format: the crops are sampled from it directly, with no RGB copy in between). On the
-    /// CPU the crops are split among rayon's threads, each running its share as one batch.
+    /// CPU each track is looked for first in its small crop; the tracks not found there (faces
+    /// with little texture: greyscale, soft) get a second look in a 64-px crop.
     pub fn track_in<S: BlockSampler>(&mut self, img: &S, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
         faces.clear();
         let (width, height) = img.size();
@@ -560,85 +575,151 @@ impl YuNet {
         let n = previous.len();
         let threshold = self.track_threshold;
         let cpu = self.plan.is_some() && crate::ops::cpu_fast_paths_enabled();
-        if let Some(plan) = self.plan.as_ref().filter(|_| cpu) {
-            use rayon::prelude::*;
-            // One batch of crops per thread (per crop size): the network's small layers (down
-            // to 1x1 maps on a 32-pixel crop) fill its vector tiles and amortise their calls
-            // over the batch; each crop's outputs are the same bit for bit as alone.
-            let per_thread = n.div_ceil(rayon::current_num_threads().max(1));
-            self.found.resize_with(n, Vec::new);
-            self.found[..n].par_chunks_mut(per_thread).zip(previous.par_chunks(per_thread)).for_each(|(found, prev)| {
-                found.iter_mut().for_each(Vec::clear);
-                let mut job = |(x, s, items): &mut (Vec<f32>, Scratch, Vec<usize>)| {
-                    for side in [TRACK_INPUT, TRACK_INPUT_SMALL_FACE] {
-                        items.clear();
-                        items.extend((0..prev.len()).filter(|&i| track_input(&prev[i]) == side));
-                        let (batch, plane) = (items.len(), side * side);
-                        if batch == 0 {
-                            continue;
-                        }
-                        grow(x, 3 * batch * plane);
-                        for (b, &i) in items.iter().enumerate() {
-                            let (origin, scale) = track_window(&prev[i], side);
-                            sample_crop(img, origin, scale, side, batch * plane, &mut x[b * plane..]);
-                        }
-                        plan.forward(x, batch, side, side, s);
-                        let heads = s.head_slices();
-                        for (b, &i) in items.iter().enumerate() {
-                            decode(&heads, batch, b, threshold, &mut found[i]);
-                        }
-                    }
-                };
-                CROP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                    Ok(mut scratch) => job(&mut scratch),
-                    Err(_) => job(&mut Default::default()),
-                });
-            });
-        } else {
+        let Some(plan) = self.plan.as_ref().filter(|_| cpu) else {
             // `sample_crop` writes every value, padding included.
-            let side = TRACK_INPUT_BATCH;
-            let plane = side * side;
+            let window = TrackWindow { side: TRACK_INPUT_BATCH, context: SMALL_FACE_CONTEXT };
+            let plane = window.side * window.side;
             grow(&mut self.input, 3 * n * plane);
             for (i, prev) in previous.iter().enumerate() {
-                let (origin, scale) = track_window(prev, side);
-                sample_crop(img, origin, scale, side, n * plane, &mut self.input[i * plane..]);
+                let (origin, scale) = window.of(prev);
+                sample_crop(img, origin, scale, window.side, n * plane, &mut self.input[i * plane..]);
             }
-            self.run_candle(n, side, side, threshold)?;
-        }
-        for (prev, found) in previous.iter().zip(&self.found) {
-            let (origin, scale) = track_window(prev, if cpu { track_input(prev) } else { TRACK_INPUT_BATCH });
-            let before = Detection {
-                b: [prev.x as f32, prev.y as f32, (prev.x + prev.width) as f32, (prev.y + prev.height) as f32],
-                ..Default::default()
-            };
-            let best =
-                found.iter().map(|d| d.mapped(origin, scale)).filter(|d| d.iou(&before) >= 0.3).max_by(|a, b| a.score.total_cmp(&b.score));
-            if let Some(mut d) = best {
-                if cpu && track_input(prev) == TRACK_INPUT {
-                    d.narrow(1.0 / SMALL_CROP_WIDTH_BIAS);
+            self.run_candle(n, window.side, window.side, threshold)?;
+            for (prev, found) in previous.iter().zip(&self.found) {
+                if let Some(d) = best_match(prev, found, window, SMALL_CROP_SIZE_BIAS) {
+                    faces.push(d.to_face());
                 }
-                faces.push(d.to_face());
+            }
+            return Ok(());
+        };
+        let windows = self.track_windows;
+        let first = |f: &Face| if f.width.max(f.height) >= windows.small_face { windows.small } else { windows.large };
+        run_track_crops(plan, img, previous, first, threshold, &mut self.found);
+        self.retry.clear();
+        for (prev, found) in previous.iter().zip(&self.found) {
+            let window = first(prev);
+            match best_match(prev, found, window, windows.small_size_bias) {
+                Some(d) => faces.push(d.to_face()),
+                None if window.side != windows.large.side => self.retry.push(*prev),
+                None => {}
+            }
+        }
+        if !self.retry.is_empty() && windows.retry {
+            run_track_crops(plan, img, &self.retry, |_| windows.large, windows.retry_threshold, &mut self.found);
+            for (prev, found) in self.retry.iter().zip(&self.found) {
+                if let Some(d) = best_match(prev, found, windows.large, windows.small_size_bias) {
+                    faces.push(d.to_face());
+                }
             }
         }
         Ok(())
     }
 }
 
-/// The side of the crop `f` is re-found in (on the CPU).
-fn track_input(f: &Face) -> usize {
-    if f.width.max(f.height) >= SMALL_FACE {
-        TRACK_INPUT
-    } else {
-        TRACK_INPUT_SMALL_FACE
+/// Where a track is looked for: a square crop `context` face sides wide, resampled to `side`
+/// pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackWindow {
+    pub side: usize,
+    pub context: f32,
+}
+
+impl TrackWindow {
+    /// The crop around `f`: top-left corner and picture pixels per crop pixel.
+    fn of(self, f: &Face) -> ([f32; 2], f32) {
+        let side = self.context * f.width.max(f.height).max(1) as f32;
+        let (cx, cy) = (f.x as f32 + f.width as f32 * 0.5, f.y as f32 + f.height as f32 * 0.5);
+        ([cx - side * 0.5, cy - side * 0.5], side / self.side as f32)
     }
 }
 
-/// The crop a track is re-found in, `input` pixels square: top-left corner and picture pixels
-/// per crop pixel.
-fn track_window(f: &Face, input: usize) -> ([f32; 2], f32) {
-    let side = TRACK_CONTEXT * f.width.max(f.height).max(1) as f32;
-    let (cx, cy) = (f.x as f32 + f.width as f32 * 0.5, f.y as f32 + f.height as f32 * 0.5);
-    ([cx - side * 0.5, cy - side * 0.5], side / input as f32)
+/// The CPU's track crops: `small` for faces of `small_face` px and more, `large` below, and,
+/// with `retry`, `large` again for the faces `small` missed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackWindows {
+    pub small: TrackWindow,
+    pub large: TrackWindow,
+    pub small_face: i32,
+    pub retry: bool,
+    /// The score a face needs in the second look.
+    pub retry_threshold: f32,
+    /// How much wider and taller `small`'s boxes come out than a full detection's.
+    pub small_size_bias: [f32; 2],
+}
+
+impl Default for TrackWindows {
+    fn default() -> Self {
+        Self {
+            small: TrackWindow { side: TRACK_INPUT, context: TRACK_CONTEXT },
+            large: TrackWindow { side: TRACK_INPUT_SMALL_FACE, context: SMALL_FACE_CONTEXT },
+            small_face: SMALL_FACE,
+            retry: true,
+            retry_threshold: 0.5,
+            small_size_bias: SMALL_CROP_SIZE_BIAS,
+        }
+    }
+}
+
+/// Runs the network on each face's crop (`window_of` chooses it), splitting the faces among
+/// rayon's threads, each running its share as one batch per crop size: the network's small
+/// layers (down to 1x1 maps on a 32-pixel crop) fill its vector tiles and amortise their calls
+/// over the batch; each crop's outputs are the same bit for bit as alone. `found[i]` gets face
+/// `i`'s detections in crop pixels.
+fn run_track_crops<S: BlockSampler>(
+    plan: &CpuPlan,
+    img: &S,
+    faces: &[Face],
+    window_of: impl Fn(&Face) -> TrackWindow + Sync,
+    threshold: f32,
+    found: &mut Vec<Vec<Detection>>,
+) {
+    use rayon::prelude::*;
+    let n = faces.len();
+    let per_thread = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    if found.len() < n {
+        found.resize_with(n, Vec::new);
+    }
+    found[..n].par_chunks_mut(per_thread).zip(faces.par_chunks(per_thread)).for_each(|(found, faces)| {
+        found.iter_mut().for_each(Vec::clear);
+        let mut job = |(x, s, items): &mut (Vec<f32>, Scratch, Vec<usize>)| {
+            for side in [TRACK_INPUT, TRACK_INPUT_SMALL_FACE] {
+                items.clear();
+                items.extend((0..faces.len()).filter(|&i| window_of(&faces[i]).side == side));
+                let (batch, plane) = (items.len(), side * side);
+                if batch == 0 {
+                    continue;
+                }
+                grow(x, 3 * batch * plane);
+                for (b, &i) in items.iter().enumerate() {
+                    let (origin, scale) = window_of(&faces[i]).of(&faces[i]);
+                    sample_crop(img, origin, scale, side, batch * plane, &mut x[b * plane..]);
+                }
+                plan.forward(x, batch, side, side, s);
+                let heads = s.head_slices();
+                for (b, &i) in items.iter().enumerate() {
+                    decode(&heads, batch, b, threshold, &mut found[i]);
+                }
+            }
+        };
+        CROP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => job(&mut scratch),
+            Err(_) => job(&mut Default::default()),
+        });
+    });
+}
+
+/// The best-scoring detection of a track's crop (`found`, in the crop's pixels) that overlaps
+/// its previous box, in picture pixels; boxes from 32-px crops shrunk by their size bias.
+fn best_match(prev: &Face, found: &[Detection], window: TrackWindow, size_bias: [f32; 2]) -> Option<Detection> {
+    let (origin, scale) = window.of(prev);
+    let before =
+        Detection { b: [prev.x as f32, prev.y as f32, (prev.x + prev.width) as f32, (prev.y + prev.height) as f32], ..Default::default() };
+    let mut best =
+        found.iter().map(|d| d.mapped(origin, scale)).filter(|d| d.iou(&before) >= 0.3).max_by(|a, b| a.score.total_cmp(&b.score))?;
+    if window.side == TRACK_INPUT {
+        best.shrink([1.0 / size_bias[0], 1.0 / size_bias[1]]);
+    }
+    Some(best)
 }
 
 /// The largest crop [`sample_crop`] makes (its buffers are on the stack).
