@@ -265,6 +265,8 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     if accuracy.is_nan() {
         meta.remove("val_accuracy");
     }
+    crate::checkpoint::check_deployable(&tensors, &meta, &train.images)
+        .with_context(|| format!("the averaged model cannot run as the element runs it; {} not written", args.out.display()))?;
     save_safetensors(&tensors, &meta, &args.out)?;
     eprintln!("averaged weights → {}", args.out.display());
     Ok(())

@@ -46,8 +46,40 @@ pub fn model_name_of(out: &Path) -> String {
     out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "moodmirror-emotion".into())
 }
 
+/// How many images [`check_deployable`] runs.
+pub const DEPLOY_CHECK_IMAGES: usize = 64;
+
+/// Checks that a model, as it would be written (tensors and metadata), runs the way the element
+/// runs it: loaded by the element's classifier at its default precision (int8 on CPUs with
+/// AVX2), its probabilities for `images` (48x48 grey, back to back; the first
+/// [`DEPLOY_CHECK_IMAGES`]) finite. A network can train to weights whose f32 loss is finite and
+/// whose int8 outputs are not (huge weights); such a model is never written.
+pub fn check_deployable(tensors: &HashMap<String, Tensor>, meta: &HashMap<String, String>, images: &[u8]) -> Result<()> {
+    use moodmirror::emotion::{EmotionClassifier, Precision};
+    let bytes = safetensors_bytes(tensors, meta)?;
+    let mut classifier = EmotionClassifier::from_bytes(&bytes, "the trained model", &candle_core::Device::Cpu)?;
+    classifier.set_precision(Precision::Auto)?;
+    let px = InputContract::PIXELS;
+    let n = (images.len() / px).min(DEPLOY_CHECK_IMAGES);
+    let mut probabilities = Vec::new();
+    classifier.classify(&images[..n * px], &mut probabilities)?;
+    if let Some(i) = probabilities.iter().position(|p| p.iter().any(|v| !v.is_finite())) {
+        anyhow::bail!("its output for val image {i} is not finite in the element's arithmetic ({})", classifier.arithmetic());
+    }
+    Ok(())
+}
+
 /// Writes tensors with string metadata to a safetensors file (atomically: temp file + rename).
 pub fn save_safetensors(tensors: &HashMap<String, Tensor>, meta: &HashMap<String, String>, path: &Path) -> Result<()> {
+    let bytes = safetensors_bytes(tensors, meta)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The safetensors file of `tensors` (as f32, sorted by name) with `meta`.
+fn safetensors_bytes(tensors: &HashMap<String, Tensor>, meta: &HashMap<String, String>) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
@@ -60,11 +92,7 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, meta: &HashMap<String
         .iter()
         .map(|(n, b, s)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?)))
         .collect::<std::result::Result<_, safetensors::SafeTensorError>>()?;
-    let bytes = sorted_header(safetensors::serialize(views, Some(meta.clone()))?)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    sorted_header(safetensors::serialize(views, Some(meta.clone()))?)
 }
 
 /// The safetensors file with its JSON header's keys sorted (the crate writes the metadata map in

@@ -293,11 +293,25 @@ impl Report {
         }
     }
 
+    /// The classes with no image in the data.
+    pub fn absent_classes(&self) -> Vec<String> {
+        self.class_names.iter().filter(|c| self.per_class.get(*c).is_some_and(|m| m.support == 0)).cloned().collect()
+    }
+
     /// The classification report, confusion matrix and AUCs as text (scikit-learn's layout).
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "n = {}   accuracy = {:.4}   loss = {:.4}", self.n, self.accuracy, self.loss);
+        let absent = self.absent_classes();
+        if !absent.is_empty() {
+            let _ = writeln!(
+                s,
+                "classes absent from the data: {} (macro figures are over the {} present)",
+                absent.join(", "),
+                NUM_CLASSES - absent.len()
+            );
+        }
         let _ = writeln!(
             s,
             "macro F1 = {:.4}   balanced accuracy = {:.4}   ROC AUC micro = {:.4}   macro = {:.4}\n",

@@ -99,7 +99,12 @@ pub fn training_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
 pub fn confusion_heatmap(report: &Report, path: &Path) -> Result<()> {
     let n = CLASS_NAMES.len();
     save_png(path, 760, 700, |root| {
-        let title = format!("confusion matrix (accuracy {:.1}%)", report.accuracy * 100.0);
+        let absent = report.absent_classes();
+        let title = if absent.is_empty() {
+            format!("confusion matrix (accuracy {:.1}%)", report.accuracy * 100.0)
+        } else {
+            format!("confusion matrix (accuracy {:.1}%; absent: {})", report.accuracy * 100.0, absent.join(", "))
+        };
         let root = root.titled(&title, (FONT, 22)).map_err(|e| anyhow!("{e}"))?;
         let (cell, x0, y0) = (80i32, 120i32, 40i32);
         for (r, row) in report.confusion.iter().enumerate() {

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use crate::checkpoint::{metadata, model_name_of, model_tensors, save_safetensors};
+use crate::checkpoint::{check_deployable, metadata, model_name_of, model_tensors, save_safetensors};
 use crate::dataset::{Augment, BatchMix, CameraAugment, Dataset, Target};
 use crate::distill::{OnlineTeachers, TeacherTargets};
 use crate::evaluate::{check_finite, predict, Report, Tta};
@@ -325,6 +325,20 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr {}: expected a positive number", args.lr);
     }
+    // Where the model goes is checked before any work (an epoch can take minutes).
+    let folder = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("--out {}: the folder {} does not exist", args.out.display(), folder.display());
+    }
+    if args.out.is_dir() {
+        bail!("--out {} is a folder: name the model file (.safetensors)", args.out.display());
+    }
+    let probe = folder.join(format!(".moodmirror-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("--out {}: cannot write in {}", args.out.display(), folder.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("--report: creating {}", dir.display()))?;
+    }
     let target = args.target()?;
     let train = Dataset::load_for(&args.train, target).context("loading --train")?;
     // Validation keeps every image: each label set picks the ones it scores.
@@ -570,7 +584,12 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         state.epoch = epoch;
 
         let tensors = model_tensors(&varmap);
-        if report.accuracy > state.best_accuracy {
+        // Only a model the element can run is ever written (the last good one stays).
+        let deployable = check_deployable(&tensors, &file_metadata(report.accuracy, epoch), &val.images);
+        if let Err(e) = &deployable {
+            eprintln!("  epoch {epoch}: not saved: {e:#} (is --lr {} too high?)", args.lr);
+        }
+        if report.accuracy > state.best_accuracy && deployable.is_ok() {
             state.best_accuracy = report.accuracy;
             state.epochs_since_best = 0;
             save_safetensors(&tensors, &file_metadata(report.accuracy, epoch), &args.out)?;
@@ -578,7 +597,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         } else {
             state.epochs_since_best += 1;
         }
-        if report.loss < state.best_loss {
+        if report.loss < state.best_loss && deployable.is_ok() {
             state.best_loss = report.loss;
             let path = sibling(&args.out, "best-loss");
             save_safetensors(&tensors, &file_metadata(report.accuracy, epoch), &path)?;
@@ -596,6 +615,14 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
             eprintln!("early stop: no val accuracy gain for {} epochs", args.patience);
             break;
         }
+    }
+    if !args.out.is_file() {
+        bail!(
+            "no epoch gave a model the element can run (finite outputs on val in its arithmetic): nothing written to {}; \
+             lower --lr (now {}) or check the training data",
+            args.out.display(),
+            args.lr
+        );
     }
     eprintln!("best val accuracy {:.4}; weights in {}", state.best_accuracy, args.out.display());
     Ok(())
