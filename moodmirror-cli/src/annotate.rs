@@ -12,6 +12,7 @@ use gst::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::image_cmd::DetectorArg;
+use crate::outputs::{check_output, distinct_names, partial, OutputLock};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnnotateArgs {
@@ -52,12 +53,71 @@ pub struct AnnotateArgs {
     /// summary.csv, overview); the JSON lines go to DIR/frames.jsonl unless --jsonl says where.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub video: VideoSettings,
 }
 
-fn partial(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".partial");
-    path.with_file_name(name)
+/// The element's video settings, for `annotate` and `evaluate --video`; unset ones keep the
+/// element's defaults (see `gst-inspect-1.0 moodmirror`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VideoSettings {
+    /// Run the full face detector every N frames (1: every frame, e.g. for a study); in between,
+    /// faces are found again near their last position.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub detect_interval: Option<u32>,
+    /// Reclassify each tracked face every N frames.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub classify_interval: Option<u32>,
+    /// Weight of the past in each face's running average of probabilities (0 = off, < 1).
+    #[arg(long, value_parser = parse_smoothing)]
+    pub smoothing: Option<f64>,
+    /// Where full detections run: auto, sync or async (files default to sync: reproducible).
+    #[arg(long, value_parser = ["auto", "sync", "async"])]
+    pub detection_mode: Option<String>,
+    /// Most faces per frame.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_faces: Option<u32>,
+}
+
+fn parse_smoothing(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=0.99).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("smoothing must be between 0 and 0.99, not {v}"))
+    }
+}
+
+impl VideoSettings {
+    /// The settings as element properties for a pipeline description.
+    pub fn properties(&self) -> String {
+        let mut out = String::new();
+        let mut push = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push_str(&format!(" {name}={v}"));
+            }
+        };
+        push("detect-interval", self.detect_interval.map(|v| v.to_string()));
+        push("classify-interval", self.classify_interval.map(|v| v.to_string()));
+        push("smoothing", self.smoothing.map(|v| v.to_string()));
+        push("detection-mode", self.detection_mode.clone());
+        push("max-faces", self.max_faces.map(|v| v.to_string()));
+        out
+    }
+}
+
+/// The muxer for an output name: MP4 (and MOV) or Matroska, chosen by its extension.
+fn muxer_for(output: &Path) -> Result<&'static str> {
+    match output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("mp4" | "m4v") => Ok("mp4mux"),
+        Some("mov") => Ok("qtmux"),
+        Some("mkv") => Ok("matroskamux"),
+        other => bail!(
+            "-o {}: cannot tell the container from {}: name it .mp4, .mov or .mkv",
+            output.display(),
+            other.map(|e| format!("'.{e}'")).unwrap_or_else(|| "a name without extension".into())
+        ),
+    }
 }
 
 fn make(factory: &str) -> Result<gst::Element> {
@@ -83,7 +143,7 @@ fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::
         pipeline.add_many(&chain)?;
         gst::Element::link_many(&chain)?;
         let last = chain.last().context("empty chain")?;
-        let mux_pad = mux.request_pad_simple("audio_%u").context("mp4mux has no audio pad")?;
+        let mux_pad = mux.request_pad_simple("audio_%u").context("the muxer has no audio pad")?;
         last.static_pad("src").context("queue src")?.link(&mux_pad)?;
         for e in &chain {
             e.sync_state_with_parent()?;
@@ -134,18 +194,24 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
         bail!("no video files in {}", args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     if let Some(dir) = &args.output {
+        if dir.is_file() {
+            bail!("-o {}: with several inputs -o names a folder, and this is a file", dir.display());
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    // One job per file: its outputs named after it.
+    // One job per file, its outputs named after it; inputs that share a stem get distinct names.
+    const SUFFIX: &str = ".moodmirror.mp4";
+    let videos = distinct_names(&files, args.output.as_deref(), SUFFIX);
     let jobs: Vec<AnnotateArgs> = files
         .iter()
-        .map(|file| {
-            let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-            let folder = args.output.clone().unwrap_or_else(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
+        .zip(videos)
+        .map(|(file, video)| {
+            let name = video.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let stem = name.strip_suffix(SUFFIX).unwrap_or(&name).to_string();
             AnnotateArgs {
                 inputs: vec![file.clone()],
-                output: Some(folder.join(format!("{stem}.moodmirror.mp4"))),
-                jsonl: Some(folder.join(format!("{stem}.moodmirror.jsonl"))),
+                jsonl: Some(video.with_file_name(format!("{stem}.moodmirror.jsonl"))),
+                output: Some(video),
                 report: args.report.as_ref().map(|r| r.join(&stem)),
                 ..args.clone()
             }
@@ -225,13 +291,23 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
         bail!("cannot read '{}': no such file", input.display());
     }
     std::fs::File::open(input).with_context(|| format!("cannot read '{}'", input.display()))?;
-    let output = args.output.clone().unwrap_or_else(|| {
-        let stem = input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        input.with_file_name(format!("{stem}.moodmirror.mp4"))
-    });
+    let output = match &args.output {
+        Some(o) if o.is_dir() => {
+            bail!("-o {} is a folder: name the video file (or give several inputs to fill a folder)", o.display())
+        }
+        Some(o) => o.clone(),
+        None => distinct_names(std::slice::from_ref(input), None, ".moodmirror.mp4").remove(0),
+    };
+    // Every output is checked before any work: never over the input, never over each other.
+    let muxer = muxer_for(&output)?;
+    check_output(&output, "-o", std::slice::from_ref(input), false)?;
+    if let Some(jsonl) = &args.jsonl {
+        check_output(jsonl, "--jsonl", &[input.clone(), output.clone()], true)?;
+    }
+    let _locks = [Some(&output), args.jsonl.as_ref()].into_iter().flatten().map(|o| OutputLock::acquire(o)).collect::<Result<Vec<_>>>()?;
     gst::init()?;
     gstmoodmirror::plugin_register_static()?;
-    for needed in ["decodebin", "x264enc", "mp4mux", "videoconvert"] {
+    for needed in ["decodebin", "x264enc", muxer, "videoconvert", "videoflip"] {
         make(needed)?;
     }
     let (video_tmp, jsonl_tmp) = (partial(&output), args.jsonl.as_deref().map(partial));
@@ -243,13 +319,15 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
     let detector: moodmirror::detect::DetectorKind = args.detector.into();
     let description = format!(
         "filesrc location=\"{input}\" ! decodebin name=dec \
-         queue name=vin ! videoconvert ! moodmirror name=mm draw={draw} detector={det} min-face-size={min} precision={precision} {model} \
-         {json_stage}! videoconvert ! x264enc speed-preset=veryfast ! queue ! mp4mux name=mux ! filesink location=\"{out}\"",
+         queue name=vin ! videoflip video-direction=auto ! videoconvert ! \
+         moodmirror name=mm draw={draw} detector={det} min-face-size={min} precision={precision} {model}{video} \
+         {json_stage}! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! queue ! {muxer} name=mux ! filesink location=\"{out}\"",
         input = quote(input),
         draw = !args.no_draw,
         det = detector.nick(),
         min = args.min_face_size,
         precision = args.precision.nick(),
+        video = args.video.properties(),
         out = quote(&video_tmp),
     );
     let pipeline = gst::parse::launch(&description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;

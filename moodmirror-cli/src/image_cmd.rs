@@ -16,7 +16,7 @@ use moodmirror::image::{luma, FramePlanes, PixelLayout};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
-    /// Image files (JPEG or PNG).
+    /// Image files (JPEG, PNG, WebP, BMP, TIFF, GIF: told apart by content, not by name).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Write JSON lines here ('-' = standard output, the default).
@@ -40,7 +40,8 @@ pub struct ImageArgs {
     /// Arithmetic of the emotion CNN (the element's `precision`): auto, f32 or int8.
     #[arg(long, default_value = "auto")]
     pub precision: moodmirror::emotion::Precision,
-    /// Write annotated copies of the images (PNG) into this directory.
+    /// Write annotated copies of the images (PNG, named after each image; never over an input)
+    /// into this directory.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
 }
@@ -96,7 +97,9 @@ fn analyze_rgb(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &Dete
 /// minimum face size that fits the picture; boxes come back in `rgb`'s coordinates, clipped.
 fn padded_retry(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &DetectParams) -> Result<Vec<FaceResult>> {
     let (w, h) = (rgb.width() as i64, rgb.height() as i64);
-    let pad = (w.max(h) / 2).max(8);
+    // Half the shorter side: the padded picture is at most 4 times the original's pixels,
+    // whatever its shape (half the longer side made a 100000x1 strip 20 G pixels).
+    let pad = (w.min(h) / 2).max(8);
     let (pw, ph) = ((w + 2 * pad) as usize, (h + 2 * pad) as usize);
     let padded = image::RgbImage::from_fn(pw as u32, ph as u32, |x, y| {
         let sx = (x as i64 - pad).clamp(0, w - 1) as u32;
@@ -118,6 +121,32 @@ fn padded_retry(analyzer: &mut FaceAnalyzer, rgb: &image::RgbImage, params: &Det
             Some(FaceResult { face, ..r })
         })
         .collect())
+}
+
+/// Pictures too small or too thin to hold a face: reported as an error line, not analysed.
+const MIN_SIDE: u32 = 8;
+const MAX_ASPECT: u32 = 64;
+
+fn degenerate(w: u32, h: u32) -> Option<String> {
+    if w.min(h) < MIN_SIDE || w.max(h) / w.min(h).max(1) > MAX_ASPECT {
+        Some(format!(
+            "the picture is {w}x{h} pixels: too small or too thin to hold a face (sides of at least {MIN_SIDE} px, at most {MAX_ASPECT}:1)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Saves `rgb` as PNG at `target` through a `.partial` file renamed when complete, so that a
+/// full disk leaves no truncated picture.
+fn save_png(rgb: &image::RgbImage, target: &std::path::Path) -> Result<()> {
+    let tmp = crate::outputs::partial(target);
+    let written = rgb.save_with_format(&tmp, image::ImageFormat::Png).with_context(|| format!("writing {}", tmp.display()));
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, target).with_context(|| format!("writing {}", target.display())));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }
 
 fn round4(v: f32) -> f64 {
@@ -147,25 +176,48 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         min_neighbors: args.min_neighbors,
         max_faces: args.max_faces.max(1),
     };
+    // Every output checked before any work: none over an input, no results file named like
+    // a picture (`--jsonl a.png b.jpg`: the path forgotten), folders that can be written.
+    let _lock = if args.jsonl != "-" {
+        crate::outputs::check_output(std::path::Path::new(&args.jsonl), "--jsonl", &args.files, true)?;
+        Some(crate::outputs::OutputLock::acquire(std::path::Path::new(&args.jsonl))?)
+    } else {
+        None
+    };
+    let annotated_names = match &args.annotate {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::outputs::check_folder_writable(dir, "--annotate", dir)?;
+            crate::outputs::distinct_names(&args.files, Some(dir), ".png")
+        }
+        None => Vec::new(),
+    };
+    // Each line is flushed as it is made: a batch that stops early keeps what it found.
     let mut out: Box<dyn Write> = if args.jsonl == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::io::BufWriter::new(std::fs::File::create(&args.jsonl).with_context(|| format!("creating {}", args.jsonl))?))
+        Box::new(std::fs::File::create(&args.jsonl).with_context(|| format!("creating {}", args.jsonl))?)
     };
-    if let Some(dir) = &args.annotate {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let emit = |out: &mut Box<dyn Write>, record: serde_json::Value| -> Result<()> {
+        writeln!(out, "{record}").and_then(|()| out.flush()).with_context(|| format!("writing {}", args.jsonl))
+    };
     let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
     let mut gray = Vec::new();
-    let mut failures = 0;
-    for path in &args.files {
-        let mut rgb = match moodmirror::image_io::decode_file(path) {
-            Ok(img) => img.into_rgb8(),
+    let (mut failures, mut write_failures) = (0, 0);
+    for (k, path) in args.files.iter().enumerate() {
+        let decoded = moodmirror::image_io::decode_file(path).map_err(anyhow::Error::from).and_then(|img| {
+            match degenerate(img.width(), img.height()) {
+                Some(reason) => Err(anyhow::anyhow!("{}: {reason}", path.display())),
+                None => Ok(img.into_rgb8()),
+            }
+        });
+        let mut rgb = match decoded {
+            Ok(rgb) => rgb,
             Err(e) => {
                 // Recorded in the output too, so a failed file is not mistaken for one without faces.
                 let reason = format!("{e:#}");
                 eprintln!("moodmirror image: {reason}");
-                writeln!(out, "{}", json!({ "file": path.display().to_string(), "error": reason }))?;
+                emit(&mut out, json!({ "file": path.display().to_string(), "error": reason }))?;
                 failures += 1;
                 continue;
             }
@@ -187,19 +239,24 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         if retried {
             record["padded_retry"] = json!(true);
         }
-        writeln!(out, "{record}")?;
-        if let Some(dir) = &args.annotate {
+        emit(&mut out, record)?;
+        if let Some(target) = annotated_names.get(k) {
             let mut canvas =
                 Canvas { planes: [&mut *rgb, &mut [], &mut []], strides: [w * 3, 0, 0], width: w, height: h, layout, video_range: false };
             painter.draw(&mut canvas, &results);
-            let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
-            let target = dir.join(format!("{name}.png"));
-            rgb.save(&target).with_context(|| format!("writing {}", target.display()))?;
+            // A picture that cannot be written (a full disk) is reported, and the batch goes on.
+            if let Err(e) = save_png(&rgb, target) {
+                eprintln!("moodmirror image: {}: annotated copy not written: {e:#}", path.display());
+                write_failures += 1;
+            }
         }
     }
-    out.flush()?;
-    if failures > 0 {
-        anyhow::bail!("{failures} of the {} images could not be read (see their \"error\" lines)", args.files.len());
+    if failures + write_failures > 0 {
+        anyhow::bail!(
+            "{failures} of the {} images could not be read (see their \"error\" lines){}",
+            args.files.len(),
+            if write_failures > 0 { format!(", {write_failures} annotated copies could not be written") } else { String::new() }
+        );
     }
     Ok(())
 }

@@ -97,6 +97,8 @@ fn keep_freed_memory() {
 
 mod annotate;
 mod image_cmd;
+mod outputs;
+mod video_eval;
 
 use moodmirror::emotion;
 use moodmirror_train::{average, bench, crop_fit, dataset, dataset::Dataset, evaluate, plots, train};
@@ -210,8 +212,27 @@ fn convert_yunet(args: &ConvertYunetArgs) -> Result<()> {
 struct EvaluateArgs {
     /// Directory with one folder per class, fer2013.csv:PublicTest (:Training, :PrivateTest), or
     /// the originals' labels.csv:val (scored on FER2013's labels and on FER+'s majority).
+    #[arg(long, required_unless_present = "video", conflicts_with = "video")]
+    data: Option<String>,
+    /// A labelled video instead: the element's own pipeline runs on it and is scored per frame
+    /// against --segments (present, fresh, frame and settled accuracy, frames to the right label).
+    #[arg(long, requires = "segments")]
+    video: Option<PathBuf>,
+    /// The video's truth: CSV with first_frame,last_frame,x,y,size,label per labelled region
+    /// (the format of make_face_clip.py).
+    #[arg(long, requires = "video")]
+    segments: Option<PathBuf>,
+    /// Labelled regions move this many pixels per frame to the right (make_face_clip.py --drift).
+    #[arg(long, default_value_t = 0, requires = "video")]
+    drift: i64,
+    /// Face detector for --video.
+    #[arg(long, value_enum, default_value = "yunet")]
+    detector: image_cmd::DetectorArg,
+    /// Smallest face side in pixels for --video [default: the element's].
     #[arg(long)]
-    data: String,
+    min_face_size: Option<u32>,
+    #[command(flatten)]
+    video_settings: annotate::VideoSettings,
     /// The label set of the main report when the data has several [default: fer2013]; the
     /// others follow it, and report.json holds all under `by_labels`.
     #[arg(long, value_enum)]
@@ -244,6 +265,21 @@ struct EvaluateArgs {
 }
 
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
+    if let (Some(video), Some(segments)) = (&args.video, &args.segments) {
+        if args.model.len() > 1 {
+            anyhow::bail!("--video runs the element, which takes one --model");
+        }
+        let run = video_eval::VideoRun {
+            video,
+            detector: args.detector,
+            min_face_size: args.min_face_size,
+            model: args.model.first().map(PathBuf::as_path),
+            settings: &args.video_settings,
+        };
+        video_eval::evaluate(&run, segments, args.drift, args.report.as_deref())?;
+        return Ok(());
+    }
+    let Some(data_arg) = &args.data else { anyhow::bail!("--data or --video is needed") };
     let device = candle_core::Device::Cpu;
     let mut classifiers = Vec::new();
     if args.model.is_empty() {
@@ -257,7 +293,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
             anyhow::bail!("--view-scale {scale}: expected a number in 0.5..=1");
         }
     }
-    let data = Dataset::load(&args.data)?;
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        outputs::check_folder_writable(dir, "--report", dir)?;
+    }
+    let data = Dataset::load(data_arg)?;
     let view_scale_of = |c: &emotion::EmotionClassifier| args.view_scale.unwrap_or(c.view_scale);
     let mut described = Vec::new();
     for classifier in &mut classifiers {
@@ -279,7 +319,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let mut sets = data.label_sets();
     if let Some(wanted) = args.labels {
         if !sets.contains(&wanted) {
-            anyhow::bail!("--labels {}: {} has no such labels", wanted.name(), args.data);
+            anyhow::bail!("--labels {}: {} has no such labels", wanted.name(), data_arg);
         }
         sets.retain(|s| *s != wanted);
         sets.insert(0, wanted);
@@ -287,7 +327,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let reports: Vec<(dataset::LabelSet, evaluate::Report)> =
         sets.iter().filter_map(|&set| data.scored(set).map(|(i, l)| (set, evaluate::Report::compute_subset(&probs, &i, &l)))).collect();
     let Some((main_set, report)) = reports.first().cloned() else {
-        anyhow::bail!("{}: no labels to score", args.data);
+        anyhow::bail!("{}: no labels to score", data_arg);
     };
     let names: Vec<String> = args.model.iter().map(|p| p.display().to_string()).collect();
     if names.len() > 1 {
@@ -320,14 +360,16 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         json["precision"] = serde_json::json!(classifiers[0].precision_name());
         json["view_scale"] = serde_json::json!(args.view_scale.unwrap_or(classifiers[0].view_scale));
         json["logit_bias"] = serde_json::json!(classifiers.iter().all(|c| c.logit_bias().is_some()));
-        json["data"] = serde_json::json!(args.data);
+        json["data"] = serde_json::json!(data_arg);
         json["labels"] = serde_json::json!(main_set.name());
+        json["absent_classes"] = serde_json::json!(report.absent_classes());
         let mut by_labels = serde_json::Map::new();
         for (set, r) in &reports {
             by_labels.insert(set.name().into(), serde_json::to_value(r)?);
         }
         json["by_labels"] = serde_json::Value::Object(by_labels);
-        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
+        let path = dir.join("report.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
         plots::confusion_heatmap(&report, &dir.join("confusion_matrix.png"))?;
         plots::roc_curves(&report, &dir.join("roc_curves.png"))?;
         for (set, r) in &reports[1..] {

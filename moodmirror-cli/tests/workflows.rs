@@ -549,3 +549,103 @@ fn image_command_writes_json_for_the_fixture() {
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(["image", "/nonexistent.png"]).output().expect("run");
     assert!(!bad.status.success());
 }
+
+fn moodmirror(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(args).output().expect("run moodmirror")
+}
+
+#[test]
+fn outputs_never_replace_inputs_and_same_stem_inputs_get_distinct_outputs() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let clip = dir.path().join("t.mp4");
+    make_clip(&clip);
+    let photo = dir.path().join("a.png");
+    std::fs::copy(fixture("astronaut.png"), &photo).expect("copy");
+    let (clip_bytes, photo_bytes) = (std::fs::read(&clip).expect("clip"), std::fs::read(&photo).expect("photo"));
+    let os = |s: &str| std::ffi::OsString::from(s);
+    // The path after --jsonl forgotten; outputs over inputs; -o an existing folder.
+    let attempts: Vec<Vec<std::ffi::OsString>> = vec![
+        vec![os("image"), os("--jsonl"), photo.clone().into(), fixture("astronaut.jpg").into()],
+        vec![os("annotate"), os("--quiet"), clip.clone().into(), os("-o"), clip.clone().into()],
+        vec![
+            os("annotate"),
+            os("--quiet"),
+            clip.clone().into(),
+            os("-o"),
+            dir.path().join("o.mp4").into(),
+            os("--jsonl"),
+            clip.clone().into(),
+        ],
+        vec![os("annotate"), os("--quiet"), clip.clone().into(), os("-o"), dir.path().into()],
+    ];
+    for args in &attempts {
+        let started = std::time::Instant::now();
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let out = moodmirror(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(started.elapsed().as_secs() < 10, "{args:?}: refused only after the work");
+    }
+    assert_eq!(std::fs::read(&clip).expect("clip"), clip_bytes, "the input video changed");
+    assert_eq!(std::fs::read(&photo).expect("photo"), photo_bytes, "the input photo changed");
+    assert!(!dir.path().join("o.mp4").exists() && !dir.path().join("o.mp4.partial").exists());
+    // t.mp4 and t.mov into one folder: two results, neither lost.
+    let mov = dir.path().join("t.mov");
+    std::fs::copy(&clip, &mov).expect("copy");
+    let out_dir = dir.path().join("out");
+    let out = moodmirror(&[
+        os("annotate").as_os_str(),
+        os("--quiet").as_os_str(),
+        clip.as_os_str(),
+        mov.as_os_str(),
+        os("-o").as_os_str(),
+        out_dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out_dir).expect("out").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+}
+
+#[test]
+fn evaluate_video_scores_the_elements_pipeline_against_labelled_regions() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let clip = dir.path().join("clip.mp4");
+    make_clip(&clip);
+    // The astronaut (happy) at about (177, 66, 95, 95) for all 40 frames; an empty region.
+    let truth = dir.path().join("truth.csv");
+    std::fs::write(&truth, "first_frame,last_frame,x,y,size,label\n0,39,150,40,150,happy\n0,39,350,350,100,sad\n").expect("csv");
+    let report = dir.path().join("report");
+    let out = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["evaluate", "--video"])
+        .arg(&clip)
+        .arg("--segments")
+        .arg(&truth)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).expect("report")).expect("json");
+    // 80 cell-frames: the face's 40 found (fresh), the empty region's 40 not.
+    assert_eq!(json["cell_frames"], 80);
+    assert_eq!(json["present"], 0.5, "{json}");
+    assert_eq!(json["fresh"], 0.5, "{json}");
+    assert_eq!(json["settled_recall"]["happy"], 1.0, "{json}");
+    assert_eq!(json["settled_recall"]["sad"], 0.0, "{json}");
+    assert_eq!(json["frames_to_right_label"], 0.0, "{json}");
+    assert!(report.join("confusion_matrix.png").is_file() && report.join("frames.jsonl").is_file());
+    // A truth file naming an unknown emotion is an error naming it.
+    std::fs::write(&truth, "first_frame,last_frame,x,y,size,label\n0,39,150,40,150,glee\n").expect("csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["evaluate", "--video"])
+        .arg(&clip)
+        .arg("--segments")
+        .arg(&truth)
+        .output()
+        .expect("run");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("glee"));
+}
