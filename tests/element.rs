@@ -514,4 +514,11 @@ fn greyscale_portraits_stay_found_between_detections_and_their_labels_follow_cha
     let after = &tracked[4 * 30..];
     assert!(after.iter().all(|faces| faces.iter().all(|f| f.carried)), "a face found on an empty frame: {after:?}");
     assert!(after[after.len() - 5..].iter().all(Vec::is_empty), "the track outlived the face: {:?}", &after[after.len() - 5..]);
+    // MTCNN re-finds them with O-Net on the box: most frames fresh, nothing on empty frames.
+    let tracked = faces_of_grey_frames(&frames, &[("detector", "mtcnn")]);
+    let fresh = (0..120).filter(|&i| tracked[i].iter().any(|f| !f.carried)).count();
+    assert!(fresh >= 110, "mtcnn: found fresh in {fresh} of 120 frames");
+    let after = &tracked[4 * 30..];
+    assert!(after.iter().all(|faces| faces.iter().all(|f| f.carried)), "mtcnn: a face found on an empty frame: {after:?}");
+    assert!(after[after.len() - 5..].iter().all(Vec::is_empty), "mtcnn: the track outlived the face");
 }

@@ -2,7 +2,7 @@
 //! face size, on real photos placed on a 720p canvas (greyscale, soft or colour), still or drifting.
 //!
 //!     cargo run --release -p moodmirror --example track_refind -- PHOTO_DIR [--count N] [--grey]
-//!         [--offset N] [--size-bias W,H] [--soft F] [--drift PX] [--sizes 100,200,400] [--config CONTEXT:SMALL_FACE:THRESHOLD[:retry[=THRESHOLD]] ...]
+//!         [--offset N] [--size-bias W,H] [--retry SIDE:CONTEXT] [--soft F] [--drift PX] [--sizes 100,200,400] [--config CONTEXT:SMALL_FACE:THRESHOLD[:retry[=THRESHOLD]] ...]
 //!
 //! PHOTO_DIR holds images/ (e.g. wild-dev). Each photo is shown at each size; the full detector
 //! (at 512 px wide, as the element runs it on 720p) gives the first box, then 9 frames are
@@ -70,14 +70,26 @@ fn main() {
     let mut names: Vec<_> = std::fs::read_dir(format!("{dir}/images")).expect("images/").filter_map(|e| e.ok()).map(|e| e.path()).collect();
     names.sort();
     let mut yunet = YuNet::embedded(&Device::Cpu).expect("yunet");
+    let retry_window = flag("--retry").map(|r| {
+        let v: Vec<&str> = r.split(':').collect();
+        moodmirror::detect::yunet::TrackWindow {
+            side: v[0].parse().expect("--retry SIDE:CONTEXT"),
+            context: v[1].parse().expect("--retry SIDE:CONTEXT"),
+        }
+    });
     if let Some(bias) = flag("--size-bias") {
         let v: Vec<f32> = bias.split(',').map(|v| v.parse().expect("--size-bias W,H")).collect();
         yunet.track_windows.small_size_bias = [v[0], v[1]];
     }
+    let default_retries = yunet.track_windows.retries;
     for &(context, small_face, threshold, retry) in &configs {
         yunet.track_windows.small.context = context;
         yunet.track_windows.small_face = small_face;
-        yunet.track_windows.retry = retry.is_some();
+        yunet.track_windows.retries = match (retry, retry_window) {
+            (None, _) => [None, None],
+            (Some(_), Some(w)) => [Some(w), None],
+            (Some(_), None) => default_retries,
+        };
         yunet.track_windows.retry_threshold = retry.unwrap_or(0.5);
         yunet.track_threshold = threshold;
         let started = std::time::Instant::now();

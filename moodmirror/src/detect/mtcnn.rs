@@ -327,6 +327,8 @@ pub struct Mtcnn {
     onet: ONet,
     device: Device,
     pub thresholds: [f32; 3],
+    /// O-Net's bar for re-finding a tracked face.
+    pub track_threshold: f32,
     pub factor: f64,
     input: Vec<f32>,
     /// Summed-area table of the frame in `detect` (`track` samples its few crops directly).
@@ -343,6 +345,7 @@ impl Mtcnn {
             onet: ONet::load(vb.pp("onet"))?,
             device: device.clone(),
             thresholds: [0.6, 0.7, 0.7],
+            track_threshold: 0.3,
             factor: 0.709,
             input: Vec::new(),
             integral: Integral::default(),
@@ -498,7 +501,12 @@ impl Mtcnn {
     pub fn track(&mut self, img: &RgbImage, previous: &[Face], faces: &mut Vec<Face>) -> candle_core::Result<()> {
         faces.clear();
         let mut cands: Vec<Candidate> = previous.iter().map(|f| Candidate { b: track_box(f), ..Default::default() }).collect();
-        self.refine(img, &mut cands, 48, 2, false)?;
+        // A face known to be there needs less evidence than one found from scratch.
+        let full_bar = self.thresholds[2];
+        self.thresholds[2] = self.track_threshold;
+        let refined = self.refine(img, &mut cands, 48, 2, false);
+        self.thresholds[2] = full_bar;
+        refined?;
         for c in &mut cands {
             regress(c);
         }

@@ -21,14 +21,16 @@ pub static YUNET_WEIGHTS: &[u8] = include_bytes!("../../../weights/yunet.safeten
 const STRIDES: [usize; 3] = [8, 16, 32];
 /// The network's input sides must be multiples of this (the coarsest level's stride).
 const ALIGN: usize = 32;
-/// Sides of the square crop each track is re-found in: 32 for faces of 48 px and more, 64 below
-/// and as a second look for the tracks a 32-px crop missed. In a 32-px crop 1.5 face sides wide
-/// the face is 21 px, at the edge of what YuNet sees: colour faces were re-found, greyscale and
-/// soft ones about 1 frame in 9 (wild-dev portraits, 60 to 500 px: 8 to 14 %, whatever the
-/// score threshold). A crop 1.15 face sides wide (the face 28 px) re-finds 90 to 93 % of them
-/// at the same cost, and the 64-px second look (1.5 sides) brings it to 97 to 100 %
-/// (`examples/track_refind.rs`). 64-px crops for every face cost a third of the crowded clip's
-/// frame rate (four times the network's work), the second look only where it is needed.
+/// Sides of the square crop each track is re-found in: 32 for faces of 48 px and more, 64 below.
+/// In a 32-px crop 1.5 face sides wide the face was 21 px, at the edge of what YuNet sees:
+/// colour faces were re-found, greyscale and soft ones about 1 frame in 9 (wild-dev portraits,
+/// 60 to 500 px: 8 to 14 %, whatever the score threshold). A crop 1.15 face sides wide (the
+/// face 28 px) re-finds 90 to 93 % of them at the same cost; the tracks it misses get a second
+/// look in a 32-px crop the face fills (1.0) and a third in a 64-px crop 1.5 sides wide: 100 %
+/// of 40 portraits at 60-600 px, of soft ones drifting 4 % of their width per frame, and of
+/// three hard ones (dark, cut off by the photo's edge) that the 64-px look alone found 70 % of
+/// the time (`examples/track_refind.rs`). 64-px crops for every face cost a third of the
+/// crowded clip's frame rate (four times the network's work); the retries run only for misses.
 const TRACK_INPUT: usize = 32;
 const TRACK_INPUT_SMALL_FACE: usize = 64;
 /// Faces narrower than this are re-found in `TRACK_INPUT_SMALL_FACE` crops.
@@ -46,6 +48,8 @@ const TRACK_INPUT_BATCH: usize = 64;
 /// The 32-px crop's side in face sides: tight, so the face is as large as the crop allows while
 /// a face moving 5 % of its width per frame stays inside.
 const TRACK_CONTEXT: f32 = 1.15;
+/// The second look's side in face sides (a 32-px crop): the face fills it.
+const RETRY_CONTEXT: f32 = 1.0;
 /// The 64-px crop's side in face sides.
 const SMALL_FACE_CONTEXT: f32 = 1.5;
 
@@ -443,8 +447,9 @@ pub struct YuNet {
     pub track_threshold: f32,
     /// The crops tracks are re-found in on the CPU.
     pub track_windows: TrackWindows,
-    /// Tracks the small crops missed, for a second look.
+    /// Tracks the crops so far missed, and those a retry looks for.
     retry: Vec<Face>,
+    missed: Vec<Face>,
     /// Network input `(3, batch, h, w)`.
     input: Vec<f32>,
     scratch: Scratch,
@@ -466,6 +471,7 @@ impl YuNet {
             track_threshold: 0.5,
             track_windows: TrackWindows::default(),
             retry: Vec::new(),
+            missed: Vec::new(),
             input: Vec::new(),
             scratch: Scratch::default(),
             found: Vec::new(),
@@ -597,18 +603,24 @@ impl YuNet {
         run_track_crops(plan, img, previous, first, threshold, &mut self.found);
         self.retry.clear();
         for (prev, found) in previous.iter().zip(&self.found) {
-            let window = first(prev);
-            match best_match(prev, found, window, windows.small_size_bias) {
+            match best_match(prev, found, first(prev), windows.small_size_bias) {
                 Some(d) => faces.push(d.to_face()),
-                None if window.side != windows.large.side => self.retry.push(*prev),
-                None => {}
+                None => self.retry.push(*prev),
             }
         }
-        if !self.retry.is_empty() && windows.retry {
-            run_track_crops(plan, img, &self.retry, |_| windows.large, windows.retry_threshold, &mut self.found);
-            for (prev, found) in self.retry.iter().zip(&self.found) {
-                if let Some(d) = best_match(prev, found, windows.large, windows.small_size_bias) {
-                    faces.push(d.to_face());
+        // Second and third looks, each for the tracks still missing, in other crops.
+        for retry in windows.retries.into_iter().flatten() {
+            self.missed.clear();
+            self.missed.extend(self.retry.iter().filter(|&f| first(f) != retry));
+            if self.missed.is_empty() {
+                break;
+            }
+            run_track_crops(plan, img, &self.missed, |_| retry, windows.retry_threshold, &mut self.found);
+            self.retry.clear();
+            for (prev, found) in self.missed.iter().zip(&self.found) {
+                match best_match(prev, found, retry, windows.small_size_bias) {
+                    Some(d) => faces.push(d.to_face()),
+                    None => self.retry.push(*prev),
                 }
             }
         }
@@ -633,14 +645,14 @@ impl TrackWindow {
     }
 }
 
-/// The CPU's track crops: `small` for faces of `small_face` px and more, `large` below, and,
-/// with `retry`, `large` again for the faces `small` missed.
+/// The CPU's track crops: `small` for faces of `small_face` px and more, `large` below, and
+/// `retries`, in order, for the faces the crops before missed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackWindows {
     pub small: TrackWindow,
     pub large: TrackWindow,
     pub small_face: i32,
-    pub retry: bool,
+    pub retries: [Option<TrackWindow>; 2],
     /// The score a face needs in the second look.
     pub retry_threshold: f32,
     /// How much wider and taller `small`'s boxes come out than a full detection's.
@@ -653,7 +665,10 @@ impl Default for TrackWindows {
             small: TrackWindow { side: TRACK_INPUT, context: TRACK_CONTEXT },
             large: TrackWindow { side: TRACK_INPUT_SMALL_FACE, context: SMALL_FACE_CONTEXT },
             small_face: SMALL_FACE,
-            retry: true,
+            retries: [
+                Some(TrackWindow { side: TRACK_INPUT, context: RETRY_CONTEXT }),
+                Some(TrackWindow { side: TRACK_INPUT_SMALL_FACE, context: SMALL_FACE_CONTEXT }),
+            ],
             retry_threshold: 0.5,
             small_size_bias: SMALL_CROP_SIZE_BIAS,
         }
