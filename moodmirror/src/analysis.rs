@@ -6,7 +6,7 @@
 //! probabilities smoothed.
 
 use crate::background::BackgroundDetector;
-use crate::detect::{haar::resize_bilinear, DetectParams, Detector, Face, GrayImage, RgbImage};
+use crate::detect::{haar::resize_bilinear, DetectParams, Detector, DetectorKind, Face, GrayImage, RgbImage};
 use crate::emotion::{argmax, EmotionClassifier, InputContract, NUM_CLASSES};
 use crate::face::FaceResult;
 use crate::image::FramePlanes;
@@ -16,6 +16,14 @@ use crate::tracking::{Tracker, TrackerParams};
 pub const DETECT_MAX_WIDTH: usize = 640;
 /// Tracks missed by the detector are still reported for this long (ns), so boxes do not blink.
 const REPORT_GRACE_NS: u64 = 200_000_000;
+
+/// What [`FaceAnalyzer::configure`] did: whether it started a detection worker, and what it
+/// could not do.
+#[derive(Debug, Default)]
+pub struct Configured {
+    pub worker_started: bool,
+    pub problems: Vec<String>,
+}
 
 /// Video settings of the analysis (element properties).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,7 +145,7 @@ pub struct FaceAnalyzer {
     schedule: ClassifySchedule,
     /// Full detection on a worker thread instead of the caller's (live video): see
     /// [`crate::background`]. `None`: full detections run in [`Self::analyze_frame`].
-    pub background: Option<BackgroundDetector>,
+    background: Option<BackgroundDetector>,
     /// Faces of a finished background detection, to merge into the tracks.
     late_faces: Vec<Face>,
     /// A full detection was due while the worker was busy: submit on the next idle frame.
@@ -230,6 +238,41 @@ impl FaceAnalyzer {
             late_faces: Vec::new(),
             detection_wanted: false,
         }
+    }
+
+    /// Decides what runs where, in one place: the full detector of `kind` (kept when it is the
+    /// one running), on a worker thread when `in_background` (never for `upstream`, whose faces
+    /// come with the frames), on the calling thread otherwise. What cannot be started leaves
+    /// the previous arrangement (or detections on the calling thread) and is said in the result.
+    pub fn configure(&mut self, kind: DetectorKind, in_background: bool, device: &candle_core::Device) -> Configured {
+        let mut outcome = Configured::default();
+        if self.detector.kind() != kind {
+            match Detector::new(kind, device) {
+                Ok(d) => self.detector = d,
+                Err(e) => outcome.problems.push(format!("cannot switch detector: {e}")),
+            }
+        }
+        let kind = self.detector.kind();
+        if !in_background || kind == DetectorKind::Upstream {
+            self.background = None;
+        } else if self.background.as_ref().map(BackgroundDetector::kind) != Some(kind) {
+            match BackgroundDetector::start(kind, device) {
+                Ok(worker) => {
+                    self.background = Some(worker);
+                    outcome.worker_started = true;
+                }
+                Err(e) => {
+                    self.background = None;
+                    outcome.problems.push(format!("detections stay on the streaming thread: {e}"));
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Whether full detections run on a worker thread.
+    pub fn detects_in_background(&self) -> bool {
+        self.background.is_some()
     }
 
     /// Detects and classifies every face of `image`. `black`/`white` give the luma range

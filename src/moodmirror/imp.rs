@@ -8,7 +8,6 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use moodmirror::analysis::{FaceAnalyzer, VideoParams};
-use moodmirror::background::BackgroundDetector;
 use moodmirror::detect::{DetectParams, Detector};
 use moodmirror::draw::{Canvas, Painter};
 use moodmirror::emotion::{select_device, EmotionClassifier};
@@ -440,33 +439,19 @@ impl BaseTransformImpl for MoodMirror {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("no caps negotiated before the first buffer"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        if state.analyzer.detector.kind() != settings.detector.into() {
-            match Detector::new(settings.detector.into(), &state.device) {
-                Ok(d) => state.analyzer.detector = d,
-                Err(e) => gst::warning!(CAT, imp = self, "cannot switch detector: {e}"),
-            }
-        }
         let live = *state.live.get_or_insert_with(|| self.upstream_is_live());
-        let background = match settings.detection_mode {
+        let in_background = match settings.detection_mode {
             DetectionMode::Auto => live,
             DetectionMode::Sync => false,
             DetectionMode::Async => true,
         };
         let upstream = settings.detector == DetectorKind::Upstream;
-        let background_kind = state.analyzer.background.as_ref().map(|b| b.kind());
-        if !background || upstream {
-            state.analyzer.background = None;
-        } else if background_kind != Some(settings.detector.into()) {
-            match BackgroundDetector::start(settings.detector.into(), &state.device) {
-                Ok(b) => {
-                    gst::debug!(CAT, imp = self, "full detections run on a worker thread (live: {live})");
-                    state.analyzer.background = Some(b);
-                }
-                Err(e) => {
-                    gst::warning!(CAT, imp = self, "detections stay on the streaming thread: {e}");
-                    state.analyzer.background = None;
-                }
-            }
+        let configured = state.analyzer.configure(settings.detector.into(), in_background, &state.device);
+        if configured.worker_started {
+            gst::debug!(CAT, imp = self, "full detections run on a worker thread (live: {live})");
+        }
+        for problem in &configured.problems {
+            gst::warning!(CAT, imp = self, "{problem}");
         }
         let (width, height, layout, luma_range) = (format.info.width(), format.info.height(), format.layout, format.luma_range);
         // The frame is mapped once: writable when the faces may be drawn on it, read-only
