@@ -487,9 +487,9 @@ fn greyscale_portraits_stay_found_between_detections_and_their_labels_follow_cha
         // The previous face, gone, may still be shown (carried) for the report grace time.
         let extra = range.clone().filter(|&i| tracked[i].len() > 1).count();
         assert!(extra <= 6, "{name}: {extra} frames with more than one face");
-        let boxes: Vec<Vec<(i32, i32, i32, bool, &str)>> = tracked[range.clone()]
+        let boxes: Vec<String> = tracked[range.clone()]
             .iter()
-            .map(|faces| faces.iter().map(|f| (f.x, f.y, f.width, f.carried, f.emotion.as_str())).collect())
+            .map(|faces| faces.iter().map(|f| format!("({} {} {} {} {})", f.x, f.y, f.width, f.carried, f.emotion)).collect())
             .collect();
         assert!(fresh >= 29, "{name}: found fresh in {fresh} of 30 frames (x, y, width, carried, label): {boxes:?}");
         // The label follows the new face within 10 frames and stays.

@@ -146,11 +146,11 @@ pub fn score(segments: &[Segment], frames: &[Vec<Reported>], drift: i64) -> Vide
         let mut first_right = None;
         let end = (s.last_frame + 1).min(frames.len());
         let settled_from = s.last_frame - (s.last_frame - s.first_frame) / 3;
-        for f in s.first_frame..end {
+        for (f, faces) in frames.iter().enumerate().take(end).skip(s.first_frame) {
             let x = s.x + (f - s.first_frame) as i64 * drift;
             let inside =
                 |r: &&Reported| (x as f64..(x + s.size) as f64).contains(&r.cx) && (s.y as f64..(s.y + s.size) as f64).contains(&r.cy);
-            let got = frames[f].iter().find(inside);
+            let got = faces.iter().find(inside);
             let good = got.is_some_and(|r| r.label == Some(s.label));
             total += 1;
             right += usize::from(good);

@@ -362,8 +362,8 @@ impl Detection {
 
     /// Scales the box's width and height by `factor` about its centre.
     fn shrink(&mut self, factor: [f32; 2]) {
-        for axis in 0..2 {
-            let (c, half) = ((self.b[axis] + self.b[axis + 2]) * 0.5, (self.b[axis + 2] - self.b[axis]) * 0.5 * factor[axis]);
+        for (axis, f) in factor.into_iter().enumerate() {
+            let (c, half) = ((self.b[axis] + self.b[axis + 2]) * 0.5, (self.b[axis + 2] - self.b[axis]) * 0.5 * f);
             self.b[axis] = c - half;
             self.b[axis + 2] = c + half;
         }
