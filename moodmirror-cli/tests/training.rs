@@ -177,6 +177,17 @@ fn write_labels_csv(root: &Path, per_class: usize) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_labels_csv_with_a_byte_order_mark_loads() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 1);
+    let plain = Dataset::load(&format!("{}:train", csv.display())).expect("plain");
+    let text = std::fs::read_to_string(&csv).expect("read");
+    std::fs::write(&csv, format!("\u{feff}{text}")).expect("write");
+    let with_bom = Dataset::load(&format!("{}:train", csv.display())).expect("with a BOM");
+    assert_eq!(with_bom.labels, plain.labels);
+}
+
+#[test]
 fn labels_csv_gives_fer2013_labels_ferplus_majorities_and_vote_targets() {
     use moodmirror_train::dataset::{LabelSet, Target};
     let dir = tempfile::tempdir().expect("tmp");

@@ -253,6 +253,8 @@ impl Dataset {
     /// training set silently missing rows would be a different data set.
     fn load_labels_csv(path: &Path, split: Option<&str>, target: Target) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // Spreadsheet programs start CSVs with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let root = path.parent().unwrap_or(Path::new("."));
         let mut lines = text.lines().enumerate();
         let header: Vec<String> =
@@ -413,6 +415,7 @@ impl Dataset {
 
     fn load_csv(path: &Path, usage: Option<&str>) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut lines = text.lines();
         let header = lines.next().unwrap_or_default().to_ascii_lowercase();
         let columns: Vec<&str> = header.split(',').map(str::trim).collect();

@@ -96,6 +96,10 @@ impl Recording {
                 }
             }
         }
+        if stamps.is_empty() {
+            let why = rec.skipped.first().map(|(line, why)| format!(" (line {line}: {why})")).unwrap_or_default();
+            anyhow::bail!("{}: no frames of moodmirror's JSON lines{why}", path.display());
+        }
         // Frames without a timestamp: placed at 30 frames/s after the previous one.
         let mut t = 0.0;
         for (i, s) in stamps.iter().enumerate() {
@@ -382,6 +386,20 @@ mod tests {
             })
             .collect();
         serde_json::json!({"timestamp": ts_ms * 1_000_000, "objects": objects}).to_string()
+    }
+
+    #[test]
+    fn an_empty_or_foreign_file_is_an_error_not_an_empty_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames.jsonl");
+        std::fs::write(&path, "").unwrap();
+        assert!(Recording::read(&path).unwrap_err().to_string().contains("no frames"));
+        std::fs::write(&path, "{\"name\": \"something else\"}\n").unwrap();
+        let err = Recording::read(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("objects"), "{err}");
+        // A recording whose frames have no faces is a recording.
+        std::fs::write(&path, "{\"objects\": []}\n").unwrap();
+        assert_eq!(Recording::read(&path).unwrap().frames(), 1);
     }
 
     #[test]
