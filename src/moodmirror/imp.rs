@@ -34,7 +34,10 @@ const DEFAULT_LOGIT_BIAS: bool = true;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_DETECT_INTERVAL: u32 = 10;
 const DEFAULT_DETECTION_MODE: DetectionMode = DetectionMode::Auto;
-const DEFAULT_CLASSIFY_INTERVAL: u32 = 5;
+/// Five times a second at 30 fps: with every tracked face now found and classified (not only
+/// the third that tracking used to re-find), 5 cost the crowded clip of 12 real faces 10 % of
+/// its frame rate for a label shown 1 frame sooner (README, "Accuracy on video").
+const DEFAULT_CLASSIFY_INTERVAL: u32 = 6;
 const DEFAULT_SMOOTHING: f64 = 0.6;
 const DEFAULT_TRACK_TIMEOUT_MS: u32 = 500;
 
