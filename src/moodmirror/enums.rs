@@ -85,3 +85,31 @@ pub enum DetectionMode {
     Async = 2,
 }
 same_variants!(DetectionMode, CoreDetectionMode, [Auto, Sync, Async]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gst::glib::prelude::*;
+
+    /// The nicks of an enum GType, in value order.
+    fn nicks<T: StaticType>() -> Vec<String> {
+        let class = glib::EnumClass::with_type(T::static_type()).expect("an enum type");
+        class.values().iter().map(|v| v.nick().to_string()).collect()
+    }
+
+    #[test]
+    fn property_nicks_are_the_cores_names() {
+        // The command line and pipeline descriptions use the core's names: the two must agree.
+        let detectors = [CoreDetectorKind::Haar, CoreDetectorKind::Mtcnn, CoreDetectorKind::Yunet, CoreDetectorKind::Upstream];
+        assert_eq!(nicks::<DetectorKind>(), detectors.map(|d| d.nick().to_string()));
+        for d in detectors {
+            assert_eq!(d.nick().parse::<CoreDetectorKind>().ok(), Some(d));
+            assert_eq!(CoreDetectorKind::from(DetectorKind::from(d)), d);
+        }
+        let precisions = [CorePrecision::Auto, CorePrecision::F32, CorePrecision::Int8];
+        assert_eq!(nicks::<Precision>(), precisions.map(|p| p.nick().to_string()));
+        for p in precisions {
+            assert_eq!(p.nick().parse::<CorePrecision>().ok(), Some(p));
+        }
+    }
+}

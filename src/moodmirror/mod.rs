@@ -32,7 +32,10 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Every enum a property uses, so that gst-inspect and the docs list their values.
     DetectorKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     DeviceKind::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    Precision::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    DetectionMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(Some(plugin), "moodmirror", gst::Rank::NONE, MoodMirror::static_type())
 }
