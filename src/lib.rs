@@ -30,6 +30,8 @@ gst::plugin_define!(
     "MIT/X11",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
+    // GStreamer refuses a plugin without an origin; the project publishes no address yet, so
+    // this says so in GStreamer's own words rather than naming one that does not exist.
+    "Unknown package origin",
     env!("BUILD_REL_DATE")
 );
