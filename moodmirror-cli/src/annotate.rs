@@ -30,7 +30,7 @@ pub struct AnnotateArgs {
     /// Annotate this many files at a time (several inputs or a folder).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
-    /// Skip inputs whose annotated video already exists (outputs appear only when complete).
+    /// Skip inputs whose annotated video and JSON lines both exist (outputs appear only when complete).
     #[arg(long)]
     pub resume: bool,
     /// Do not draw: the video is re-encoded unchanged, results go to --jsonl only.
@@ -218,7 +218,7 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
         })
         .collect();
     let (todo, done): (Vec<&AnnotateArgs>, Vec<&AnnotateArgs>) =
-        jobs.iter().partition(|j| !(args.resume && j.output.as_ref().is_some_and(|o| o.is_file())));
+        jobs.iter().partition(|j| !(args.resume && [&j.output, &j.jsonl].iter().all(|o| o.as_ref().is_some_and(|o| o.is_file()))));
     for j in &done {
         eprintln!("{}: already annotated, skipped (--resume)", j.inputs[0].display());
     }

@@ -185,6 +185,11 @@ fn a_labels_csv_with_a_byte_order_mark_loads() {
     std::fs::write(&csv, format!("\u{feff}{text}")).expect("write");
     let with_bom = Dataset::load(&format!("{}:train", csv.display())).expect("with a BOM");
     assert_eq!(with_bom.labels, plain.labels);
+    // A file listed twice counts once.
+    let first_row = text.lines().nth(1).expect("a row").to_string();
+    std::fs::write(&csv, format!("{text}{first_row}\n")).expect("write");
+    let doubled = Dataset::load(&format!("{}:train", csv.display())).expect("duplicate row");
+    assert_eq!(doubled.labels, plain.labels, "the duplicate is counted once");
 }
 
 #[test]

@@ -309,6 +309,13 @@ impl Dataset {
         if rows.is_empty() {
             bail!("{}: no rows{}", path.display(), split.map(|s| format!(" with split '{s}'")).unwrap_or_default());
         }
+        // A file listed twice counts once (its first row), and the user hears of it.
+        let mut listed = std::collections::HashSet::new();
+        let before = rows.len();
+        rows.retain(|(file, _, _)| listed.insert(file.clone()));
+        if rows.len() < before {
+            eprintln!("warning: {}: {} rows list a file already listed; each file counts once", path.display(), before - rows.len());
+        }
         let decoded: Vec<Result<(Vec<u8>, bool)>> = rows.par_iter().map(|(p, _, _)| read_gray48(p)).collect();
         let mut data = Dataset::default();
         for ((_, fer2013, votes), image) in rows.iter().zip(decoded) {
