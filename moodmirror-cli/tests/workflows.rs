@@ -649,3 +649,49 @@ fn evaluate_video_scores_the_elements_pipeline_against_labelled_regions() {
         .expect("run");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("glee"));
 }
+
+#[test]
+fn annotate_turns_a_rotated_phone_video_upright() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    // The astronaut stored sideways (turned 90 degrees to the left), as a phone held upright
+    // records it, with the track's matrix saying "turn 90 degrees clockwise to show".
+    let clip = dir.path().join("phone.mp4");
+    run_to_eos(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! videoflip video-direction=90l ! videoconvert \
+         ! imagefreeze num-buffers=10 ! video/x-raw,framerate=20/1 ! videoconvert ! x264enc ! mp4mux ! filesink location={}",
+        fixture("astronaut.jpg").display(),
+        clip.display()
+    ));
+    let mut bytes = std::fs::read(&clip).expect("clip");
+    let tkhd = bytes.windows(4).position(|w| w == b"tkhd").expect("a track header");
+    // Version 0: flags, times, track id, reserved, duration, reserved, layer, group, volume,
+    // reserved, then the 3x3 matrix (16.16 and 2.30 fixed point).
+    let matrix = tkhd + 4 + 4 + 20 + 8 + 8;
+    let rotate_90: [u32; 9] = [0, 0x0001_0000, 0, 0xFFFF_0000, 0, 0, 0, 0, 0x4000_0000];
+    for (k, v) in rotate_90.iter().enumerate() {
+        bytes[matrix + 4 * k..matrix + 4 * k + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    std::fs::write(&clip, &bytes).expect("write");
+    let (out, jsonl) = (dir.path().join("out.mp4"), dir.path().join("out.jsonl"));
+    let run = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["annotate", "--quiet"])
+        .arg(&clip)
+        .arg("-o")
+        .arg(&out)
+        .arg("--jsonl")
+        .arg(&jsonl)
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Upright, the face is where it is in the photo and reads as the photo does (sideways it
+    // was found at about (92, 244) and read as sad).
+    for line in std::fs::read_to_string(&jsonl).expect("jsonl").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let faces = v["objects"].as_array().expect("objects");
+        assert_eq!(faces.len(), 1, "{line}");
+        let (x, y) = (faces[0]["x"].as_f64().unwrap_or(0.0), faces[0]["y"].as_f64().unwrap_or(0.0));
+        assert!((150.0..220.0).contains(&x) && (40.0..110.0).contains(&y), "the face at ({x}, {y}): not upright");
+        assert_eq!(faces[0]["emotion"]["label"], "happy", "{line}");
+    }
+}
