@@ -23,8 +23,9 @@ pub struct AnnotateArgs {
     /// several inputs or a folder, the folder the outputs go to [default: beside each input].
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Also write one JSON object per frame here (see the README for the schema). With several
-    /// inputs the lines always go to `NAME.moodmirror.jsonl` beside each output.
+    /// Also write one JSON object per frame here (see the README for the schema), `-` for
+    /// standard output. With several inputs the lines always go to `NAME.moodmirror.jsonl`
+    /// beside each output.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
     /// Annotate this many files at a time (several inputs or a folder).
@@ -301,18 +302,22 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
     // Every output is checked before any work: never over the input, never over each other.
     let muxer = muxer_for(&output)?;
     check_output(&output, "-o", std::slice::from_ref(input), false)?;
-    if let Some(jsonl) = &args.jsonl {
+    // `--jsonl -`: the lines go to standard output as they are made (no file, no rename).
+    let to_stdout = args.jsonl.as_deref() == Some(Path::new("-"));
+    let jsonl_file = args.jsonl.as_ref().filter(|_| !to_stdout);
+    if let Some(jsonl) = jsonl_file {
         check_output(jsonl, "--jsonl", &[input.clone(), output.clone()], true)?;
     }
-    let _locks = [Some(&output), args.jsonl.as_ref()].into_iter().flatten().map(|o| OutputLock::acquire(o)).collect::<Result<Vec<_>>>()?;
+    let _locks = [Some(&output), jsonl_file].into_iter().flatten().map(|o| OutputLock::acquire(o)).collect::<Result<Vec<_>>>()?;
     gst::init()?;
     gstmoodmirror::plugin_register_static()?;
     for needed in ["decodebin", "x264enc", muxer, "videoconvert", "videoflip"] {
         make(needed)?;
     }
-    let (video_tmp, jsonl_tmp) = (partial(&output), args.jsonl.as_deref().map(partial));
+    let (video_tmp, jsonl_tmp) = (partial(&output), jsonl_file.map(|j| partial(j)));
     let json_stage = match &jsonl_tmp {
         Some(p) => format!("! moodmirrorjson location=\"{}\" ", quote(p)),
+        None if to_stdout => "! moodmirrorjson location=/dev/stdout ".to_string(),
         None => String::new(),
     };
     let model = args.model.as_deref().map(|m| format!("model-location=\"{}\"", quote(m))).unwrap_or_default();
@@ -435,7 +440,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
         bail!("'{}' has no video frames; no output written", input.display());
     }
     std::fs::rename(&video_tmp, &output).with_context(|| format!("writing {}", output.display()))?;
-    if let (Some(tmp), Some(jsonl)) = (&jsonl_tmp, &args.jsonl) {
+    if let (Some(tmp), Some(jsonl)) = (&jsonl_tmp, jsonl_file) {
         std::fs::rename(tmp, jsonl).with_context(|| format!("writing {}", jsonl.display()))?;
     }
     let secs = started.elapsed().as_secs_f64();

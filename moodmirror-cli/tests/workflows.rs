@@ -606,6 +606,15 @@ fn outputs_never_replace_inputs_and_same_stem_inputs_get_distinct_outputs() {
         std::fs::read_dir(&out_dir).expect("out").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
     names.sort();
     assert_eq!(names.len(), 4, "{names:?}");
+    // `--jsonl -`: the lines on standard output, no file named '-'.
+    let out = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .current_dir(dir.path())
+        .args(["annotate", "--quiet", "t.mp4", "-o", "stdout.mp4", "--jsonl", "-"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 40);
+    assert!(!dir.path().join("-").exists() && !dir.path().join("-.partial").exists());
 }
 
 #[test]
