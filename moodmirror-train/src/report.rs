@@ -340,15 +340,25 @@ fn write_summary(summaries: &[TrackSummary], path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// At most this many `track-ID.png` timelines, for the faces seen longest: a crowded recording
+/// has thousands of tracks (3,000 made 388 MB of pictures); summary.csv keeps every one.
+pub const MAX_TIMELINES: usize = 200;
+
 /// Writes summary.csv, shares.png, overview.png and one `track-ID.png` per track visible at
-/// least `min_seconds` into `dir`; returns the summaries.
+/// least `min_seconds` (the [`MAX_TIMELINES`] seen longest) into `dir`; returns the summaries.
 pub fn write(rec: &Recording, dir: &Path, min_seconds: f64) -> Result<Vec<TrackSummary>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let summaries = summarize(rec);
     write_summary(&summaries, &dir.join("summary.csv"))?;
     shares_chart(&summaries, &dir.join("shares.png"))?;
     overview(rec, &summaries, &dir.join("overview.png"))?;
-    for s in summaries.iter().filter(|s| s.seconds >= min_seconds) {
+    let mut charted: Vec<&TrackSummary> = summaries.iter().filter(|s| s.seconds >= min_seconds).collect();
+    if charted.len() > MAX_TIMELINES {
+        eprintln!("report: {} faces; timelines for the {MAX_TIMELINES} seen longest (summary.csv lists all)", charted.len());
+        charted.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(a.id.cmp(&b.id)));
+        charted.truncate(MAX_TIMELINES);
+    }
+    for s in charted {
         timeline(rec, s.id, &rec.tracks[&s.id], &dir.join(format!("track-{}.png", s.id)))?;
     }
     Ok(summaries)
@@ -386,6 +396,29 @@ mod tests {
             })
             .collect();
         serde_json::json!({"timestamp": ts_ms * 1_000_000, "objects": objects}).to_string()
+    }
+
+    #[test]
+    fn timelines_are_capped_to_the_faces_seen_longest() {
+        // MAX_TIMELINES + 5 one-frame tracks and one seen on every frame.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames.jsonl");
+        let face = |id: usize| {
+            format!(
+                "{{\"id\": {id}, \"emotion\": {{\"label\": \"happy\", \"probabilities\": {{\"angry\": 0, \"disgust\": 0, \"fear\": 0, \"happy\": 1, \"sad\": 0, \"surprise\": 0, \"neutral\": 0}}}}}}"
+            )
+        };
+        let n = MAX_TIMELINES + 5;
+        let text: String = (0..n).map(|i| format!("{{\"objects\": [{}, {}]}}\n", face(i + 1), face(0))).collect();
+        std::fs::write(&path, text).unwrap();
+        let rec = Recording::read(&path).unwrap();
+        let out = dir.path().join("report");
+        let summaries = write(&rec, &out, 0.0).unwrap();
+        assert_eq!(summaries.len(), n + 1);
+        let pictures =
+            std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("track-")).count();
+        assert_eq!(pictures, MAX_TIMELINES);
+        assert!(out.join("track-0.png").is_file(), "the face seen longest has its timeline");
     }
 
     #[test]
