@@ -107,6 +107,37 @@ impl VideoSettings {
     }
 }
 
+/// The moodmirror element as `annotate` and `evaluate --video` run it, on frames turned upright
+/// by the stream's orientation tag (a phone's rotated video).
+pub struct ElementStage<'a> {
+    pub detector: DetectorArg,
+    /// The element's default when `None`.
+    pub min_face_size: Option<u32>,
+    pub precision: Option<moodmirror::emotion::Precision>,
+    pub model: Option<&'a Path>,
+    pub draw: bool,
+    pub video: &'a VideoSettings,
+}
+
+impl ElementStage<'_> {
+    /// `videoflip ! videoconvert ! moodmirror name=mm …` for a pipeline description.
+    pub fn description(&self) -> String {
+        let detector: moodmirror::detect::DetectorKind = self.detector.into();
+        let mut out =
+            format!("videoflip video-direction=auto ! videoconvert ! moodmirror name=mm draw={} detector={}", self.draw, detector.nick());
+        if let Some(min) = self.min_face_size {
+            out += &format!(" min-face-size={min}");
+        }
+        if let Some(precision) = self.precision {
+            out += &format!(" precision={}", precision.nick());
+        }
+        if let Some(model) = self.model {
+            out += &format!(" model-location=\"{}\"", quote(model));
+        }
+        out + &self.video.properties()
+    }
+}
+
 /// The muxer for an output name: MP4 (and MOV) or Matroska, chosen by its extension.
 fn muxer_for(output: &Path) -> Result<&'static str> {
     match output.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
@@ -127,7 +158,8 @@ fn make(factory: &str) -> Result<gst::Element> {
         .with_context(|| format!("GStreamer element '{factory}' is missing: install it (scripts/setup.sh installs the Debian packages)"))
 }
 
-fn quote(path: &Path) -> String {
+/// `path` as a quoted value in a pipeline description.
+pub fn quote(path: &Path) -> String {
     path.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
 }
 
@@ -320,19 +352,19 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
         None if to_stdout => "! moodmirrorjson location=/dev/stdout ".to_string(),
         None => String::new(),
     };
-    let model = args.model.as_deref().map(|m| format!("model-location=\"{}\"", quote(m))).unwrap_or_default();
-    let detector: moodmirror::detect::DetectorKind = args.detector.into();
+    let element = ElementStage {
+        detector: args.detector,
+        min_face_size: Some(args.min_face_size),
+        precision: Some(args.precision),
+        model: args.model.as_deref(),
+        draw: !args.no_draw,
+        video: &args.video,
+    };
     let description = format!(
-        "filesrc location=\"{input}\" ! decodebin name=dec \
-         queue name=vin ! videoflip video-direction=auto ! videoconvert ! \
-         moodmirror name=mm draw={draw} detector={det} min-face-size={min} precision={precision} {model}{video} \
-         {json_stage}! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! queue ! {muxer} name=mux ! filesink location=\"{out}\"",
+        "filesrc location=\"{input}\" ! decodebin name=dec queue name=vin ! {element} {json_stage}\
+         ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! queue ! {muxer} name=mux ! filesink location=\"{out}\"",
         input = quote(input),
-        draw = !args.no_draw,
-        det = detector.nick(),
-        min = args.min_face_size,
-        precision = args.precision.nick(),
-        video = args.video.properties(),
+        element = element.description(),
         out = quote(&video_tmp),
     );
     let pipeline = gst::parse::launch(&description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;

@@ -271,10 +271,14 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         }
         let run = video_eval::VideoRun {
             video,
-            detector: args.detector,
-            min_face_size: args.min_face_size,
-            model: args.model.first().map(PathBuf::as_path),
-            settings: &args.video_settings,
+            element: annotate::ElementStage {
+                detector: args.detector,
+                min_face_size: args.min_face_size,
+                precision: None,
+                model: args.model.first().map(PathBuf::as_path),
+                draw: false,
+                video: &args.video_settings,
+            },
         };
         video_eval::evaluate(&run, segments, args.drift, args.report.as_deref())?;
         return Ok(());

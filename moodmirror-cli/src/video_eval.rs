@@ -16,8 +16,7 @@ use gst::prelude::*;
 use moodmirror::emotion::{CLASS_NAMES as EMOTIONS, NUM_CLASSES};
 use serde::Serialize;
 
-use crate::annotate::VideoSettings;
-use crate::image_cmd::DetectorArg;
+use crate::annotate::{quote, ElementStage};
 
 /// One labelled region over a range of frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,16 +225,13 @@ impl VideoScore {
     }
 }
 
-/// What `evaluate --video` runs: the element with the given settings.
+/// What `evaluate --video` runs: the element, as `annotate` runs it, on a video.
 pub struct VideoRun<'a> {
     pub video: &'a Path,
-    pub detector: DetectorArg,
-    pub min_face_size: Option<u32>,
-    pub model: Option<&'a Path>,
-    pub settings: &'a VideoSettings,
+    pub element: ElementStage<'a>,
 }
 
-/// Runs `filesrc ! decodebin ! videoconvert ! moodmirror ! moodmirrorjson` on the video,
+/// Runs `filesrc ! decodebin ! videoflip ! videoconvert ! moodmirror ! moodmirrorjson` on the video,
 /// writing the JSON lines to `jsonl`; returns the frame count.
 pub fn run_element(run: &VideoRun, jsonl: &Path) -> Result<usize> {
     if !run.video.is_file() {
@@ -243,16 +239,10 @@ pub fn run_element(run: &VideoRun, jsonl: &Path) -> Result<usize> {
     }
     gst::init()?;
     gstmoodmirror::plugin_register_static()?;
-    let quote = |p: &Path| p.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
-    let detector: moodmirror::detect::DetectorKind = run.detector.into();
     let description = format!(
-        "filesrc location=\"{video}\" ! decodebin ! videoflip video-direction=auto ! videoconvert ! \
-         moodmirror draw=false detector={det} {min} {model}{settings} ! moodmirrorjson location=\"{out}\" ! fakesink sync=false",
+        "filesrc location=\"{video}\" ! decodebin ! {element} ! moodmirrorjson location=\"{out}\" ! fakesink sync=false",
         video = quote(run.video),
-        det = detector.nick(),
-        min = run.min_face_size.map(|m| format!("min-face-size={m}")).unwrap_or_default(),
-        model = run.model.map(|m| format!("model-location=\"{}\"", quote(m))).unwrap_or_default(),
-        settings = run.settings.properties(),
+        element = run.element.description(),
         out = quote(jsonl),
     );
     let pipeline = gst::parse::launch(&description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
@@ -313,7 +303,7 @@ pub fn evaluate(run: &VideoRun, segments_csv: &Path, drift: i64, report: Option<
         json["video"] = serde_json::json!(run.video.display().to_string());
         json["segments_csv"] = serde_json::json!(segments_csv.display().to_string());
         json["drift"] = serde_json::json!(drift);
-        json["settings"] = serde_json::json!(format!("detector={}{}", run.detector.name(), run.settings.properties()));
+        json["settings"] = serde_json::json!(format!("detector={}{}", run.element.detector.name(), run.element.video.properties()));
         let path = dir.join("report.json");
         std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
         if !score.settled_faces.is_empty() {
