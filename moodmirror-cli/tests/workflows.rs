@@ -550,8 +550,9 @@ fn image_command_writes_json_for_the_fixture() {
     assert!(!bad.status.success());
 }
 
-fn moodmirror(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(args).output().expect("run moodmirror")
+/// Runs the `moodmirror` binary with `args` (words and paths alike).
+fn moodmirror(args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(args.iter().map(|a| a.as_ref())).output().expect("run moodmirror")
 }
 
 #[test]
@@ -563,28 +564,19 @@ fn outputs_never_replace_inputs_and_same_stem_inputs_get_distinct_outputs() {
     let photo = dir.path().join("a.png");
     std::fs::copy(fixture("astronaut.png"), &photo).expect("copy");
     let (clip_bytes, photo_bytes) = (std::fs::read(&clip).expect("clip"), std::fs::read(&photo).expect("photo"));
-    let os = |s: &str| std::ffi::OsString::from(s);
     // The path after --jsonl forgotten; outputs over inputs; -o an existing folder.
-    let attempts: Vec<Vec<std::ffi::OsString>> = vec![
-        vec![os("image"), os("--jsonl"), photo.clone().into(), fixture("astronaut.jpg").into()],
-        vec![os("annotate"), os("--quiet"), clip.clone().into(), os("-o"), clip.clone().into()],
-        vec![
-            os("annotate"),
-            os("--quiet"),
-            clip.clone().into(),
-            os("-o"),
-            dir.path().join("o.mp4").into(),
-            os("--jsonl"),
-            clip.clone().into(),
-        ],
-        vec![os("annotate"), os("--quiet"), clip.clone().into(), os("-o"), dir.path().into()],
+    let other = dir.path().join("o.mp4");
+    let attempts: [&[&dyn AsRef<std::ffi::OsStr>]; 4] = [
+        &[&"image", &"--jsonl", &photo, &fixture("astronaut.jpg")],
+        &[&"annotate", &"--quiet", &clip, &"-o", &clip],
+        &[&"annotate", &"--quiet", &clip, &"-o", &other, &"--jsonl", &clip],
+        &[&"annotate", &"--quiet", &clip, &"-o", &dir.path()],
     ];
-    for args in &attempts {
+    for (k, args) in attempts.iter().enumerate() {
         let started = std::time::Instant::now();
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        let out = moodmirror(&args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(started.elapsed().as_secs() < 10, "{args:?}: refused only after the work");
+        let out = moodmirror(args);
+        assert!(!out.status.success(), "attempt {k} succeeded");
+        assert!(started.elapsed().as_secs() < 10, "attempt {k}: refused only after the work");
     }
     assert_eq!(std::fs::read(&clip).expect("clip"), clip_bytes, "the input video changed");
     assert_eq!(std::fs::read(&photo).expect("photo"), photo_bytes, "the input photo changed");
@@ -593,14 +585,7 @@ fn outputs_never_replace_inputs_and_same_stem_inputs_get_distinct_outputs() {
     let mov = dir.path().join("t.mov");
     std::fs::copy(&clip, &mov).expect("copy");
     let out_dir = dir.path().join("out");
-    let out = moodmirror(&[
-        os("annotate").as_os_str(),
-        os("--quiet").as_os_str(),
-        clip.as_os_str(),
-        mov.as_os_str(),
-        os("-o").as_os_str(),
-        out_dir.as_os_str(),
-    ]);
+    let out = moodmirror(&[&"annotate", &"--quiet", &clip, &mov, &"-o", &out_dir]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut names: Vec<String> =
         std::fs::read_dir(&out_dir).expect("out").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
@@ -627,15 +612,7 @@ fn evaluate_video_scores_the_elements_pipeline_against_labelled_regions() {
     let truth = dir.path().join("truth.csv");
     std::fs::write(&truth, "first_frame,last_frame,x,y,size,label\n0,39,150,40,150,happy\n0,39,350,350,100,sad\n").expect("csv");
     let report = dir.path().join("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
-        .args(["evaluate", "--video"])
-        .arg(&clip)
-        .arg("--segments")
-        .arg(&truth)
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .expect("run");
+    let out = moodmirror(&[&"evaluate", &"--video", &clip, &"--segments", &truth, &"--report", &report]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).expect("report")).expect("json");
@@ -649,13 +626,7 @@ fn evaluate_video_scores_the_elements_pipeline_against_labelled_regions() {
     assert!(report.join("confusion_matrix.png").is_file() && report.join("frames.jsonl").is_file());
     // A truth file naming an unknown emotion is an error naming it.
     std::fs::write(&truth, "first_frame,last_frame,x,y,size,label\n0,39,150,40,150,glee\n").expect("csv");
-    let out = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
-        .args(["evaluate", "--video"])
-        .arg(&clip)
-        .arg("--segments")
-        .arg(&truth)
-        .output()
-        .expect("run");
+    let out = moodmirror(&[&"evaluate", &"--video", &clip, &"--segments", &truth]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("glee"));
 }
 
@@ -683,15 +654,7 @@ fn annotate_turns_a_rotated_phone_video_upright() {
     }
     std::fs::write(&clip, &bytes).expect("write");
     let (out, jsonl) = (dir.path().join("out.mp4"), dir.path().join("out.jsonl"));
-    let run = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
-        .args(["annotate", "--quiet"])
-        .arg(&clip)
-        .arg("-o")
-        .arg(&out)
-        .arg("--jsonl")
-        .arg(&jsonl)
-        .output()
-        .expect("run");
+    let run = moodmirror(&[&"annotate", &"--quiet", &clip, &"-o", &out, &"--jsonl", &jsonl]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     // Upright, the face is where it is in the photo and reads as the photo does (sideways it
     // was found at about (92, 244) and read as sad).
