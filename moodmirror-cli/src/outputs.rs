@@ -66,18 +66,7 @@ pub fn check_output(path: &Path, what: &str, inputs: &[PathBuf], results: bool) 
     check_folder_writable(target.parent().unwrap_or(Path::new("/")), what, path)
 }
 
-/// Refuses a folder that does not exist, is not a folder or cannot be written (a probe file is
-/// created and removed), naming the output it was for.
-pub fn check_folder_writable(folder: &Path, what: &str, output: &Path) -> Result<()> {
-    let folder = if folder.as_os_str().is_empty() { Path::new(".") } else { folder };
-    if !folder.is_dir() {
-        bail!("{what} {}: the folder {} does not exist", output.display(), folder.display());
-    }
-    let probe = folder.join(format!(".moodmirror-write-check-{}", std::process::id()));
-    std::fs::File::create(&probe).with_context(|| format!("{what} {}: cannot write in {}", output.display(), folder.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
+pub use moodmirror_train::paths::check_folder_writable;
 
 /// One output name per input, in `folder` (or beside each input when `None`), as
 /// `STEM{suffix}`: inputs sharing a stem (`t.mp4` and `t.mov`, `a/clip.mp4` and `b/clip.mp4`)

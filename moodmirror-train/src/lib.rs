@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod distill;
 pub mod evaluate;
 pub mod optim;
+pub mod paths;
 pub mod plots;
 pub mod report;
 pub mod threads;

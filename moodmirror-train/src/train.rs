@@ -326,16 +326,10 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         bail!("--lr {}: expected a positive number", args.lr);
     }
     // Where the model goes is checked before any work (an epoch can take minutes).
-    let folder = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !folder.is_dir() {
-        bail!("--out {}: the folder {} does not exist", args.out.display(), folder.display());
-    }
     if args.out.is_dir() {
         bail!("--out {} is a folder: name the model file (.safetensors)", args.out.display());
     }
-    let probe = folder.join(format!(".moodmirror-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").with_context(|| format!("--out {}: cannot write in {}", args.out.display(), folder.display()))?;
-    let _ = std::fs::remove_file(&probe);
+    crate::paths::check_folder_writable(args.out.parent().unwrap_or(Path::new("")), "--out", &args.out)?;
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("--report: creating {}", dir.display()))?;
     }
