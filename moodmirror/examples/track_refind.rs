@@ -2,7 +2,7 @@
 //! face size, on real photos placed on a 720p canvas (greyscale, soft or colour), still or drifting.
 //!
 //!     cargo run --release -p moodmirror --example track_refind -- PHOTO_DIR [--count N] [--grey]
-//!         [--offset N] [--size-bias W,H] [--retry SIDE:CONTEXT] [--soft F] [--drift PX] [--sizes 100,200,400] [--config CONTEXT:SMALL_FACE:THRESHOLD[:retry[=THRESHOLD]] ...]
+//!         [--offset N] [--size-bias W,H] [--retry SIDE:CONTEXT] [--soft F] [--drift PX] [--sizes 100,200,400] [--config CONTEXT:SMALL_FACE:THRESHOLD[:retry] ...]
 //!
 //! PHOTO_DIR holds images/ (e.g. wild-dev). Each photo is shown at each size; the full detector
 //! (at 512 px wide, as the element runs it on 720p) gives the first box, then 9 frames are
@@ -47,7 +47,7 @@ fn main() {
     let drift: i64 = flag("--drift").map_or(0, |v| v.parse().expect("--drift"));
     let sizes: Vec<u32> =
         flag("--sizes").unwrap_or_else(|| "80,150,250,400,650".into()).split(',').map(|s| s.parse().expect("--sizes")).collect();
-    let configs: Vec<(f32, i32, f32, Option<f32>)> = {
+    let configs: Vec<(f32, i32, f32, bool)> = {
         let given: Vec<&String> = args.iter().enumerate().filter(|(i, _)| *i > 0 && args[i - 1] == "--config").map(|(_, a)| a).collect();
         let given = if given.is_empty() {
             vec![&"1.5:48:0.5".to_string()].into_iter().cloned().collect()
@@ -62,7 +62,7 @@ fn main() {
                     p[0].parse().expect("context"),
                     p[1].parse().expect("small face"),
                     p[2].parse().expect("threshold"),
-                    p.get(3).map(|r| r.strip_prefix("retry=").map_or(0.5, |t| t.parse().expect("retry threshold"))),
+                    p.get(3) == Some(&"retry"),
                 )
             })
             .collect()
@@ -86,14 +86,13 @@ fn main() {
         yunet.track_windows.small.context = context;
         yunet.track_windows.small_face = small_face;
         yunet.track_windows.retries = match (retry, retry_window) {
-            (None, _) => [None, None],
-            (Some(_), Some(w)) => [Some(w), None],
-            (Some(_), None) => default_retries,
+            (false, _) => [None, None],
+            (true, Some(w)) => [Some(w), None],
+            (true, None) => default_retries,
         };
-        yunet.track_windows.retry_threshold = retry.unwrap_or(0.5);
         yunet.track_threshold = threshold;
         let started = std::time::Instant::now();
-        let mut line = format!("context {context} small<{small_face} thr {threshold} retry {retry:?}:");
+        let mut line = format!("context {context} small<{small_face} thr {threshold} retry {retry}:");
         let mut crops = 0usize;
         for &size in &sizes {
             let (mut found, mut tried, mut photos, mut iou_sum, mut ratio_sum, mut ghosts) = (0usize, 0usize, 0usize, 0f32, 0f32, 0usize);

@@ -357,14 +357,15 @@ impl Mtcnn {
         Self::load(MTCNN_WEIGHTS, device)
     }
 
-    /// Runs the refinement net `size` on crops of `cands` (in place: keeps those that pass),
-    /// sampled from `self.integral` (built from `img` by `detect`) when `from_table`.
+    /// Runs the refinement net `size` on crops of `cands` (in place: keeps those scoring over
+    /// `threshold`), sampled from `self.integral` (built from `img` by `detect`) when `from_table`.
     fn refine(
         &mut self,
         img: &RgbImage,
         cands: &mut Vec<Candidate>,
         size: usize,
         stage: usize,
+        threshold: f32,
         from_table: bool,
     ) -> candle_core::Result<()> {
         let plane = size * size;
@@ -398,7 +399,7 @@ impl Mtcnn {
         let prob = prob.to_vec1::<f32>()?;
         let mut next = Vec::with_capacity(n);
         for (i, c) in cands.iter().enumerate() {
-            if prob[i] > self.thresholds[stage] {
+            if prob[i] > threshold {
                 let mut c = *c;
                 c.score = prob[i];
                 c.reg.copy_from_slice(&reg[i]);
@@ -475,7 +476,7 @@ impl Mtcnn {
         }
         let t = std::time::Instant::now();
         times.rnet_in = all.len();
-        self.refine(img, &mut all, 24, 1, true)?;
+        self.refine(img, &mut all, 24, 1, self.thresholds[1], true)?;
         times.rnet = ms(t);
         nms(&mut all, 0.7, false);
         for c in &mut all {
@@ -484,7 +485,7 @@ impl Mtcnn {
         }
         let t = std::time::Instant::now();
         times.onet_in = all.len();
-        self.refine(img, &mut all, 48, 2, true)?;
+        self.refine(img, &mut all, 48, 2, self.thresholds[2], true)?;
         times.onet = ms(t);
         self.last_times = times;
         for c in &mut all {
@@ -502,11 +503,7 @@ impl Mtcnn {
         faces.clear();
         let mut cands: Vec<Candidate> = previous.iter().map(|f| Candidate { b: track_box(f), ..Default::default() }).collect();
         // A face known to be there needs less evidence than one found from scratch.
-        let full_bar = self.thresholds[2];
-        self.thresholds[2] = self.track_threshold;
-        let refined = self.refine(img, &mut cands, 48, 2, false);
-        self.thresholds[2] = full_bar;
-        refined?;
+        self.refine(img, &mut cands, 48, 2, self.track_threshold, false)?;
         for c in &mut cands {
             regress(c);
         }

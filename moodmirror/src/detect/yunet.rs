@@ -615,7 +615,7 @@ impl YuNet {
             if self.missed.is_empty() {
                 break;
             }
-            run_track_crops(plan, img, &self.missed, |_| retry, windows.retry_threshold, &mut self.found);
+            run_track_crops(plan, img, &self.missed, |_| retry, threshold, &mut self.found);
             self.retry.clear();
             for (prev, found) in self.missed.iter().zip(&self.found) {
                 match best_match(prev, found, retry, windows.small_size_bias) {
@@ -653,8 +653,6 @@ pub struct TrackWindows {
     pub large: TrackWindow,
     pub small_face: i32,
     pub retries: [Option<TrackWindow>; 2],
-    /// The score a face needs in the second look.
-    pub retry_threshold: f32,
     /// How much wider and taller `small`'s boxes come out than a full detection's.
     pub small_size_bias: [f32; 2],
 }
@@ -669,7 +667,6 @@ impl Default for TrackWindows {
                 Some(TrackWindow { side: TRACK_INPUT, context: RETRY_CONTEXT }),
                 Some(TrackWindow { side: TRACK_INPUT_SMALL_FACE, context: SMALL_FACE_CONTEXT }),
             ],
-            retry_threshold: 0.5,
             small_size_bias: SMALL_CROP_SIZE_BIAS,
         }
     }
