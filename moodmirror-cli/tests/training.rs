@@ -717,3 +717,95 @@ fn bf16_training_gradients_stay_close_to_f32_ones() {
     }
     assert!(worst < 0.2, "bf16 rounding reaches {worst} of the batch-to-batch difference");
 }
+
+/// `evaluate --predictions` as rows: (source, label, seven probabilities).
+fn read_predictions(path: &Path) -> Vec<(String, String, Vec<f64>)> {
+    let text = std::fs::read_to_string(path).expect("predictions");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("source,label,angry,disgust,fear,happy,sad,surprise,neutral"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string(), f[2..].iter().map(|v| v.parse().expect("probability")).collect())
+        })
+        .collect()
+}
+
+fn moodmirror(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(args).output().expect("moodmirror")
+}
+
+#[test]
+fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with_the_report() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 6);
+    let val = std::ffi::OsString::from(format!("{}:val", csv.display()));
+    let calibrated = dir.path().join("calibrated.safetensors");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let run = moodmirror(&[&os("calibrate"), &os("--data"), &val, &os("--out"), calibrated.as_os_str()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("temperature") && stdout.contains("ECE"), "{stdout}");
+    let model = EmotionClassifier::from_file(&calibrated, &Device::Cpu).expect("calibrated model loads");
+    let t = model.temperature().expect("temperature recorded");
+    assert!(model.metadata["temperature_fit"].contains("42 images"), "{:?}", model.metadata);
+    // The tensors are the embedded default's: only the metadata changed.
+    let embedded = EmotionClassifier::embedded(&Device::Cpu).expect("embedded");
+    assert_eq!(model.metadata["arch"], embedded.metadata["arch"]);
+
+    // The same images with and without the temperature: the same labels, a lower loss with it,
+    // and a predictions CSV that agrees with the report row by row.
+    let mut reports = Vec::new();
+    for (name, extra) in [("plain", None), ("calibrated", Some(calibrated.as_os_str()))] {
+        let report_dir = dir.path().join(name);
+        let predictions = dir.path().join(format!("{name}.csv"));
+        let mut args = vec![os("evaluate"), os("--labels"), os("ferplus"), os("--data"), val.clone()];
+        args.extend([os("--report"), report_dir.clone().into_os_string(), os("--predictions"), predictions.clone().into_os_string()]);
+        if let Some(model) = extra {
+            args.extend([os("--model"), model.to_os_string()]);
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let run = moodmirror(&refs);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(String::from_utf8_lossy(&run.stdout).contains("expected calibration error"));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report")).expect("json");
+        assert!(report_dir.join("reliability.png").exists());
+        let rows = read_predictions(&predictions);
+        assert_eq!(rows.len(), 42);
+        assert!(rows.iter().all(|(source, label, p)| source.starts_with("val/")
+            && CLASS_NAMES.contains(&label.as_str())
+            && (p.iter().sum::<f64>() - 1.0).abs() < 1e-4));
+        // Accuracy, loss and ECE recomputed from the CSV equal the report's.
+        let top = |p: &[f64]| (0..7).fold(0, |b, c| if p[c] > p[b] { c } else { b });
+        let correct = rows.iter().filter(|(_, l, p)| CLASS_NAMES[top(p)] == l).count();
+        assert!((report["accuracy"].as_f64().expect("accuracy") - correct as f64 / 42.0).abs() < 1e-9);
+        let loss =
+            rows.iter().map(|(_, l, p)| -p[CLASS_NAMES.iter().position(|c| c == l).expect("class")].max(1e-12).ln()).sum::<f64>() / 42.0;
+        assert!((report["loss"].as_f64().expect("loss") - loss).abs() < 1e-3, "{loss} vs {}", report["loss"]);
+        let mut bins = [(0usize, 0f64, 0usize); 15];
+        for (_, l, p) in &rows {
+            let c = top(p);
+            let b = ((p[c] * 15.0) as usize).min(14);
+            bins[b].0 += 1;
+            bins[b].1 += p[c];
+            bins[b].2 += (CLASS_NAMES[c] == l) as usize;
+        }
+        let ece: f64 = bins.iter().filter(|b| b.0 > 0).map(|b| (b.2 as f64 - b.1).abs()).sum::<f64>() / 42.0;
+        assert!((report["ece"].as_f64().expect("ece") - ece).abs() < 2e-3, "{ece} vs {}", report["ece"]);
+        reports.push((report, rows));
+    }
+    let (plain, calibrated_report) = (&reports[0].0, &reports[1].0);
+    assert_eq!(plain["accuracy"], calibrated_report["accuracy"], "a temperature never changes a label");
+    assert!(calibrated_report["loss"].as_f64() <= plain["loss"].as_f64(), "the fit minimises the loss (T {t})");
+    assert_eq!(calibrated_report["temperature"][0].as_f64().map(|v| v as f32), Some(t));
+
+    // A calibrated copy never replaces its own input, and nothing is written on refusal.
+    let run =
+        moodmirror(&[&os("calibrate"), &os("--model"), calibrated.as_os_str(), &os("--data"), &val, &os("--out"), calibrated.as_os_str()]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is the model itself"));
+    // --predictions never lands on an input.
+    let run = moodmirror(&[&os("evaluate"), &os("--data"), &val, &os("--predictions"), csv.as_os_str()]);
+    assert!(!run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+    assert!(std::fs::read_to_string(&csv).expect("labels").starts_with("file,"), "the labels CSV is intact");
+}

@@ -97,7 +97,7 @@ fn safetensors_bytes(tensors: &HashMap<String, Tensor>, meta: &HashMap<String, S
 
 /// The safetensors file with its JSON header's keys sorted (the crate writes the metadata map in
 /// hash order), so that converting or saving the same tensors twice gives the same bytes.
-fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+pub(crate) fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     let len = u64::from_le_bytes(bytes.get(..8).and_then(|b| b.try_into().ok()).context("safetensors header")?) as usize;
     let header: std::collections::BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(bytes.get(8..8 + len).context("safetensors header")?)?;

@@ -140,6 +140,9 @@ pub struct Dataset {
     /// FER+'s majority label per image (None: tie or non-emotion majority); empty when the
     /// source has no votes.
     pub ferplus_labels: Vec<Option<u8>>,
+    /// Where each image came from, as the user can find it: its file (as the labels CSV lists
+    /// it, or its path) or `FILE.csv:LINE`.
+    pub sources: Vec<String>,
     /// Images that could not be read (skipped) and ones that were not 48x48 (resized).
     pub skipped: usize,
     pub resized: usize,
@@ -271,7 +274,7 @@ impl Dataset {
         if split.is_some() && split_col.is_none() {
             bail!("{}: no split column to select {:?} from", path.display(), split);
         }
-        let mut rows: Vec<(PathBuf, u8, FerPlusVotes)> = Vec::new();
+        let mut rows: Vec<(PathBuf, u8, FerPlusVotes, String)> = Vec::new();
         for (index, line) in lines {
             let line_no = index + 1;
             if line.trim().is_empty() {
@@ -304,7 +307,7 @@ impl Dataset {
             if counts.iter().sum::<u32>() == 0 {
                 bail!("{}:{line_no}: the ten FER+ votes sum to 0", path.display());
             }
-            rows.push((root.join(fields[file_col]), label as u8, FerPlusVotes { counts }));
+            rows.push((root.join(fields[file_col]), label as u8, FerPlusVotes { counts }, fields[file_col].to_string()));
         }
         if rows.is_empty() {
             bail!("{}: no rows{}", path.display(), split.map(|s| format!(" with split '{s}'")).unwrap_or_default());
@@ -312,13 +315,13 @@ impl Dataset {
         // A file listed twice counts once (its first row), and the user hears of it.
         let mut listed = std::collections::HashSet::new();
         let before = rows.len();
-        rows.retain(|(file, _, _)| listed.insert(file.clone()));
+        rows.retain(|(file, _, _, _)| listed.insert(file.clone()));
         if rows.len() < before {
             eprintln!("warning: {}: {} rows list a file already listed; each file counts once", path.display(), before - rows.len());
         }
-        let decoded: Vec<Result<(Vec<u8>, bool)>> = rows.par_iter().map(|(p, _, _)| read_gray48(p)).collect();
+        let decoded: Vec<Result<(Vec<u8>, bool)>> = rows.par_iter().map(|(p, _, _, _)| read_gray48(p)).collect();
         let mut data = Dataset::default();
-        for ((_, fer2013, votes), image) in rows.iter().zip(decoded) {
+        for ((_, fer2013, votes, listed_as), image) in rows.iter().zip(decoded) {
             let (pixels, resized) = image.with_context(|| format!("{} lists it", path.display()))?;
             let (label, row) = match target {
                 Target::Fer2013 => (*fer2013, None),
@@ -340,6 +343,7 @@ impl Dataset {
             };
             data.images.extend_from_slice(&pixels);
             data.labels.push(label);
+            data.sources.push(listed_as.clone());
             data.targets.extend(row);
             data.fer2013_labels.push(*fer2013);
             data.ferplus_labels.push(votes.majority());
@@ -399,11 +403,12 @@ impl Dataset {
         files.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         let decoded: Vec<Result<(Vec<u8>, bool)>> = files.par_iter().map(|(p, _)| read_gray48(p)).collect();
         let mut data = Dataset::default();
-        for ((_, label), image) in files.iter().zip(decoded) {
+        for ((file, label), image) in files.iter().zip(decoded) {
             match image {
                 Ok((pixels, resized)) => {
                     data.images.extend_from_slice(&pixels);
                     data.labels.push(*label);
+                    data.sources.push(file.display().to_string());
                     data.resized += resized as usize;
                 }
                 Err(e) => {
@@ -449,6 +454,7 @@ impl Dataset {
                 (Some(label), Some(pixels)) if (label as usize) < NUM_CLASSES && pixels.len() == PIXELS => {
                     data.images.extend_from_slice(&pixels);
                     data.labels.push(label);
+                    data.sources.push(format!("{}:{}", path.display(), index + 2));
                 }
                 _ => {
                     data.skipped += 1;

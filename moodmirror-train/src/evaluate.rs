@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::calibration::{expected_calibration_error, reliability, ReliabilityBin};
 use crate::dataset::Dataset;
 use moodmirror::emotion::{normalize_view_into, View};
 use moodmirror::emotion::{EmotionClassifier, InputContract, Preprocess, CLASS_NAMES, NUM_CLASSES};
@@ -167,6 +168,10 @@ pub struct Report {
     pub weighted_avg: Averages,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
+    /// Expected calibration error of the top label (15 equal bins of confidence).
+    pub ece: f64,
+    /// The bins of `ece`: the reliability diagram.
+    pub reliability: Vec<ReliabilityBin>,
     #[serde(skip)]
     pub roc_micro: Vec<(f64, f64)>,
     #[serde(skip)]
@@ -274,7 +279,10 @@ impl Report {
         let weighted = |f: fn(&ClassMetrics) -> f64| metrics.iter().map(|m| f(m) * m.support as f64).sum::<f64>() / total;
         let weighted_avg = Averages { precision: weighted(|m| m.precision), recall: weighted(|m| m.recall), f1: weighted(|m| m.f1) };
         let aucs: Vec<f64> = metrics.iter().map(|m| m.roc_auc).filter(|a| a.is_finite()).collect();
+        let reliability = reliability(probabilities, labels);
         Report {
+            ece: expected_calibration_error(&reliability),
+            reliability,
             n,
             accuracy: correct as f64 / total,
             loss: loss / total,
@@ -314,9 +322,10 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "macro F1 = {:.4}   balanced accuracy = {:.4}   ROC AUC micro = {:.4}   macro = {:.4}\n",
+            "macro F1 = {:.4}   balanced accuracy = {:.4}   ROC AUC micro = {:.4}   macro = {:.4}",
             self.macro_f1, self.balanced_accuracy, self.roc_auc_micro, self.roc_auc_macro
         );
+        let _ = writeln!(s, "expected calibration error (15 bins, top label) = {:.4}\n", self.ece);
         let _ = writeln!(s, "{:>14} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "precision", "recall", "f1-score", "support", "roc-auc");
         for name in &self.class_names {
             let m = &self.per_class[name];

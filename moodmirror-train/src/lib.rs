@@ -1,10 +1,12 @@
 //! Training, evaluation and tooling for moodmirror's models: datasets and augmentation,
-//! optimisers, training and distillation, checkpoint averaging, evaluation and plots, benchmarks,
+//! optimisers, training and distillation, checkpoint averaging, evaluation, calibration and plots, benchmarks,
 //! the crop fit, weight conversion from PyTorch/ONNX, and reports of recordings. The config
 //! structs derive command-line parsers with the `clap` feature.
 
 pub mod average;
 pub mod bench;
+pub mod calibrate;
+pub mod calibration;
 pub mod checkpoint;
 pub mod convert;
 pub mod crop_fit;

@@ -179,3 +179,67 @@ pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
         Ok(())
     })
 }
+
+/// Reliability diagram: per confidence bin, the share of top labels that were right (bars)
+/// against the diagonal a calibrated model follows, with each bin's share of the images.
+pub fn reliability_diagram(report: &Report, path: &Path) -> Result<()> {
+    save_png(path, 700, 700, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(format!("Reliability (top label): ECE {:.4}, {} images", report.ece, report.n), (FONT, 22))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("confidence (top label's probability)")
+            .y_desc("accuracy")
+            .label_style((FONT, 14))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let n = report.n.max(1) as f64;
+        let blue = RGBColor(60, 110, 200);
+        chart
+            .draw_series(
+                report
+                    .reliability
+                    .iter()
+                    .filter(|b| b.count > 0)
+                    .map(|b| Rectangle::new([(b.lower, 0.0), (b.upper, b.accuracy)], blue.mix(0.75).filled())),
+            )
+            .map_err(|e| anyhow!("{e}"))?
+            .label("accuracy in the bin")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], blue.mix(0.75).filled()));
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_series(report.reliability.iter().filter(|b| b.count > 0).map(|b| {
+                let share = b.count as f64 / n;
+                Rectangle::new([(b.lower + 0.02, 0.0), (b.upper - 0.02, share)], grey.mix(0.6).filled())
+            }))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("share of images in the bin")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], grey.mix(0.6).filled()));
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("calibrated")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        chart
+            .draw_series(
+                report.reliability.iter().filter(|b| b.count > 0).map(|b| Circle::new((b.confidence, b.accuracy), 4, RED.filled())),
+            )
+            .map_err(|e| anyhow!("{e}"))?
+            .label("mean confidence, accuracy")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, 14))
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}

@@ -529,8 +529,9 @@ impl FaceAnalyzer {
             crop_face(image, &self.tracker.tracks[i].face, self.crop, luma_range.0, luma_range.1, out);
         }
         self.classifier.classify(&self.crops, &mut self.probabilities)?;
+        let temperature = self.classifier.temperature();
         for (&i, p) in self.due.iter().zip(&self.probabilities) {
-            Tracker::observe(&mut self.tracker.tracks[i], p, frame_index, video.tracker.smoothing);
+            Tracker::observe(&mut self.tracker.tracks[i], p, temperature, frame_index, video.tracker.smoothing);
         }
         for t in &self.tracker.tracks {
             let recent = t.seen_now || (carry && now_ns.saturating_sub(t.last_seen_ns) <= REPORT_GRACE_NS);

@@ -2,7 +2,7 @@
 //! expiry of lost tracks, and per-track exponential smoothing of the emotion probabilities.
 
 use crate::detect::Face;
-use crate::emotion::{argmax, NUM_CLASSES};
+use crate::emotion::{argmax, Temperature, NUM_CLASSES};
 
 /// One followed face.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,12 +243,21 @@ impl Tracker {
         });
     }
 
-    /// Folds a new classification into a track's smoothed probabilities.
-    pub fn observe(track: &mut Track, probabilities: &[f32; NUM_CLASSES], frame: u64, smoothing: f32) {
+    /// Folds a new classification into a track's smoothed probabilities. With the model's
+    /// calibration `temperature` the average runs over the uncalibrated probabilities and what is
+    /// reported is calibrated after it: the labels and how fast they change are the model's own,
+    /// whatever the temperature (sharper calibrated probabilities would hold an old label longer).
+    pub fn observe(track: &mut Track, probabilities: &[f32; NUM_CLASSES], temperature: Option<f32>, frame: u64, smoothing: f32) {
         let keep = if track.classified { smoothing.clamp(0.0, 0.99) } else { 0.0 };
-        for (s, &p) in track.probabilities.iter_mut().zip(probabilities) {
-            *s = keep * *s + (1.0 - keep) * p;
-        }
+        let (new, old) = match temperature {
+            Some(t) => (Temperature::undo(probabilities, t), Temperature::undo(&track.probabilities, t)),
+            None => (*probabilities, track.probabilities),
+        };
+        let smoothed: [f32; NUM_CLASSES] = std::array::from_fn(|c| keep * old[c] + (1.0 - keep) * new[c]);
+        track.probabilities = match temperature {
+            Some(t) => Temperature::apply(&smoothed, t),
+            None => smoothed,
+        };
         track.raw_probabilities = *probabilities;
         track.classified = true;
         track.last_classified = frame;
@@ -362,7 +371,7 @@ mod tests {
             let tr = &mut track.tracks[0];
             let mut labels = Vec::new();
             for (i, p) in raw.iter().enumerate() {
-                Tracker::observe(tr, p, i as u64, smoothing);
+                Tracker::observe(tr, p, None, i as u64, smoothing);
                 labels.push(tr.emotion().0);
             }
             labels
@@ -377,5 +386,45 @@ mod tests {
         let first_neutral = smoothed[60..].iter().position(|&l| l == neutral).expect("follows the change");
         assert!(first_neutral <= 5, "took {first_neutral} frames");
         assert!(smoothed[66..].iter().all(|&l| l == neutral));
+    }
+
+    #[test]
+    fn a_calibration_temperature_changes_what_is_shown_not_the_labels() {
+        // The same flickering sequence seen by a model without and with a temperature (its
+        // classifications are then the calibrated ones): the labels frame by frame are the same,
+        // and each shown probability is the uncalibrated average at that temperature.
+        let t = 0.6;
+        let raw: Vec<[f32; NUM_CLASSES]> = (0..40)
+            .map(|i| {
+                if i % 4 == 3 {
+                    one_hot(6, 0.5)
+                } else if i < 25 {
+                    one_hot(4, 0.45)
+                } else {
+                    one_hot(6, 0.8)
+                }
+            })
+            .collect();
+        let run = |temperature: Option<f32>| {
+            let mut tracker = Tracker::default();
+            tracker.update(&[face(0, 0)], 0, &TrackerParams::default(), true, FRAME);
+            let tr = &mut tracker.tracks[0];
+            raw.iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let seen = temperature.map_or(*p, |t| Temperature::apply(p, t));
+                    Tracker::observe(tr, &seen, temperature, i as u64, 0.6);
+                    (tr.emotion().0, tr.probabilities, tr.raw_probabilities)
+                })
+                .collect::<Vec<_>>()
+        };
+        let (plain, calibrated) = (run(None), run(Some(t)));
+        for ((l0, p0, _), (l1, p1, raw1)) in plain.iter().zip(&calibrated) {
+            assert_eq!(l0, l1);
+            let expected = Temperature::apply(p0, t);
+            assert!(expected.iter().zip(p1).all(|(a, b)| (a - b).abs() < 1e-4), "{expected:?} vs {p1:?}");
+            assert!(raw1.iter().sum::<f32>() > 0.99);
+        }
+        assert!(calibrated.iter().any(|c| c.0 == 6) && calibrated.iter().any(|c| c.0 == 4));
     }
 }

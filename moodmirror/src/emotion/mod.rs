@@ -1,6 +1,7 @@
 //! The emotion classifier: FER2013's seven classes, the model's input contract, the CNN
 //! architectures and loading of (embedded or user) weights.
 
+mod calibration;
 pub mod int8;
 pub mod model;
 mod view;
@@ -13,6 +14,7 @@ use candle_nn::VarBuilder;
 
 use crate::ops;
 
+pub use calibration::{LogitBias, Temperature};
 pub use model::{Arch, EmotionNet};
 pub use view::{bilinear_clamped, normalize_into, normalize_view_into, View};
 
@@ -141,58 +143,6 @@ impl std::fmt::Display for Preprocess {
     }
 }
 
-/// The prior correction a model's file may carry: a bias added to its logits at inference.
-///
-/// Training weights rare classes up (weights `w` ∝ frequency^-power), which teaches the network
-/// `w_k · p(k | x)` instead of `p(k | x)`: it over-calls rare classes. Adding `-ln w_k` to the
-/// logits undoes that (post-hoc logit adjustment), so the argmax follows the training prior
-/// again while the rare classes still got their larger share of the gradient.
-pub struct LogitBias;
-
-impl LogitBias {
-    pub const KEY: &'static str = "logit_bias";
-
-    /// The bias that undoes training with per-class loss `weights`.
-    pub fn undoing_class_weights(weights: &[f32; NUM_CLASSES]) -> [f32; NUM_CLASSES] {
-        weights.map(|w| -w.max(f32::MIN_POSITIVE).ln())
-    }
-
-    /// The bias as a `(1, 7)` tensor that [`LogitBias::add`] broadcasts over a batch.
-    pub fn tensor(bias: &[f32; NUM_CLASSES], device: &Device) -> candle_core::Result<Tensor> {
-        Tensor::new(&[*bias], device)
-    }
-
-    /// `(B, 7)` logits plus the bias, if any.
-    pub fn add(logits: Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        match bias {
-            Some(bias) => logits.broadcast_add(bias),
-            None => Ok(logits),
-        }
-    }
-
-    /// The metadata value: seven numbers in [`CLASS_NAMES`] order, comma-separated.
-    pub fn format(bias: &[f32; NUM_CLASSES]) -> String {
-        bias.iter().map(|b| format!("{b:.6}")).collect::<Vec<_>>().join(",")
-    }
-
-    /// The bias recorded in a model's metadata (none for files without the key); an error for
-    /// a value that is not seven finite numbers.
-    pub fn from_metadata(metadata: &HashMap<String, String>) -> crate::Result<Option<[f32; NUM_CLASSES]>> {
-        let Some(text) = metadata.get(Self::KEY) else {
-            return Ok(None);
-        };
-        let invalid =
-            || crate::Error::ModelFile(format!("metadata {}='{text}' is not {NUM_CLASSES} comma-separated finite numbers", Self::KEY));
-        let values = text
-            .split(',')
-            .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
-            .collect::<Option<Vec<f32>>>()
-            .ok_or_else(invalid)?;
-        let bias: [f32; NUM_CLASSES] = values.try_into().map_err(|_| invalid())?;
-        Ok(Some(bias))
-    }
-}
-
 /// The default weights, trained by `moodmirror train` (see weights/README.md).
 pub static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../../weights/emotion.safetensors");
 
@@ -282,6 +232,10 @@ pub struct EmotionClassifier {
     logit_bias_values: Option<[f32; NUM_CLASSES]>,
     /// Whether `logit_bias` is applied (on unless switched off to see the raw network).
     use_logit_bias: bool,
+    /// [`Temperature`] from the file, when it has one.
+    temperature: Option<f32>,
+    /// Whether `temperature` is applied (on unless switched off to see the uncalibrated model).
+    use_temperature: bool,
     /// Reused input buffer: no allocation per frame for the pixels.
     input: Vec<f32>,
 }
@@ -313,6 +267,7 @@ impl EmotionClassifier {
         let preprocess = InputContract::preprocess(&metadata).map_err(|e| format_err(e.to_string()))?;
         let arch = Arch::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))?;
         let logit_bias_values = LogitBias::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))?;
+        let temperature = Temperature::from_metadata(&metadata).map_err(|e| format_err(e.to_string()))?;
         let logit_bias = match &logit_bias_values {
             Some(bias) => Some(LogitBias::tensor(bias, device).map_err(|e| format_err(e.to_string()))?),
             None => None,
@@ -343,6 +298,8 @@ impl EmotionClassifier {
             logit_bias,
             logit_bias_values,
             use_logit_bias: true,
+            temperature,
+            use_temperature: true,
             input: Vec::new(),
         };
         classifier.set_precision(Precision::Auto).map_err(|e| format_err(e.to_string()))?;
@@ -424,14 +381,28 @@ impl EmotionClassifier {
         self.logit_bias.as_ref().filter(|_| self.use_logit_bias)
     }
 
-    /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits (with the file's [`LogitBias`]), in
-    /// the chosen precision.
+    /// Switches the file's [`Temperature`] on (the default) or off (the uncalibrated model).
+    pub fn set_temperature_enabled(&mut self, enabled: bool) {
+        self.use_temperature = enabled;
+    }
+
+    /// The [`Temperature`] in use, if any.
+    pub fn temperature(&self) -> Option<f32> {
+        self.temperature.filter(|_| self.use_temperature)
+    }
+
+    /// `(B, 1, 48, 48)` normalised images → `(B, 7)` logits (with the file's [`LogitBias`], divided
+    /// by its [`Temperature`]), in the chosen precision.
     pub fn logits(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
         let raw = match &mut self.int8 {
             Some(net) => net.forward(x)?,
             None => self.net.forward_t(x, false)?,
         };
-        LogitBias::add(raw, self.logit_bias())
+        let biased = LogitBias::add(raw, self.logit_bias())?;
+        match self.temperature() {
+            Some(t) => biased.affine(1.0 / t as f64, 0.0),
+            None => Ok(biased),
+        }
     }
 
     /// Classifies 48x48 grayscale crops (`INPUT_SIZE²` bytes each, row-major) in one batch and
@@ -449,24 +420,25 @@ impl EmotionClassifier {
             normalize_view_into(crop, input, view);
         }
         let bias = self.logit_bias_values.filter(|_| self.use_logit_bias);
+        let inverse_temperature = self.temperature().map_or(1.0, |t| 1.0 / t);
         match &mut self.int8 {
             // The int8 net's logits straight from its buffer: no tensors on the per-frame path.
-            Some(net) => softmax_rows(net.logits(&self.input, n)?, bias, probabilities),
+            Some(net) => softmax_rows(net.logits(&self.input, n)?, bias, inverse_temperature, probabilities),
             None => {
                 let s = InputContract::SIZE;
                 let logits = self.net.forward_t(&Tensor::from_slice(&self.input, (n, 1, s, s), &self.device)?, false)?;
-                softmax_rows(&logits.flatten_all()?.to_vec1::<f32>()?, bias, probabilities);
+                softmax_rows(&logits.flatten_all()?.to_vec1::<f32>()?, bias, inverse_temperature, probabilities);
             }
         }
         Ok(())
     }
 }
 
-/// Appends the softmax of each row of `logits` (plus `bias`) to `probabilities`.
-fn softmax_rows(logits: &[f32], bias: Option<[f32; NUM_CLASSES]>, probabilities: &mut Vec<[f32; NUM_CLASSES]>) {
+/// Appends the softmax of each row of `(logits + bias) * inverse_temperature` to `probabilities`.
+fn softmax_rows(logits: &[f32], bias: Option<[f32; NUM_CLASSES]>, inverse_temperature: f32, probabilities: &mut Vec<[f32; NUM_CLASSES]>) {
     let bias = bias.unwrap_or([0.0; NUM_CLASSES]);
     probabilities.extend(logits.chunks_exact(NUM_CLASSES).map(|row| {
-        let v: [f32; NUM_CLASSES] = std::array::from_fn(|i| row[i] + bias[i]);
+        let v: [f32; NUM_CLASSES] = std::array::from_fn(|i| (row[i] + bias[i]) * inverse_temperature);
         let max = v.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
         let e = v.map(|x| (x - max).exp());
         let sum: f32 = e.iter().sum();
@@ -619,6 +591,49 @@ mod tests {
             classifier.set_logit_bias_enabled(false);
             classifier.classify(&crops, &mut probabilities).unwrap();
             assert!(probabilities.iter().all(|p| p[5] < 0.99), "{precision:?}: raw network");
+        }
+    }
+
+    #[test]
+    fn temperature_softens_every_path_and_keeps_the_label() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = layers::SeededInit::varbuilder(&varmap, 9, &Device::Cpu);
+        EmotionNet::load(vb, Arch::Vgg).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.safetensors");
+        let hot = dir.path().join("hot.safetensors");
+        save_model(&varmap, Arch::Vgg, &[], &plain);
+        save_model(&varmap, Arch::Vgg, &[(Temperature::KEY, Temperature::format(4.0))], &hot);
+        let bad = dir.path().join("bad.safetensors");
+        save_model(&varmap, Arch::Vgg, &[(Temperature::KEY, "-2".into())], &bad);
+        let err = EmotionClassifier::from_file(&bad, &Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("temperature='-2'"), "{err}");
+        let crops: Vec<u8> = (0..3 * InputContract::PIXELS).map(|i| (i * 53 % 241) as u8).collect();
+        let x =
+            Tensor::from_vec((0..2 * 48 * 48).map(|i| ((i % 97) as f32 - 48.0) / 24.0).collect::<Vec<_>>(), (2, 1, 48, 48), &Device::Cpu)
+                .unwrap();
+        for precision in [Precision::F32, Precision::Int8] {
+            let (mut p_plain, mut p_hot) = (Vec::new(), Vec::new());
+            let mut a = EmotionClassifier::from_file(&plain, &Device::Cpu).unwrap();
+            let mut b = EmotionClassifier::from_file(&hot, &Device::Cpu).unwrap();
+            assert_eq!((a.temperature(), b.temperature()), (None, Some(4.0)));
+            a.set_precision(precision).unwrap();
+            b.set_precision(precision).unwrap();
+            a.classify(&crops, &mut p_plain).unwrap();
+            b.classify(&crops, &mut p_hot).unwrap();
+            for (p, q) in p_plain.iter().zip(&p_hot) {
+                // softmax(z / 4) is softmax(z)^(1/4), renormalised: same label, lower peak.
+                assert_eq!(argmax(p).0, argmax(q).0, "{precision:?}");
+                let powered: Vec<f32> = p.iter().map(|v| v.powf(0.25)).collect();
+                let sum: f32 = powered.iter().sum();
+                assert!(powered.iter().zip(q).all(|(v, w)| (v / sum - w).abs() < 1e-4), "{precision:?}: {p:?} vs {q:?}");
+            }
+            let za = a.logits(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let zb = b.logits(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(za.iter().zip(&zb).all(|(u, v)| (u / 4.0 - v).abs() < 1e-4), "{precision:?}");
+            b.set_temperature_enabled(false);
+            b.classify(&crops, &mut p_hot).unwrap();
+            assert!(p_plain.iter().zip(&p_hot).all(|(p, q)| p.iter().zip(q).all(|(u, v)| (u - v).abs() < 1e-6)));
         }
     }
 }
