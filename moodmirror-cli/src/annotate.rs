@@ -215,7 +215,7 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 pub fn run(args: &AnnotateArgs) -> Result<()> {
     let batch = args.inputs.len() > 1 || args.inputs.iter().any(|i| i.is_dir());
     if !batch {
-        let interrupts = signals::Interrupts::install();
+        let interrupts = crate::signals::Interrupts::install();
         let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(1000) };
         return annotate_with_report(args, &bar, &interrupts);
     }
@@ -266,7 +266,7 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let interrupts = signals::Interrupts::install();
+    let interrupts = crate::signals::Interrupts::install();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failures = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -304,7 +304,7 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
 }
 
 /// One file, then its report when `--report` asks for one.
-fn annotate_with_report(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interrupts) -> Result<()> {
+fn annotate_with_report(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals::Interrupts) -> Result<()> {
     let Some(dir) = &args.report else {
         return annotate(args, bar, interrupts);
     };
@@ -318,7 +318,7 @@ fn annotate_with_report(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &sig
     Ok(())
 }
 
-fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interrupts) -> Result<()> {
+fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals::Interrupts) -> Result<()> {
     let input = &args.inputs[0];
     if !input.is_file() {
         bail!("cannot read '{}': no such file", input.display());
@@ -498,46 +498,4 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &signals::Interr
 #[error("interrupted after {frames} frames (the outputs hold those frames)")]
 pub struct Interrupted {
     pub frames: u64,
-}
-
-/// Counting SIGINT and SIGTERM while `annotate` runs, instead of dying with half-written files.
-mod signals {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-
-    extern "C" fn on_signal(_: libc::c_int) {
-        // Only an atomic add: async-signal-safe.
-        COUNT.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The handlers, installed until dropped (the previous ones are put back).
-    pub struct Interrupts {
-        previous: [(libc::c_int, libc::sighandler_t); 2],
-    }
-
-    impl Interrupts {
-        pub fn install() -> Self {
-            COUNT.store(0, Ordering::SeqCst);
-            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            // SAFETY: `on_signal` only touches an atomic, which is async-signal-safe.
-            let previous = [libc::SIGINT, libc::SIGTERM].map(|sig| (sig, unsafe { libc::signal(sig, handler) }));
-            Self { previous }
-        }
-
-        pub fn count(&self) -> usize {
-            COUNT.load(Ordering::SeqCst)
-        }
-    }
-
-    impl Drop for Interrupts {
-        fn drop(&mut self) {
-            for (sig, handler) in self.previous {
-                // SAFETY: restores the disposition that was in place before `install`.
-                unsafe {
-                    libc::signal(sig, handler);
-                }
-            }
-        }
-    }
 }

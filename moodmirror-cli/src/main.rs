@@ -99,6 +99,7 @@ mod annotate;
 mod evaluate_cmd;
 mod image_cmd;
 mod outputs;
+mod signals;
 mod video_eval;
 
 use moodmirror_train::{average, bench, calibrate, crop_fit, train};

@@ -36,7 +36,7 @@ struct Sample {
 }
 
 /// What a JSON-lines file holds, frame by frame.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Recording {
     /// Start of each frame, seconds.
     times: Vec<f64>,
@@ -57,52 +57,72 @@ fn class_array(v: &serde_json::Value) -> Option<[f64; NUM_CLASSES]> {
     Some(out)
 }
 
-impl Recording {
-    /// Reads `path`; a broken line is named in `skipped` and the rest is read.
-    pub fn read(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut rec = Recording::default();
-        let mut stamps: Vec<Option<f64>> = Vec::new();
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let number = i + 1;
-            let line = line.with_context(|| format!("reading {} line {number}", path.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: serde_json::Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                Err(e) => {
-                    rec.skipped.push((number, format!("not JSON: {e}")));
-                    continue;
-                }
-            };
-            let Some(objects) = v.get("objects").and_then(|o| o.as_array()) else {
-                rec.skipped.push((number, "no \"objects\" array".into()));
-                continue;
-            };
-            let frame = stamps.len();
-            stamps.push(v.get("timestamp").and_then(|t| t.as_u64()).map(|ns| ns as f64 / 1e9));
-            for o in objects {
-                let emotion = &o["emotion"];
-                let probabilities = class_array(&emotion["probabilities"]);
-                let label = emotion["label"].as_str().and_then(|l| CLASS_NAMES.iter().position(|c| *c == l));
-                let (Some(probabilities), Some(label)) = (probabilities, label) else {
-                    rec.skipped.push((number, "an object without emotion label and probabilities".into()));
-                    continue;
-                };
-                match o["id"].as_u64() {
-                    Some(id) => rec.tracks.entry(id).or_default().push(Sample { frame, probabilities, label }),
-                    None => rec.untracked += 1,
-                }
+/// A recording read one frame at a time: a file's lines, or messages from a broker.
+#[derive(Debug, Default, Clone)]
+pub struct RecordingBuilder {
+    rec: Recording,
+    /// Each frame's timestamp in seconds, when it has one.
+    stamps: Vec<Option<f64>>,
+    /// Faces (objects) read, with or without a track id.
+    pub faces: usize,
+}
+
+impl RecordingBuilder {
+    /// Adds one frame, `line` being its JSON (numbered `number` in what is skipped); false when it
+    /// is not a frame of moodmirror's JSON (the reason is in `skipped`).
+    pub fn push_line(&mut self, line: &str, number: usize) -> bool {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => self.push(&v, number),
+            Err(e) => {
+                self.rec.skipped.push((number, format!("not JSON: {e}")));
+                false
             }
         }
-        if stamps.is_empty() {
-            let why = rec.skipped.first().map(|(line, why)| format!(" (line {line}: {why})")).unwrap_or_default();
-            anyhow::bail!("{}: no frames of moodmirror's JSON lines{why}", path.display());
+    }
+
+    /// [`RecordingBuilder::push_line`] for a parsed frame.
+    pub fn push(&mut self, v: &serde_json::Value, number: usize) -> bool {
+        let Some(objects) = v.get("objects").and_then(|o| o.as_array()) else {
+            self.rec.skipped.push((number, "no \"objects\" array".into()));
+            return false;
+        };
+        let frame = self.stamps.len();
+        self.stamps.push(v.get("timestamp").and_then(|t| t.as_u64()).map(|ns| ns as f64 / 1e9));
+        for o in objects {
+            let emotion = &o["emotion"];
+            let probabilities = class_array(&emotion["probabilities"]);
+            let label = emotion["label"].as_str().and_then(|l| CLASS_NAMES.iter().position(|c| *c == l));
+            let (Some(probabilities), Some(label)) = (probabilities, label) else {
+                self.rec.skipped.push((number, "an object without emotion label and probabilities".into()));
+                continue;
+            };
+            self.faces += 1;
+            match o["id"].as_u64() {
+                Some(id) => self.rec.tracks.entry(id).or_default().push(Sample { frame, probabilities, label }),
+                None => self.rec.untracked += 1,
+            }
         }
+        true
+    }
+
+    pub fn frames(&self) -> usize {
+        self.stamps.len()
+    }
+
+    /// What could not be read so far: `(line or message number, reason)`.
+    pub fn skipped(&self) -> &[(usize, String)] {
+        &self.rec.skipped
+    }
+
+    /// The recording so far, with each frame's time and duration; `None` before the first frame.
+    pub fn build(&self) -> Option<Recording> {
+        if self.stamps.is_empty() {
+            return None;
+        }
+        let mut rec = self.rec.clone();
         // Frames without a timestamp: placed at 30 frames/s after the previous one.
         let mut t = 0.0;
-        for (i, s) in stamps.iter().enumerate() {
+        for (i, s) in self.stamps.iter().enumerate() {
             t = match s {
                 Some(v) => *v,
                 None if i == 0 => 0.0,
@@ -114,10 +134,28 @@ impl Recording {
         steps.sort_by(f64::total_cmp);
         let typical = steps.get(steps.len() / 2).copied().unwrap_or(1.0 / 30.0);
         rec.durations = rec.times.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect();
-        if !rec.times.is_empty() {
-            rec.durations.push(typical);
+        rec.durations.push(typical);
+        Some(rec)
+    }
+}
+
+impl Recording {
+    /// Reads `path`; a broken line is named in `skipped` and the rest is read.
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut builder = RecordingBuilder::default();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let number = i + 1;
+            let line = line.with_context(|| format!("reading {} line {number}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            builder.push_line(&line, number);
         }
-        Ok(rec)
+        builder.build().ok_or_else(|| {
+            let why = builder.skipped().first().map(|(line, why)| format!(" (line {line}: {why})")).unwrap_or_default();
+            anyhow!("{}: no frames of moodmirror's JSON lines{why}", path.display())
+        })
     }
 
     pub fn frames(&self) -> usize {
