@@ -2,7 +2,8 @@
 //!
 //! The `moodmirror` element finds faces, classifies each into one of FER2013's seven emotions
 //! with a CNN run by candle (the `moodmirror` core crate), attaches the results as buffer
-//! metadata and optionally draws them; `moodmirrorjson` writes them as JSON lines.
+//! metadata and optionally draws them; `moodmirrorjson` writes them as JSON lines to a file or
+//! publishes them to an MQTT broker.
 
 use gst::glib;
 
@@ -14,7 +15,7 @@ mod moodmirrorjson;
 mod state;
 
 pub use crate::moodmirror::{DetectionMode, DetectorKind, DeviceKind, MoodMirror, Precision};
-pub use moodmirrorjson::MoodMirrorJson;
+pub use moodmirrorjson::{mqtt, Method as JsonMethod, MoodMirrorJson};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();

@@ -98,6 +98,7 @@ fn keep_freed_memory() {
 mod annotate;
 mod evaluate_cmd;
 mod image_cmd;
+mod listen;
 mod outputs;
 mod signals;
 mod video_eval;
@@ -135,6 +136,9 @@ enum Command {
     /// Emotions of a recording at a glance from its JSON lines: per-face timelines, share bars,
     /// summary.csv and an overview.
     Report(moodmirror_train::report::ReportArgs),
+    /// Subscribe to the MQTT topics moodmirrorjson publishes to and keep a live summary of every
+    /// camera and track (fleet.csv and a report per camera).
+    Listen(listen::ListenArgs),
     /// Convert YuNet-n's ONNX export (libfacedetection.train) to weights/yunet.safetensors.
     ConvertYunet(ConvertYunetArgs),
     /// Measure where FER2013's frame sits relative to MTCNN's eyes; check re-cut crops.
@@ -233,6 +237,7 @@ fn main() -> ExitCode {
         Command::ConvertMtcnn(args) => convert_mtcnn(args),
         Command::ConvertYunet(args) => convert_yunet(args),
         Command::Report(args) => moodmirror_train::report::run(args),
+        Command::Listen(args) => listen::run(args),
         Command::FitCrop(args) => crop_fit::run(args),
     };
     match result {
