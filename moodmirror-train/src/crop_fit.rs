@@ -12,8 +12,9 @@ use candle_core::Device;
 
 use crate::dataset::Dataset;
 use moodmirror::analysis::{crop_region, CropRegion, EyeCrop};
-use moodmirror::detect::{haar::resize_bilinear, DetectParams, GrayImage, Mtcnn, RgbImage};
+use moodmirror::detect::{DetectParams, GrayImage, Mtcnn, RgbImage};
 use moodmirror::emotion::{argmax, EmotionClassifier, InputContract};
+use moodmirror::image::resize_bilinear;
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]

@@ -3,6 +3,7 @@
 //! the crop fit, weight conversion from PyTorch/ONNX, and reports of recordings. The config
 //! structs derive command-line parsers with the `clap` feature.
 
+pub mod augment;
 pub mod average;
 pub mod bench;
 pub mod calibrate;
@@ -13,6 +14,7 @@ pub mod crop_fit;
 pub mod dataset;
 pub mod distill;
 pub mod evaluate;
+pub mod loss;
 pub mod optim;
 pub mod paths;
 pub mod plots;

@@ -80,7 +80,7 @@ impl BackgroundDetector {
                     } else {
                         let luma = GrayImage { data: frame.planes[0], width: frame.width, height: frame.height, stride: frame.strides[0] };
                         job.gray.resize(w * h, 0);
-                        crate::detect::haar::resize_bilinear(&luma, &mut job.gray, w, h);
+                        crate::image::resize_bilinear(&luma, &mut job.gray, w, h);
                     }
                     let gray = GrayImage { data: &job.gray, width: w, height: h, stride: w };
                     let rgb = color.then_some(RgbImage { data: &job.rgb, width: w, height: h, stride: w * 3 });

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::emotion::ModelError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: cannot read: {source}", path.display())]
@@ -40,9 +38,24 @@ pub enum Error {
     /// A kernel was given buffers or shapes it cannot work on.
     #[error("{0}")]
     Kernel(String),
+    /// A network's computation failed (shapes, a device error): the per-frame API's failures.
+    #[error("model computation: {0}")]
+    Compute(#[from] candle_core::Error),
     /// The embedded label font cannot be read.
     #[error("label font: {0}")]
     Font(String),
+}
+
+/// An emotion model file that cannot be read, parsed or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    // The OS reason is part of the message, not an error source: a chain printer would say it twice.
+    #[error("cannot read emotion model '{path}': {reason}")]
+    Io { path: String, reason: std::io::Error },
+    #[error("emotion model '{origin}' is not a valid safetensors file: {reason}")]
+    Format { origin: String, reason: String },
+    #[error("emotion model '{origin}' does not fit architecture '{arch}': {reason}")]
+    Shape { origin: String, arch: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -102,6 +102,7 @@ impl BatchNorm {
     }
 }
 
+#[cfg(feature = "train")]
 impl BatchNorm {
     /// Training-mode `relu(bn(x))` with the fused CPU op; updates the running statistics.
     pub fn forward_relu_train(&self, x: &Tensor) -> Result<Tensor> {
@@ -209,9 +210,11 @@ impl ModuleT for ConvBnRelu {
             return self.forward_folded(x);
         }
         let y = self.conv.forward(x)?;
+        #[cfg(feature = "train")]
         if train && crate::ops::fast_path(&y) {
-            self.bn.forward_relu_train(&y)
-        } else {
+            return self.bn.forward_relu_train(&y);
+        }
+        {
             self.bn.forward_t(&y, train)?.relu()
         }
     }

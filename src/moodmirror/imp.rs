@@ -131,7 +131,7 @@ struct Format {
 
 /// Created in `start`, dropped in `stop`.
 struct State {
-    device: candle_core::Device,
+    device: moodmirror::Device,
     analyzer: FaceAnalyzer,
     painter: Painter,
     format: Option<Format>,

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::{DetectParams, Face, GrayImage, RectGrouper};
+use crate::image::resize_bilinear;
 
 /// One rectangle of a Haar feature, in window coordinates, with its weight.
 #[derive(Debug, Clone, Copy)]
@@ -223,29 +224,6 @@ impl HaarDetector {
         self.grouper.group(&self.candidates, params.min_neighbors, 0.2, faces);
         faces.sort_by(|a, b| b.score.total_cmp(&a.score).then((b.width * b.height).cmp(&(a.width * a.height))));
         faces.truncate(params.max_faces);
-    }
-}
-
-/// Bilinear resize with pixel-centre alignment (as OpenCV's INTER_LINEAR).
-pub fn resize_bilinear(src: &GrayImage, dst: &mut [u8], dw: usize, dh: usize) {
-    let sx = src.width as f32 / dw as f32;
-    let sy = src.height as f32 / dh as f32;
-    for (y, row) in dst.chunks_exact_mut(dw).take(dh).enumerate() {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).max(0.0);
-        let y0 = (fy as usize).min(src.height - 1);
-        let y1 = (y0 + 1).min(src.height - 1);
-        let wy = fy - y0 as f32;
-        let r0 = &src.data[y0 * src.stride..][..src.width];
-        let r1 = &src.data[y1 * src.stride..][..src.width];
-        for (x, out) in row.iter_mut().enumerate() {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).max(0.0);
-            let x0 = (fx as usize).min(src.width - 1);
-            let x1 = (x0 + 1).min(src.width - 1);
-            let wx = fx - x0 as f32;
-            let top = r0[x0] as f32 * (1.0 - wx) + r0[x1] as f32 * wx;
-            let bottom = r1[x0] as f32 * (1.0 - wx) + r1[x1] as f32 * wx;
-            *out = (top * (1.0 - wy) + bottom * wy + 0.5) as u8;
-        }
     }
 }
 

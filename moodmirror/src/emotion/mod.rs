@@ -14,6 +14,8 @@ use candle_nn::VarBuilder;
 
 use crate::ops;
 
+pub use crate::device::{select_device, DeviceKind};
+pub use crate::error::ModelError;
 pub use calibration::{LogitBias, Temperature};
 pub use model::{Arch, EmotionNet};
 pub use view::{bilinear_clamped, normalize_into, normalize_view_into, View};
@@ -145,17 +147,6 @@ impl std::fmt::Display for Preprocess {
 
 /// The default weights, trained by `moodmirror train` (see weights/README.md).
 pub static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../../weights/emotion.safetensors");
-
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    // The OS reason is part of the message, not an error source: a chain printer would say it twice.
-    #[error("cannot read emotion model '{path}': {reason}")]
-    Io { path: String, reason: std::io::Error },
-    #[error("emotion model '{origin}' is not a valid safetensors file: {reason}")]
-    Format { origin: String, reason: String },
-    #[error("emotion model '{origin}' does not fit architecture '{arch}': {reason}")]
-    Shape { origin: String, arch: String, reason: String },
-}
 
 /// An error naming the first tensor that holds a NaN or an infinity (a diverged training run,
 /// a corrupt file): such weights would turn every face into garbage without a word.
@@ -466,34 +457,6 @@ impl std::fmt::Display for Precision {
 /// Index and value of the largest probability.
 pub fn argmax(probabilities: &[f32]) -> (usize, f32) {
     probabilities.iter().copied().enumerate().fold((0, f32::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
-}
-
-/// Where the models run: the element's `device` property.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum DeviceKind {
-    /// Auto: CUDA GPU when built with it and present, else CPU.
-    Auto = 0,
-    /// CPU.
-    Cpu = 1,
-    /// CUDA GPU 0 (needs a build with the `cuda` feature).
-    Cuda = 2,
-}
-
-/// Picks the candle device; the second value is a warning for a fallback to the CPU.
-pub fn select_device(kind: DeviceKind) -> crate::Result<(Device, Option<String>)> {
-    match kind {
-        DeviceKind::Cpu => Ok((Device::Cpu, None)),
-        DeviceKind::Cuda if !cfg!(feature = "cuda") => Err(crate::Error::Device(
-            "device=cuda, but this build of moodmirror has no CUDA support: rebuild with `cargo build --release --features cuda` or use device=cpu".into(),
-        )),
-        DeviceKind::Cuda => Device::new_cuda(0).map(|d| (d, None)).map_err(|e| crate::Error::Device(format!("device=cuda: no usable CUDA GPU: {e}"))),
-        DeviceKind::Auto if cfg!(feature = "cuda") => match Device::new_cuda(0) {
-            Ok(d) => Ok((d, None)),
-            Err(e) => Ok((Device::Cpu, Some(format!("device=auto: no usable CUDA GPU ({e}), running on the CPU")))),
-        },
-        DeviceKind::Auto => Ok((Device::Cpu, None)),
-    }
 }
 
 #[cfg(test)]

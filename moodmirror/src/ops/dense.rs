@@ -118,14 +118,7 @@ impl DenseRows {
 }
 
 fn fma_here() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::has_avx2_fma()
 }
 
 /// `a · b` with eight partial sums (a fixed order the compiler can vectorise).

@@ -170,7 +170,7 @@ unsafe fn block_avx2(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geom
 
 fn run_block(x: &[f32], wt: &[f32], bias: &[f32], alpha: &[f32], g: Geometry, taps: &[usize], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if g.ow >= LANES && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if g.ow >= LANES && super::cpu::has_avx2_fma() {
         // SAFETY: the CPU has the features `block_avx2` is compiled for.
         return unsafe { block_avx2(x, wt, bias, alpha, g, taps, dst) };
     }

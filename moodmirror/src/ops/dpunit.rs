@@ -18,11 +18,8 @@ pub enum SimdLevel {
 
 impl SimdLevel {
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return SimdLevel::Avx2;
-            }
+        if super::cpu::has_avx2_fma() {
+            return SimdLevel::Avx2;
         }
         SimdLevel::Portable
     }

@@ -23,14 +23,7 @@ const NC_MAX: usize = 512;
 
 /// Whether this CPU runs the bf16 GEMM.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::has_avx512_bf16()
 }
 
 /// An f32 number rounded to the nearest bf16 (ties to even), as its 16 bits.

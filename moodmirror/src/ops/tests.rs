@@ -71,6 +71,7 @@ fn conv2d_matches_candle_values_and_gradients() -> Result<()> {
     check_conv(false, 1e-5)
 }
 
+#[cfg(feature = "train")]
 #[test]
 fn bf16_training_conv_matches_candle_within_bf16_error() -> Result<()> {
     if !gemm_bf16::available() {
@@ -264,6 +265,7 @@ fn depthwise_matches_candle_grouped_conv() -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "train")]
 #[test]
 fn fused_batch_norm_relu_matches_candle_ops() -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
