@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-echo "== style: rustfmt, module cycles"
+echo "== style: rustfmt, module cycles, house rules"
 cargo fmt --all --check
-python3 scripts/check_module_cycles.py
+python3 scripts/ci/check_module_cycles.py
+bash scripts/ci/check_house.sh
 
 # One release build serves the plugin, the binary and the tests (candle is unusable unoptimised).
 cargo build --release --locked

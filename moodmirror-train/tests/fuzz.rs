@@ -2,7 +2,7 @@
 //! their metadata), the legacy torch reader, the Haar cascade XML, the data set readers (class
 //! folders' images, fer2013.csv, the originals' labels.csv) and image decoding. Each case must
 //! end with a result or an error: no panic, no hang (a watchdog per case), bounded memory (a
-//! counting allocator). CI runs a bounded number of cases; `scripts/fuzz.sh` runs a million.
+//! counting allocator). CI runs a bounded number of cases; `scripts/tools/fuzz.sh` runs a million.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

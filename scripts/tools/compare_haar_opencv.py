@@ -4,7 +4,7 @@
 Both run OpenCV's haarcascade_frontalface_default.xml (weights/) with the same parameters.
 OpenCV (opencv-python-headless from PyPI) is a test-time reference tool only.
 
-usage: scripts/compare_haar_opencv.py [--min-size 40] [--scale 1.1] [--neighbors 3] IMAGES...
+usage: scripts/tools/compare_haar_opencv.py [--min-size 40] [--scale 1.1] [--neighbors 3] IMAGES...
 Prints, per image set: faces found by each, the share of OpenCV's boxes that moodmirror
 matches at IoU >= 0.5 and >= 0.9, and the mean IoU of matched pairs.
 """
@@ -26,7 +26,7 @@ def main():
     p.add_argument("--binary", default="target/release/moodmirror")
     p.add_argument("images", nargs="+")
     a = p.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cascade = cv2.CascadeClassifier(os.path.join(root, "weights", "haarcascade_frontalface_default.xml"))
     out = subprocess.run(
         [a.binary, "image", "--min-face-size", str(a.min_size), "--scale-factor", str(a.scale),

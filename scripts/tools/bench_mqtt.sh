@@ -3,9 +3,9 @@
 # FRAMES messages each as fast as they can (videotestsrc, no analysis: the message of a frame
 # without faces, ~150 bytes; with --big a 1,000-byte tag on each, the size of a one-face message),
 # and `moodmirror listen` receiving them all. Prints messages/s published and received per QoS.
-# usage: scripts/bench_mqtt.sh [CAMERAS] [FRAMES] [--big]
+# usage: scripts/tools/bench_mqtt.sh [CAMERAS] [FRAMES] [--big]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cameras=${1:-3}
 frames=${2:-20000}
 big=${3:-}

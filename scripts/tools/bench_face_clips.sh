@@ -3,11 +3,11 @@
 # labelled photo folder (wild-dev: images/ + labels.csv) with make_face_clip.py, then scores the
 # element on each with `moodmirror evaluate --video`: defaults, then a full detection on every
 # frame, then any element settings given. The README's "Accuracy on video" table comes from it.
-# usage: scripts/bench_face_clips.sh PHOTOS_DIR [TOOLS_DIR] [-- element options, e.g. --detector mtcnn]
+# usage: scripts/tools/bench_face_clips.sh PHOTOS_DIR [TOOLS_DIR] [-- element options, e.g. --detector mtcnn]
 #   TOOLS_DIR: where make_face_clip.py lives [default: ../shared/tools]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-photos=${1:?usage: scripts/bench_face_clips.sh PHOTOS_DIR [TOOLS_DIR] [-- element options]}
+cd "$(dirname "$0")/../.."
+photos=${1:?usage: scripts/tools/bench_face_clips.sh PHOTOS_DIR [TOOLS_DIR] [-- element options]}
 shift
 tools=../shared/tools
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then tools=$1; shift; fi

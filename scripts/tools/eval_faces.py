@@ -8,7 +8,7 @@
               reference tool from PyPI, run with the same min face size): share of its faces
               that moodmirror matches at IoU >= 0.9
 
-usage: scripts/eval_faces.py [--faces-dev DIR] [--wild-dev DIR] [--reference] [--detector haar|mtcnn]
+usage: scripts/tools/eval_faces.py [--faces-dev DIR] [--wild-dev DIR] [--reference] [--detector haar|mtcnn]
                              [--min-face-size N] [--limit N] [--model WEIGHTS]
 """
 import argparse, csv, json, os, subprocess, sys, xml.etree.ElementTree as ET

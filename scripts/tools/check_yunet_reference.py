@@ -12,7 +12,7 @@ put them on either side).
 onnxruntime, numpy and Pillow come from PyPI and serve only this test-time check:
 
     python3 -m venv /tmp/ort && /tmp/ort/bin/pip install onnxruntime numpy pillow
-    /tmp/ort/bin/python scripts/check_yunet_reference.py --onnx DATA/yunet/yunet_n_dynamic.onnx \\
+    /tmp/ort/bin/python scripts/tools/check_yunet_reference.py --onnx DATA/yunet/yunet_n_dynamic.onnx \\
         IMAGES_OR_FOLDERS...
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile

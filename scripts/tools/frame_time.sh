@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Per-frame time of moodmirror (default settings) at 640x480 and 1280x720 on the bundled photo
 # (one face), measured against the same pipeline without moodmirror in the same run.
-# usage: scripts/frame_time.sh [frames]   (needs a release build)
+# usage: scripts/tools/frame_time.sh [frames]   (needs a release build)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export GST_PLUGIN_PATH="$PWD/target/release"
 n=${1:-200}
 run() {

@@ -8,9 +8,9 @@
 # then the element's per-frame time (p50/p95/p99/max) on that clip and on a crowded one (12
 # faces), with full detections on the streaming thread and on the worker, and the resident
 # memory of a 10,000-frame run.
-# usage: scripts/bench_video.sh [CLIP.mp4]   (generated into out/ when not given)
+# usage: scripts/tools/bench_video.sh [CLIP.mp4]   (generated into out/ when not given)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source scripts/setup.sh
 dpkg -s gstreamer1.0-opencv >/dev/null 2>&1 || { apt-get install -y -qq gstreamer1.0-opencv >/dev/null; }
 cargo build --release --locked --example bench_video

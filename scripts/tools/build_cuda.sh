@@ -4,9 +4,9 @@
 # library is only needed at run time, so the link uses a stub with the symbols cudarc declares.
 # The binary needs the CUDA 13 libraries (LD_LIBRARY_PATH) and an NVIDIA driver where it runs.
 #
-# usage: scripts/build_cuda.sh [TOOLKIT_DIR] [TARGET_DIR]   (defaults: ~/.cache/moodmirror-cuda13, target-cuda)
+# usage: scripts/tools/build_cuda.sh [TOOLKIT_DIR] [TARGET_DIR]   (defaults: ~/.cache/moodmirror-cuda13, target-cuda)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 top=${1:-$HOME/.cache/moodmirror-cuda13}
 target=${2:-target-cuda}
 cuda=$top/nvidia/cu13
