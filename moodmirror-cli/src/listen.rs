@@ -27,9 +27,13 @@ pub struct ListenArgs {
     /// Also archive every frame received as JSON lines (each with its "topic").
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
-    /// Seconds between refreshes of the summary.
+    /// Seconds between refreshes of the summary (only cameras with new frames are redrawn).
     #[arg(long, default_value_t = 5.0)]
     pub refresh: f64,
+    /// The summary covers each camera's last this many seconds (older frames are forgotten, so
+    /// memory stays bounded however long `listen` runs); the counts in fleet.csv cover all.
+    #[arg(long, default_value_t = 3600.0)]
+    pub window: f64,
     /// Stop after this many seconds [default: until Ctrl-C].
     #[arg(long)]
     pub duration: Option<f64>,
@@ -80,6 +84,12 @@ struct Camera {
     out_of_order: u64,
     invalid: u64,
     last_message: Option<Instant>,
+    /// Frames received in all (the recording keeps only the window).
+    frames: u64,
+    /// Faces in those frames.
+    faces: u64,
+    /// New frames since the report folder was last written.
+    dirty: bool,
 }
 
 /// Folder name of a camera: its name with anything but letters, digits, `.`, `-` and `_` replaced.
@@ -131,26 +141,38 @@ impl Fleet {
             }
             camera.last_pts = Some(camera.last_pts.map_or(pts, |last| last.max(pts)));
         }
-        let number = camera.recording.frames() + 1;
+        let number = camera.frames as usize + 1;
+        let faces_before = camera.recording.faces;
         if !camera.recording.push(&v, number) {
             camera.invalid += 1;
             return None;
         }
+        camera.faces += (camera.recording.faces - faces_before) as u64;
+        camera.frames += 1;
+        camera.dirty = true;
         camera.online.get_or_insert(true);
         self.frames += 1;
         Some(v)
     }
 
-    /// Writes every camera's report folder and fleet.csv; prints one line per camera.
-    fn refresh(&self, out: &Path, quiet: bool) -> Result<()> {
+    /// Writes the report folder of every camera with new frames, and fleet.csv; prints one line
+    /// per camera. Each camera's recording is first cut to its last `window` seconds.
+    fn refresh(&mut self, out: &Path, window: f64, quiet: bool) -> Result<()> {
         let mut csv = String::from(
             "camera,topic,online,frames,faces,tracks,duplicates,out_of_order,invalid,seconds_since_last_message,dominant_emotion\n",
         );
-        for (name, camera) in &self.cameras {
+        for (name, camera) in self.cameras.iter_mut() {
+            camera.recording.keep_last(window);
             let mut tracks = 0;
             let mut dominant = String::new();
             if let Some(recording) = camera.recording.build() {
-                let summaries = report::write(&recording, &out.join(folder_name(name)), 0.0)?;
+                let folder = out.join(folder_name(name));
+                let summaries = if camera.dirty {
+                    camera.dirty = false;
+                    report::write(&recording, &folder, 0.0)?
+                } else {
+                    report::summaries(&recording)
+                };
                 tracks = summaries.len();
                 let mut time = [0f64; NUM_CLASSES];
                 for s in &summaries {
@@ -167,8 +189,8 @@ impl Fleet {
                 "{},{},{online},{},{},{tracks},{},{},{},{since},{dominant}\n",
                 quoted(name),
                 quoted(&camera.topic),
-                camera.recording.frames(),
-                camera.recording.faces,
+                camera.frames,
+                camera.faces,
                 camera.duplicates,
                 camera.out_of_order,
                 camera.invalid
@@ -176,7 +198,7 @@ impl Fleet {
             if !quiet {
                 say(format_args!(
                     "{name}: {} frames, {tracks} tracks, online {online}{}{}",
-                    camera.recording.frames(),
+                    camera.frames,
                     if dominant.is_empty() { String::new() } else { format!(", mostly {dominant}") },
                     if camera.duplicates + camera.out_of_order + camera.invalid > 0 {
                         format!(" ({} duplicates, {} out of order, {} invalid)", camera.duplicates, camera.out_of_order, camera.invalid)
@@ -198,6 +220,9 @@ pub fn run(args: &ListenArgs) -> Result<()> {
     let (address, filter) = parse_url(&args.url)?;
     if !(args.refresh > 0.0 && args.refresh.is_finite()) {
         bail!("--refresh {}: expected a positive number of seconds", args.refresh);
+    }
+    if args.window.is_nan() || args.window <= 0.0 {
+        bail!("--window {}: expected a positive number of seconds", args.window);
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     outputs::check_folder_writable(&args.out, "--out", &args.out)?;
@@ -233,7 +258,7 @@ pub fn run(args: &ListenArgs) -> Result<()> {
             break;
         }
         if last_refresh.elapsed().as_secs_f64() >= args.refresh {
-            fleet.refresh(&args.out, false)?;
+            fleet.refresh(&args.out, args.window, false)?;
             last_refresh = Instant::now();
         }
         match connection.recv_timeout(Duration::from_millis(200)) {
@@ -272,7 +297,7 @@ pub fn run(args: &ListenArgs) -> Result<()> {
         }
     }
     let _ = client.disconnect();
-    fleet.refresh(&args.out, false)?;
+    fleet.refresh(&args.out, args.window, false)?;
     say(format_args!(
         "{} frames from {} camera{} in {:.1} s; summary in {}",
         fleet.frames,
@@ -315,7 +340,7 @@ mod tests {
         }
         fleet.receive("site/door", b"not json");
         let door = &fleet.cameras["door"];
-        assert_eq!((door.recording.frames(), door.duplicates, door.out_of_order, door.invalid), (5, 1, 1, 1));
+        assert_eq!((door.frames, door.duplicates, door.out_of_order, door.invalid), (5, 1, 1, 1));
         assert_eq!((door.topic.as_str(), door.online), ("site/door", Some(true)));
         assert_eq!(fleet.cameras.len(), 1, "the broken message counts against the camera of its topic");
         assert_eq!(folder_name("a/b c"), "a_b_c");

@@ -109,6 +109,23 @@ impl RecordingBuilder {
         self.stamps.len()
     }
 
+    /// Forgets the frames more than `seconds` older than the newest one (by their timestamps), so
+    /// that a recording read for days keeps a bounded window; returns how many were dropped.
+    pub fn keep_last(&mut self, seconds: f64) -> usize {
+        let Some(newest) = self.stamps.iter().rev().find_map(|s| *s) else { return 0 };
+        let first_kept = self.stamps.iter().position(|s| s.is_some_and(|t| t >= newest - seconds)).unwrap_or(0);
+        if first_kept == 0 {
+            return 0;
+        }
+        self.stamps.drain(..first_kept);
+        for samples in self.rec.tracks.values_mut() {
+            samples.retain(|s| s.frame >= first_kept);
+            samples.iter_mut().for_each(|s| s.frame -= first_kept);
+        }
+        self.rec.tracks.retain(|_, samples| !samples.is_empty());
+        first_kept
+    }
+
     /// What could not be read so far: `(line or message number, reason)`.
     pub fn skipped(&self) -> &[(usize, String)] {
         &self.rec.skipped
@@ -180,7 +197,8 @@ pub struct TrackSummary {
     pub dominant: usize,
 }
 
-fn summarize(rec: &Recording) -> Vec<TrackSummary> {
+/// One summary per track (the rows of summary.csv), without writing anything.
+pub fn summaries(rec: &Recording) -> Vec<TrackSummary> {
     rec.tracks
         .iter()
         .map(|(&id, samples)| {
@@ -386,7 +404,7 @@ pub const MAX_TIMELINES: usize = 200;
 /// least `min_seconds` (the [`MAX_TIMELINES`] seen longest) into `dir`; returns the summaries.
 pub fn write(rec: &Recording, dir: &Path, min_seconds: f64) -> Result<Vec<TrackSummary>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let summaries = summarize(rec);
+    let summaries = summaries(rec);
     write_summary(&summaries, &dir.join("summary.csv"))?;
     shares_chart(&summaries, &dir.join("shares.png"))?;
     overview(rec, &summaries, &dir.join("overview.png"))?;
@@ -512,5 +530,22 @@ mod tests {
             let (r, g, b) = EMOTION_COLORS[3];
             assert!(img.pixels().any(|p| p.0 == [r, g, b]) || png == "track-2.png", "{png}");
         }
+    }
+
+    #[test]
+    fn a_live_recording_keeps_only_its_window() {
+        let mut builder = RecordingBuilder::default();
+        // 10 s at 10 frames/s: track 1 for the first 4 s, track 2 throughout.
+        for i in 0..100u64 {
+            let faces: Vec<(u64, &str)> = if i < 40 { vec![(1, "sad"), (2, "happy")] } else { vec![(2, "happy")] };
+            assert!(builder.push_line(&line(i * 100, &faces), i as usize + 1));
+        }
+        assert_eq!(builder.keep_last(20.0), 0, "all of it is within 20 s");
+        assert_eq!(builder.keep_last(5.0), 49, "frames before 4.9 s are forgotten");
+        let rec = builder.build().expect("frames");
+        assert_eq!(rec.frames(), 51);
+        assert_eq!(rec.track_count(), 1, "track 1 ended before the window");
+        let summary = summaries(&rec);
+        assert!((summary[0].seconds - 5.1).abs() < 1e-6, "{summary:?}");
     }
 }
