@@ -12,8 +12,9 @@ MOODMIRROR_APT_PACKAGES=(
   # recommend of it: --no-install-recommends below would leave it out.
   opencv-data
   python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
-  # The MQTT tests start their own broker on a free loopback port.
-  mosquitto
+  # The MQTT tests start their own broker on a free loopback port (openssl makes the TLS test's
+  # certificates).
+  mosquitto openssl
 )
 
 missing=()

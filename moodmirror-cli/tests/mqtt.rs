@@ -20,7 +20,7 @@ struct Broker {
     port: u16,
     config: PathBuf,
     process: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -37,22 +37,38 @@ fn mosquitto_binary() -> PathBuf {
 
 impl Broker {
     fn start() -> Broker {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A broker whose listener gets the lines `extra` writes (given the broker's folder).
+    fn start_with(extra: impl FnOnce(&Path) -> String) -> Broker {
         let dir = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let config = dir.path().join("mosquitto.conf");
         let store = dir.path().join("store");
         std::fs::create_dir_all(&store).expect("mkdir");
+        // Started as root, mosquitto switches to its own user, which cannot write (or read) this
+        // test's private folder: its sessions would not survive a restart.
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
-                store.display()
+                "{user}listener {port} 127.0.0.1\n{}allow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}\n",
+                extra(dir.path()),
+                store.display(),
+                dir.path().join("mosquitto.log").display()
             ),
         )
         .expect("config");
-        let mut broker = Broker { port, config, process: None, _dir: dir };
+        let mut broker = Broker { port, config, process: None, dir };
         broker.run();
         broker
+    }
+
+    /// mosquitto's own log (errors such as a session store it cannot write).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     fn run(&mut self) {
@@ -256,6 +272,7 @@ fn a_broker_stopped_for_three_seconds_loses_no_frame_and_the_stream_stays_real_t
     assert!(pts.windows(2).all(|w| w[0] < w[1]), "in frame order, none twice");
     // 300 frames at 30/s: 10 s, and no frame held up behind the broker.
     let max_gap = gaps.lock().expect("gaps").1;
+    assert!(!broker.log().contains("Error"), "mosquitto: {}", broker.log());
     let rows = fleet(dir.path());
     eprintln!(
         "broker restart: {} of 300 frames in order, {} duplicates dropped by listen, pipeline {wall:?}, largest gap {max_gap:?}",
@@ -354,5 +371,103 @@ fn a_full_queue_is_counted_and_reported_on_the_bus_not_silently_dropped() {
         })
         .unwrap_or_default();
     assert!(warning.contains("10 messages were not delivered"), "{warning}");
+    assert_eq!(pipe.set_state(gst::State::Null), Ok(gst::StateChangeSuccess::Success));
+}
+
+/// A CA and a certificate for `localhost` signed by it (openssl), in `dir`: (ca.pem, cert, key).
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed (scripts/setup.sh)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=moodmirror test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[test]
+fn mqtts_with_the_brokers_ca_delivers_and_another_ca_is_refused() {
+    init();
+    let certs = tempfile::tempdir().expect("tmp");
+    let (ca, cert, key) = make_certificates(certs.path());
+    let broker = Broker::start_with(|_| format!("cafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_moodmirror"));
+    command
+        .arg("listen")
+        .arg(format!("mqtts://localhost:{}/cams/#", broker.port))
+        .arg("--ca-file")
+        .arg(&ca)
+        .arg("--out")
+        .arg(dir.path().join("summary"))
+        .arg("--jsonl")
+        .arg(dir.path().join("archive.jsonl"))
+        .args(["--count", "50", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut listener = command.spawn().expect("listen");
+    std::thread::sleep(Duration::from_millis(800));
+    run_to_eos(&pipeline(&format!(
+        "videotestsrc num-buffers=50 ! video/x-raw,width=64,height=48 ! moodmirrorjson method=mqtt address=mqtts://localhost:{} \
+         ca-file={} topic=cams/tls source=tls ! fakesink",
+        broker.port,
+        ca.display()
+    )));
+    wait_for(&mut listener, Duration::from_secs(30));
+    let pts = &archived(dir.path())["tls"];
+    assert_eq!(pts.len(), 50);
+    assert!(pts.windows(2).all(|w| w[0] < w[1]));
+
+    // A CA that did not sign the broker's certificate: the handshake fails, an error on the bus.
+    let other = tempfile::tempdir().expect("tmp");
+    let (other_ca, _, _) = make_certificates(other.path());
+    let pipe = pipeline(&format!(
+        "videotestsrc is-live=true num-buffers=100 ! moodmirrorjson method=mqtt address=mqtts://localhost:{} ca-file={} topic=cams/x ! fakesink",
+        broker.port,
+        other_ca.display()
+    ));
+    pipe.set_state(gst::State::Playing).expect("playing");
+    let error = pipe
+        .bus()
+        .expect("bus")
+        .iter_timed(gst::ClockTime::from_seconds(15))
+        .find_map(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(error.contains("cannot connect to the MQTT broker") && error.to_lowercase().contains("certificate"), "{error}");
     assert_eq!(pipe.set_state(gst::State::Null), Ok(gst::StateChangeSuccess::Success));
 }
