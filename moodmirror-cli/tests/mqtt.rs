@@ -471,3 +471,46 @@ fn mqtts_with_the_brokers_ca_delivers_and_another_ca_is_refused() {
     assert!(error.contains("cannot connect to the MQTT broker") && error.to_lowercase().contains("certificate"), "{error}");
     assert_eq!(pipe.set_state(gst::State::Null), Ok(gst::StateChangeSuccess::Success));
 }
+
+#[test]
+fn a_broker_with_logins_takes_the_right_password_and_refuses_a_wrong_one() {
+    init();
+    let broker = Broker::start_with(|dir| {
+        let passwords = dir.join("passwords");
+        let status = Command::new("mosquitto_passwd").arg("-c").arg("-b").arg(&passwords).args(["camera", "s3cret"]).status();
+        assert!(status.expect("mosquitto_passwd (package mosquitto)").success());
+        format!("password_file {}\n", passwords.display())
+    });
+    let config = std::fs::read_to_string(&broker.config).expect("config");
+    let config = config.replace("allow_anonymous true", "allow_anonymous false");
+    std::fs::write(&broker.config, config).expect("config");
+    let mut broker = broker;
+    broker.stop();
+    broker.run();
+    let run = |password: &str| {
+        let pipe = pipeline(&format!(
+            "videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48 ! moodmirrorjson name=j method=mqtt address={} \
+             topic=cams/login username=camera password={password} ! fakesink",
+            broker.address()
+        ));
+        pipe.set_state(gst::State::Playing).expect("playing");
+        let outcome = pipe
+            .bus()
+            .expect("bus")
+            .iter_timed(gst::ClockTime::from_seconds(15))
+            .find_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                gst::MessageView::Eos(_) => Some("eos".into()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        // Stopping delivers the queue: READY before NULL keeps the warning, if any, readable.
+        pipe.set_state(gst::State::Ready).expect("ready");
+        let warned = pipe.bus().expect("bus").iter_timed(gst::ClockTime::ZERO).any(|m| matches!(m.view(), gst::MessageView::Warning(_)));
+        assert_eq!(pipe.set_state(gst::State::Null), Ok(gst::StateChangeSuccess::Success));
+        (outcome, warned)
+    };
+    assert_eq!(run("s3cret"), ("eos".to_string(), false), "delivered, nothing left undelivered");
+    let (error, _) = run("wrong");
+    assert!(error.contains("cannot connect") && error.contains("NotAuthorized"), "{error}");
+}
