@@ -343,7 +343,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
     let _locks = [Some(&output), jsonl_file].into_iter().flatten().map(|o| OutputLock::acquire(o)).collect::<Result<Vec<_>>>()?;
     gst::init()?;
     gstmoodmirror::plugin_register_static()?;
-    for needed in ["decodebin", "x264enc", muxer, "videoconvert", "videoflip"] {
+    for needed in ["decodebin", "x264enc", muxer, "videoconvert", "videoflip", "videocrop"] {
         make(needed)?;
     }
     let (video_tmp, jsonl_tmp) = (partial(&output), jsonl_file.map(|j| partial(j)));
@@ -362,7 +362,8 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
     };
     let description = format!(
         "filesrc location=\"{input}\" ! decodebin name=dec queue name=vin ! {element} {json_stage}\
-         ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! queue ! {muxer} name=mux ! filesink location=\"{out}\"",
+         ! videocrop name=even ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! queue ! {muxer} name=mux \
+         ! filesink location=\"{out}\"",
         input = quote(input),
         element = element.description(),
         out = quote(&video_tmp),
@@ -370,6 +371,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
     let pipeline = gst::parse::launch(&description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let by_name = |n: &str| pipeline.by_name(n).with_context(|| format!("pipeline lacks {n}"));
     let (dec, vin, mux, mm) = (by_name("dec")?, by_name("vin")?, by_name("mux")?, by_name("mm")?);
+    fit_frames_to_h264(&pipeline, &vin, &by_name("even")?)?;
     let video_sink = vin.static_pad("sink").context("queue sink")?;
     let weak = pipeline.downgrade();
     let mux_for_pads = mux.clone();
@@ -491,6 +493,48 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
         args.jsonl.as_ref().map(|j| format!(", {}", j.display())).unwrap_or_default()
     );
     Ok(())
+}
+
+/// H.264 in 4:2:0 takes frames of at least [`H264_MIN_SIDE`] pixels with even sides: a smaller
+/// video is an error that says so (x264 only says "not negotiated"), and an odd side loses its
+/// last column or row in the video (`videocrop`; x264 refuses to start otherwise). The element and
+/// the JSON lines see every pixel.
+fn fit_frames_to_h264(pipeline: &gst::Pipeline, decoded: &gst::Element, crop: &gst::Element) -> Result<()> {
+    let weak = pipeline.downgrade();
+    decoded.static_pad("sink").context("queue sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some((w, h)) = caps_size(info) {
+            if w < H264_MIN_SIDE || h < H264_MIN_SIDE {
+                if let Some(pipeline) = weak.upgrade() {
+                    let reason =
+                        format!("the video is {w}x{h} pixels: the annotated H.264 output needs at least {H264_MIN_SIDE}x{H264_MIN_SIDE}");
+                    let _ = pipeline.post_message(gst::message::Application::new(
+                        gst::Structure::builder("moodmirror-annotate-error").field("reason", reason).build(),
+                    ));
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let cropper = crop.downgrade();
+    crop.static_pad("sink").context("videocrop sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let (Some((w, h)), Some(crop)) = (caps_size(info), cropper.upgrade()) {
+            crop.set_property("right", w % 2);
+            crop.set_property("bottom", h % 2);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
+
+/// The smallest side x264 encodes.
+const H264_MIN_SIDE: i32 = 16;
+
+/// Width and height of a caps event.
+fn caps_size(info: &gst::PadProbeInfo) -> Option<(i32, i32)> {
+    let Some(gst::PadProbeData::Event(event)) = &info.data else { return None };
+    let gst::EventView::Caps(caps) = event.view() else { return None };
+    let s = caps.caps().structure(0)?;
+    Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
 }
 
 /// `annotate` was stopped by a signal after writing complete, shorter outputs.

@@ -667,3 +667,35 @@ fn annotate_turns_a_rotated_phone_video_upright() {
         assert_eq!(faces[0]["emotion"]["label"], "happy", "{line}");
     }
 }
+
+#[test]
+fn annotate_encodes_odd_sized_video_and_names_a_video_too_small_for_h264() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let clip = |name: &str, w: u32, h: u32| {
+        let path = dir.path().join(name);
+        run_to_eos(&format!(
+            "videotestsrc num-buffers=10 ! video/x-raw,width={w},height={h} ! jpegenc ! matroskamux ! filesink location={}",
+            path.display()
+        ));
+        path
+    };
+    // x264 refuses odd sides in 4:2:0: the video loses its last column and row, the JSON sees all.
+    let odd = clip("odd.mkv", 321, 241);
+    let (video, jsonl) = (dir.path().join("odd.mp4"), dir.path().join("odd.jsonl"));
+    let out = moodmirror(&[&"annotate", &odd, &"-o", &video, &"--jsonl", &jsonl]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&jsonl).expect("jsonl").lines().next().expect("a line")).expect("json");
+    assert_eq!((first["resolution"]["width"].as_u64(), first["resolution"]["height"].as_u64()), (Some(321), Some(241)));
+    let decoded =
+        run_to_eos(&format!("filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! appsink name=sink sync=false", video.display()));
+    assert_eq!(decoded.len(), 10);
+    // A video smaller than x264's 16 px: an error that says so, and nothing written.
+    let tiny = clip("tiny.mkv", 8, 8);
+    let tiny_out = dir.path().join("tiny.mp4");
+    let out = moodmirror(&[&"annotate", &tiny, &"-o", &tiny_out]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("8x8") && stderr.contains("at least 16x16"), "{stderr}");
+    assert!(!tiny_out.exists());
+}
