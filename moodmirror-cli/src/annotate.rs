@@ -401,10 +401,21 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
     });
     let frames = Arc::new(AtomicU64::new(0));
     let counter = frames.clone();
-    mm.static_pad("src").context("moodmirror src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+    // Where the stream got to (end of the last frame, ns): a truncated file ends before the
+    // duration its container declares.
+    let reached = Arc::new(AtomicU64::new(0));
+    let reached_by_probe = reached.clone();
+    mm.static_pad("src").context("moodmirror src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+            if let Some(pts) = buffer.pts() {
+                let end = pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO);
+                reached_by_probe.fetch_max(end.nseconds(), Ordering::Relaxed);
+            }
+        }
         gst::PadProbeReturn::Ok
     });
+    let mut declared: Option<gst::ClockTime> = None;
 
     let cleanup = || {
         let _ = std::fs::remove_file(&video_tmp);
@@ -438,6 +449,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
             let position = pipeline.query_position::<gst::ClockTime>();
             let duration = pipeline.query_duration::<gst::ClockTime>();
+            declared = declared.or(duration);
             if let (Some(p), Some(d)) = (position, duration) {
                 if d.nseconds() > 0 {
                     bar.set_position(p.nseconds() * 1000 / d.nseconds());
@@ -452,7 +464,14 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
             gst::MessageView::Eos(_) if interrupts.count() > 1 => break Err(anyhow::anyhow!("interrupted twice")),
             gst::MessageView::Eos(_) => break Ok(()),
             gst::MessageView::Error(e) => {
-                break Err(anyhow::anyhow!("{}{}", e.error(), e.debug().map(|d| format!(" ({d})")).unwrap_or_default()))
+                // An MP4 cut off before its index was written (a recording that did not finish)
+                // has no streams for the demuxer: say what that usually means.
+                let hint = if e.error().to_string().contains("no playable streams") {
+                    "; an MP4/MOV whose recording was cut off before it finished has no index, and no playable streams"
+                } else {
+                    ""
+                };
+                break Err(anyhow::anyhow!("{}{hint}{}", e.error(), e.debug().map(|d| format!(" ({d})")).unwrap_or_default()));
             }
             gst::MessageView::Application(a) => {
                 if let Some(s) = a.structure().filter(|s| s.name() == "moodmirror-annotate-error") {
@@ -478,6 +497,16 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
         std::fs::rename(tmp, jsonl).with_context(|| format!("writing {}", jsonl.display()))?;
     }
     let secs = started.elapsed().as_secs_f64();
+    let reached = gst::ClockTime::from_nseconds(reached.load(Ordering::Relaxed));
+    if let Some(declared) = declared.filter(|d| !finishing && looks_truncated(reached, *d)) {
+        eprintln!(
+            "warning: '{}' declares {:.1} s of video but its frames end at {:.1} s ({n} frames): the file looks \
+             truncated; the outputs hold the frames that were there",
+            input.display(),
+            declared.seconds_f64(),
+            reached.seconds_f64()
+        );
+    }
     if finishing {
         eprintln!(
             "interrupted: wrote the first {n} frames → {}{}",
@@ -524,6 +553,13 @@ fn fit_frames_to_h264(pipeline: &gst::Pipeline, decoded: &gst::Element, crop: &g
         gst::PadProbeReturn::Ok
     });
     Ok(())
+}
+
+/// Whether a stream that ended at `reached` fell short of the container's `declared` duration by
+/// more than rounding and a last frame's length (5 %, at least half a second).
+fn looks_truncated(reached: gst::ClockTime, declared: gst::ClockTime) -> bool {
+    let slack = (declared.nseconds() / 20).max(500_000_000);
+    reached.nseconds() + slack < declared.nseconds()
 }
 
 /// The smallest side x264 encodes.

@@ -699,3 +699,34 @@ fn annotate_encodes_odd_sized_video_and_names_a_video_too_small_for_h264() {
     assert!(!out.status.success() && stderr.contains("8x8") && stderr.contains("at least 16x16"), "{stderr}");
     assert!(!tiny_out.exists());
 }
+
+#[test]
+fn annotate_warns_when_a_file_ends_before_the_duration_it_declares() {
+    init();
+    let dir = tempfile::tempdir().expect("tmp");
+    let whole = dir.path().join("whole.mp4");
+    // The index first (faststart), as cameras and editors write it: a cut-off copy still plays.
+    run_to_eos(&format!(
+        "videotestsrc num-buffers=90 ! video/x-raw,width=160,height=120,framerate=30/1 ! x264enc ! mp4mux faststart=true ! filesink location={}",
+        whole.display()
+    ));
+    let bytes = std::fs::read(&whole).expect("clip");
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let out = moodmirror(&[&"annotate", &cut, &"-o", &dir.path().join("cut-out.mp4")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("declares 3.0 s") && stderr.contains("looks truncated"), "{stderr}");
+    // The whole file: no warning.
+    let out = moodmirror(&[&"annotate", &whole, &"-o", &dir.path().join("whole-out.mp4")]);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("truncated"));
+    // Cut before its index (the usual MP4): an error that says what that means.
+    let plain = dir.path().join("plain.mp4");
+    run_to_eos(&format!("videotestsrc num-buffers=30 ! x264enc ! mp4mux ! filesink location={}", plain.display()));
+    let bytes = std::fs::read(&plain).expect("clip");
+    let cut = dir.path().join("cut-plain.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let out = moodmirror(&[&"annotate", &cut, &"-o", &dir.path().join("cut-plain-out.mp4")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cut off before it finished"), "{stderr}");
+}
