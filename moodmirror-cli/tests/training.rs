@@ -138,6 +138,9 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         target_mix: 0.5,
         preprocess: moodmirror::emotion::Preprocess::None,
         no_camera_augment: true,
+        zoom_out: 0.0,
+        low_res: 0.0,
+        sharpen: 0.0,
     }
 }
 

@@ -22,6 +22,11 @@ pub struct Augment {
     pub flip: bool,
     /// Side of a random crop (e.g. 44 of 48) scaled back to 48.
     pub crop: usize,
+    /// Share of images framed looser than the data (faces from other sources: more background,
+    /// hair, shoulders): instead of the crop and zoom, the sampled window is 1 ..= 1 + `zoom_out`
+    /// frames wide, its border the edge pixels. 0 reproduces the earlier models' augmentation.
+    pub zoom_out_probability: f32,
+    pub max_zoom_out: f32,
     /// Camera-like degradations; off reproduces the older models' augmentation.
     pub camera: CameraAugment,
     pub preprocess: Preprocess,
@@ -42,6 +47,12 @@ pub struct CameraAugment {
     /// Probability and quality range of a JPEG round trip (compression artefacts).
     pub jpeg_probability: f32,
     pub jpeg_quality: (u8, u8),
+    /// Probability of a low-resolution face (a small face in a large frame): down to 16..=32 px
+    /// (area average) and back up to 48 (bilinear).
+    pub low_res_probability: f32,
+    /// Probability of a sharpened face (a large face downscaled to 48 px is sharper than FER's
+    /// upscaled ones): unsharp mask of amount 0.5..=1.5 at sigma 1.
+    pub sharpen_probability: f32,
 }
 
 impl Default for CameraAugment {
@@ -55,6 +66,8 @@ impl Default for CameraAugment {
             max_noise: 0.04,
             jpeg_probability: 0.3,
             jpeg_quality: (25, 90),
+            low_res_probability: 0.0,
+            sharpen_probability: 0.0,
         }
     }
 }
@@ -75,6 +88,8 @@ impl Default for Augment {
             max_contrast: 0.2,
             flip: true,
             crop: 44,
+            zoom_out_probability: 0.0,
+            max_zoom_out: 0.3,
             camera: CameraAugment::off(),
             preprocess: Preprocess::None,
         }
@@ -89,8 +104,12 @@ impl Augment {
         let angle = rng.random_range(-self.max_rotation_deg..=self.max_rotation_deg).to_radians();
         // Random crop of side `crop` placed anywhere, then zoom: the sampled window's scale.
         let crop_scale = self.crop as f32 / SIZE as f32;
-        let zoom = crop_scale * rng.random_range(1.0 - self.max_zoom..=1.0 + self.max_zoom);
-        let slack = (1.0 - crop_scale) * SIZE as f32 / 2.0;
+        let mut zoom = crop_scale * rng.random_range(1.0 - self.max_zoom..=1.0 + self.max_zoom);
+        let mut slack = (1.0 - crop_scale) * SIZE as f32 / 2.0;
+        if self.zoom_out_probability > 0.0 && rng.random::<f32>() < self.zoom_out_probability {
+            zoom = rng.random_range(1.0..=1.0 + self.max_zoom_out.max(0.0));
+            slack = 0.0;
+        }
         let tx = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32 + rng.random_range(-slack..=slack);
         let ty = rng.random_range(-self.max_shift..=self.max_shift) * SIZE as f32 + rng.random_range(-slack..=slack);
         let flip = if self.flip && rng.random_bool(0.5) { -1.0 } else { 1.0 };
@@ -130,6 +149,18 @@ impl CameraAugment {
         if rng.random::<f32>() < self.blur_probability {
             gaussian_blur(img, rng.random_range(0.4..=self.max_blur_sigma));
         }
+        if self.low_res_probability > 0.0 && rng.random::<f32>() < self.low_res_probability {
+            low_resolution(img, rng.random_range(16..=32));
+        }
+        if self.sharpen_probability > 0.0 && rng.random::<f32>() < self.sharpen_probability {
+            let mut blurred = [0f32; PIXELS];
+            blurred.copy_from_slice(&img[..PIXELS]);
+            gaussian_blur(&mut blurred, 1.0);
+            let amount = rng.random_range(0.5..=1.5);
+            for (v, b) in img.iter_mut().zip(blurred) {
+                *v = (*v + amount * (*v - b)).clamp(0.0, 1.0);
+            }
+        }
         if rng.random::<f32>() < self.noise_probability {
             let sigma = rng.random_range(0.0..=self.max_noise);
             for v in img.iter_mut() {
@@ -140,6 +171,37 @@ impl CameraAugment {
         if rng.random::<f32>() < self.jpeg_probability {
             let (lo, hi) = self.jpeg_quality;
             jpeg_round_trip(img, rng.random_range(lo..=hi.max(lo)));
+        }
+    }
+}
+
+/// The 48x48 image as a `side`-px one shows it: area-averaged down, bilinear back up.
+fn low_resolution(img: &mut [f32], side: usize) {
+    let mut small = vec![0f32; side * side];
+    let scale = SIZE as f32 / side as f32;
+    for (i, v) in small.iter_mut().enumerate() {
+        let (sx, sy) = ((i % side) as f32 * scale, (i / side) as f32 * scale);
+        let (x0, x1) = (sx.floor() as usize, ((sx + scale).ceil() as usize).min(SIZE));
+        let (y0, y1) = (sy.floor() as usize, ((sy + scale).ceil() as usize).min(SIZE));
+        let (mut sum, mut n) = (0.0, 0.0);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                sum += img[y * SIZE + x];
+                n += 1.0;
+            }
+        }
+        *v = sum / f32::max(n, 1.0);
+    }
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let fx = ((x as f32 + 0.5) / scale - 0.5).clamp(0.0, (side - 1) as f32);
+            let fy = ((y as f32 + 0.5) / scale - 0.5).clamp(0.0, (side - 1) as f32);
+            let (ix, iy) = (fx as usize, fy as usize);
+            let (ix1, iy1) = ((ix + 1).min(side - 1), (iy + 1).min(side - 1));
+            let (wx, wy) = (fx - ix as f32, fy - iy as f32);
+            let top = small[iy * side + ix] * (1.0 - wx) + small[iy * side + ix1] * wx;
+            let bottom = small[iy1 * side + ix] * (1.0 - wx) + small[iy1 * side + ix1] * wx;
+            img[y * SIZE + x] = top * (1.0 - wy) + bottom * wy;
         }
     }
 }
@@ -256,5 +318,40 @@ mod tests {
             }
         }
         assert!(BatchMix::sample(4, -1.0, &mut rng).is_err());
+    }
+
+    #[test]
+    fn zoom_out_shrinks_the_face_and_low_resolution_removes_fine_detail() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        // A bright 24-px square in the middle of a dark frame.
+        let src: Vec<u8> =
+            (0..PIXELS).map(|i| if (12..36).contains(&(i % SIZE)) && (12..36).contains(&(i / SIZE)) { 255 } else { 0 }).collect();
+        let still = Augment {
+            max_rotation_deg: 0.0,
+            max_shift: 0.0,
+            max_zoom: 0.0,
+            max_brightness: 0.0,
+            max_contrast: 0.0,
+            flip: false,
+            crop: SIZE,
+            ..Augment::default()
+        };
+        let bright = |a: &Augment, rng: &mut rand::rngs::StdRng| {
+            let mut dst = vec![0f32; PIXELS];
+            a.apply(&src, &mut dst, rng);
+            dst.iter().filter(|v| **v > 0.0).count()
+        };
+        let as_is = bright(&still, &mut rng);
+        assert!((570..=580).contains(&as_is), "{as_is}");
+        let looser = Augment { zoom_out_probability: 1.0, ..still };
+        let smaller: Vec<usize> = (0..20).map(|_| bright(&looser, &mut rng)).collect();
+        assert!(smaller.iter().all(|n| *n <= as_is) && smaller.iter().any(|n| *n < 450), "{smaller:?}");
+
+        let mut flat = vec![0.3f32; PIXELS];
+        low_resolution(&mut flat, 20);
+        assert!(flat.iter().all(|v| (v - 0.3).abs() < 1e-5));
+        let mut checker: Vec<f32> = (0..PIXELS).map(|i| ((i % SIZE + i / SIZE) % 2) as f32).collect();
+        low_resolution(&mut checker, 16);
+        assert!(checker.iter().all(|v| (v - 0.5).abs() < 0.2), "one-pixel detail averages out");
     }
 }

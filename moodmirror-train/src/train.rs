@@ -125,6 +125,16 @@ pub struct TrainArgs {
     /// Leave out the camera-like degradations (gamma, blur, noise, JPEG) of the augmentation.
     #[cfg_attr(feature = "clap", arg(long))]
     pub no_camera_augment: bool,
+    /// Faces from other sources: the share of training images framed looser than FER2013's
+    /// (the face 1/1.3 ..= 1 of the frame, edges replicated), the share shown at a low
+    /// resolution (16-32 px and back) and the share sharpened (unsharp mask). 0 reproduces the
+    /// earlier models' augmentation.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub zoom_out: f32,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub low_res: f32,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub sharpen: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,8 +375,15 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         total: args.epochs * steps_per_epoch,
         final_fraction: 0.01,
     };
+    for (name, p) in [("--zoom-out", args.zoom_out), ("--low-res", args.low_res), ("--sharpen", args.sharpen)] {
+        if !(0.0..=1.0).contains(&p) {
+            bail!("{name} {p}: expected a share of the images, 0..=1");
+        }
+    }
+    let camera = CameraAugment { low_res_probability: args.low_res, sharpen_probability: args.sharpen, ..CameraAugment::default() };
     let augment = Augment {
-        camera: if args.no_camera_augment { CameraAugment::off() } else { CameraAugment::default() },
+        camera: if args.no_camera_augment { CameraAugment::off() } else { camera },
+        zoom_out_probability: args.zoom_out,
         preprocess: args.preprocess,
         ..Augment::default()
     };
