@@ -2,7 +2,7 @@
 //! keeps a live summary of every camera and its tracks (the `report` outputs per camera, and
 //! fleet.csv), refreshed as messages arrive; optionally archives every frame as JSON lines.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -76,9 +76,9 @@ struct Camera {
     topic: String,
     recording: RecordingBuilder,
     online: Option<bool>,
-    /// Each frame's `pts` seen so far: a second copy (QoS 1 may deliver one twice after a
-    /// reconnection) is counted, not recorded again.
-    seen: HashSet<u64>,
+    /// The `pts` of the last [`DEDUP_FRAMES`] frames: a second copy (QoS 1 may deliver one twice
+    /// after a reconnection, soon after the first) is counted, not recorded again.
+    seen: BTreeSet<u64>,
     last_pts: Option<u64>,
     duplicates: u64,
     out_of_order: u64,
@@ -91,6 +91,10 @@ struct Camera {
     /// New frames since the report folder was last written.
     dirty: bool,
 }
+
+/// How many recent frames per camera a repeated `pts` is looked for among (a minute at 30
+/// frames/s, far more than a reconnection re-sends).
+const DEDUP_FRAMES: usize = 2000;
 
 /// Folder name of a camera: its name with anything but letters, digits, `.`, `-` and `_` replaced.
 fn folder_name(camera: &str) -> String {
@@ -135,6 +139,9 @@ impl Fleet {
             if !camera.seen.insert(pts) {
                 camera.duplicates += 1;
                 return None;
+            }
+            if camera.seen.len() > DEDUP_FRAMES {
+                camera.seen.pop_first();
             }
             if camera.last_pts.is_some_and(|last| pts < last) {
                 camera.out_of_order += 1;
