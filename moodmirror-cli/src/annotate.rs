@@ -462,7 +462,11 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
         match msg.view() {
             // A second signal may land while the stream drains: it still means abort.
             gst::MessageView::Eos(_) if interrupts.count() > 1 => break Err(anyhow::anyhow!("interrupted twice")),
-            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Eos(_) => {
+                // A short file can end before the progress bar ever asked for the duration.
+                declared = declared.or(pipeline.query_duration::<gst::ClockTime>());
+                break Ok(());
+            }
             gst::MessageView::Error(e) => {
                 // An MP4 cut off before its index was written (a recording that did not finish)
                 // has no streams for the demuxer: say what that usually means.
