@@ -454,7 +454,7 @@ fn mqtts_with_the_brokers_ca_delivers_and_another_ca_is_refused() {
     let other = tempfile::tempdir().expect("tmp");
     let (other_ca, _, _) = make_certificates(other.path());
     let pipe = pipeline(&format!(
-        "videotestsrc is-live=true num-buffers=100 ! moodmirrorjson method=mqtt address=mqtts://localhost:{} ca-file={} topic=cams/x ! fakesink",
+        "videotestsrc is-live=true num-buffers=300 ! moodmirrorjson method=mqtt address=mqtts://localhost:{} ca-file={} topic=cams/x ! fakesink",
         broker.port,
         other_ca.display()
     ));
@@ -487,10 +487,11 @@ fn a_broker_with_logins_takes_the_right_password_and_refuses_a_wrong_one() {
     let mut broker = broker;
     broker.stop();
     broker.run();
+    // Live, so that the stream outlasts the login (a 20-frame file can end before the broker answers).
     let run = |password: &str| {
         let pipe = pipeline(&format!(
-            "videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48 ! moodmirrorjson name=j method=mqtt address={} \
-             topic=cams/login username=camera password={password} ! fakesink",
+            "videotestsrc is-live=true num-buffers=20 ! video/x-raw,width=64,height=48,framerate=30/1 ! moodmirrorjson name=j \
+             method=mqtt address={} topic=cams/login username=camera password={password} ! fakesink",
             broker.address()
         ));
         pipe.set_state(gst::State::Playing).expect("playing");
