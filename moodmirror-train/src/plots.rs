@@ -132,24 +132,30 @@ pub fn confusion_heatmap(report: &Report, path: &Path) -> Result<()> {
     })
 }
 
+/// A chart over 0..1 x 0..1 with its caption and axis names (ROC curves, reliability).
+fn unit_square_chart<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>>
+{
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FONT, 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).label_style((FONT, 14)).draw().map_err(|e| anyhow!("{e}"))?;
+    Ok(chart)
+}
+
 /// ROC curves per class and micro-average, AUC in the legend.
 #[allow(clippy::type_complexity)] // (label, points, colour, width) per curve
 pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
     save_png(path, 760, 700, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption("ROC curves (one vs rest)", (FONT, 22))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("false positive rate")
-            .y_desc("true positive rate")
-            .label_style((FONT, 14))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = unit_square_chart(root, "ROC curves (one vs rest)", "false positive rate", "true positive rate")?;
         let mut curves: Vec<(String, &Vec<(f64, f64)>, RGBColor, u32)> = CLASS_NAMES
             .iter()
             .enumerate()
@@ -184,20 +190,8 @@ pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
 /// against the diagonal a calibrated model follows, with each bin's share of the images.
 pub fn reliability_diagram(report: &Report, path: &Path) -> Result<()> {
     save_png(path, 700, 700, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("Reliability (top label): ECE {:.4}, {} images", report.ece, report.n), (FONT, 22))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("confidence (top label's probability)")
-            .y_desc("accuracy")
-            .label_style((FONT, 14))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let caption = format!("Reliability (top label): ECE {:.4}, {} images", report.ece, report.n);
+        let mut chart = unit_square_chart(root, &caption, "confidence (top label's probability)", "accuracy")?;
         let n = report.n.max(1) as f64;
         let blue = RGBColor(60, 110, 200);
         chart
