@@ -54,19 +54,10 @@ pub fn expected_calibration_error(bins: &[ReliabilityBin]) -> f64 {
     bins.iter().map(|b| b.count as f64 * (b.accuracy - b.confidence).abs()).sum::<f64>() / n as f64
 }
 
-/// `probabilities` as the same model would give them with its logits divided by `t`: the
-/// softmax of `ln p / t` (ln p are the logits up to a constant per image).
+/// `probabilities` as the same model would give them with its logits divided by `t`
+/// ([`Temperature::apply`], as the classifier does).
 pub fn with_temperature(probabilities: &[[f32; NUM_CLASSES]], t: f32) -> Vec<[f32; NUM_CLASSES]> {
-    probabilities
-        .iter()
-        .map(|p| {
-            let z = p.map(|v| (v.max(f32::MIN_POSITIVE).ln() as f64) / t as f64);
-            let max = z.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v));
-            let e = z.map(|v| (v - max).exp());
-            let sum: f64 = e.iter().sum();
-            e.map(|v| (v / sum) as f32)
-        })
-        .collect()
+    probabilities.iter().map(|p| Temperature::apply(p, t)).collect()
 }
 
 /// Mean negative log-likelihood of `labels` under `probabilities` at temperature `t`.

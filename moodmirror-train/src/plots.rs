@@ -151,6 +151,25 @@ fn unit_square_chart<'a, 'b>(
     Ok(chart)
 }
 
+/// The legend of a [`unit_square_chart`], boxed, at `position`.
+fn draw_legend<'a, 'b: 'a>(
+    chart: &mut ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 14))
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
+}
+
 /// ROC curves per class and micro-average, AUC in the legend.
 #[allow(clippy::type_complexity)] // (label, points, colour, width) per curve
 pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
@@ -174,15 +193,7 @@ pub fn roc_curves(report: &Report, path: &Path) -> Result<()> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
         }
         chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 14))
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -226,14 +237,6 @@ pub fn reliability_diagram(report: &Report, path: &Path) -> Result<()> {
             .map_err(|e| anyhow!("{e}"))?
             .label("mean confidence, accuracy")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 14))
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(())
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
