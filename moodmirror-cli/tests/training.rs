@@ -129,6 +129,7 @@ fn args(train_dir: &Path, out: &Path, epochs: usize) -> TrainArgs {
         device: moodmirror_train::train::ComputeDevice::Cpu,
         conv_precision: moodmirror_train::train::ConvPrecision::Bf16,
         init: None,
+        start_epoch: None,
         teacher: Vec::new(),
         teacher_tta: moodmirror_train::evaluate::Tta::TenCrop,
         distill_weight: 0.5,
@@ -404,6 +405,29 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     let h = history(dir.path());
     assert_eq!(h.len(), 6);
     assert_eq!(h[4]["epoch"], 5);
+
+    // Continued from the weights alone (no optimizer state) on an 8-epoch schedule after epoch
+    // 6: epochs 7 and 8 run at that schedule's learning rates.
+    std::fs::create_dir_all(dir.path().join("continued")).expect("mkdir");
+    let continued = dir.path().join("continued/model.safetensors");
+    let mut cont = args(&data_dir, &continued, 8);
+    cont.init = Some(out.clone());
+    cont.start_epoch = Some(6);
+    cont.report = Some(dir.path().join("continued/report"));
+    train::run(&cont, "test").expect("continue from weights");
+    let h = history(&dir.path().join("continued"));
+    assert_eq!(h.iter().map(|r| r["epoch"].as_u64().expect("epoch")).collect::<Vec<_>>(), [7, 8]);
+    let steps = 56 / 14;
+    let schedule = moodmirror_train::optim::CosineSchedule { peak: 3e-3, warmup: steps, total: 8 * steps, final_fraction: 0.01 };
+    for (record, last_step) in h.iter().zip([7 * steps - 1, 8 * steps - 1]) {
+        let lr = record["lr"].as_f64().expect("lr");
+        assert!((lr - schedule.lr(last_step)).abs() < 1e-12, "lr {lr} vs {}", schedule.lr(last_step));
+    }
+    let mut past_end = args(&data_dir, &continued, 6);
+    past_end.init = Some(out.clone());
+    past_end.start_epoch = Some(6);
+    let err = train::run(&past_end, "test").expect_err("a start at the schedule's end");
+    assert!(err.to_string().contains("--start-epoch 6"), "{err}");
 
     // The weights load as a classifier, with their metadata.
     let classifier = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load");

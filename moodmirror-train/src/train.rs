@@ -90,6 +90,12 @@ pub struct TrainArgs {
     /// and schedule, instead of from random ones.
     #[cfg_attr(feature = "clap", arg(long, conflicts_with = "resume"))]
     pub init: Option<PathBuf>,
+    /// With --init: weights saved after this epoch of a run with the same --epochs and --lr,
+    /// continued on that run's schedule (the learning rate where it was) with a fresh optimizer
+    /// whose step size ramps up over a quarter epoch while its moments rebuild. What a
+    /// checkpoint too large to keep (its optimizer state) is replaced by.
+    #[cfg_attr(feature = "clap", arg(long, requires = "init"))]
+    pub start_epoch: Option<usize>,
     /// Teacher model for knowledge distillation (repeat for several; their probabilities are
     /// averaged). Each training target mixes the label with the teachers' raw probabilities on
     /// that image (computed once under `--teacher-tta`, cached in `<stem>.teacher.safetensors`).
@@ -342,6 +348,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         load_model_weights(init, args.arch, &vars, &device)?;
         eprintln!("initial weights from {}", init.display());
     }
+    let mut ramp_steps = 0;
     if !(0.0..=1.0).contains(&args.distill_weight) {
         bail!("--distill-weight {}: expected a number in 0..=1", args.distill_weight);
     }
@@ -375,6 +382,16 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         total: args.epochs * steps_per_epoch,
         final_fraction: 0.01,
     };
+    if let Some(start) = args.start_epoch {
+        if start >= args.epochs {
+            bail!("--start-epoch {start}: the schedule has only {} epochs (--epochs)", args.epochs);
+        }
+        state.epoch = start;
+        state.step = start * steps_per_epoch;
+        ramp_steps = (steps_per_epoch / 4).max(1);
+        eprintln!("continuing the {}-epoch schedule after epoch {start}: learning rate {:.2e}", args.epochs, schedule.lr(state.step));
+    }
+    let first_step = state.step;
     for (name, p) in [("--zoom-out", args.zoom_out), ("--low-res", args.low_res), ("--sharpen", args.sharpen)] {
         if !(0.0..=1.0).contains(&p) {
             bail!("{name} {p}: expected a share of the images, 0..=1");
@@ -465,6 +482,10 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
                 );
             }
             lr = schedule.lr(state.step);
+            let since_start = state.step - first_step;
+            if since_start < ramp_steps {
+                lr *= (since_start + 1) as f64 / ramp_steps as f64;
+            }
             optimizer.apply(&grads, lr)?;
             state.step += 1;
             let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
