@@ -836,3 +836,75 @@ fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with
     assert!(!run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
     assert!(std::fs::read_to_string(&csv).expect("labels").starts_with("file,"), "the labels CSV is intact");
 }
+
+#[test]
+fn calibrate_scales_the_logit_bias_and_evaluate_agrees_with_its_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 6);
+    let val = std::ffi::OsString::from(format!("{}:val", csv.display()));
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let embedded = EmotionClassifier::embedded(&Device::Cpu).expect("embedded");
+    let undo = moodmirror::emotion::LogitBias::undo_from_metadata(&embedded.metadata).expect("undo").expect("the default has a bias");
+
+    let scaled = dir.path().join("scaled.safetensors");
+    let run = moodmirror(&[
+        &os("calibrate"),
+        &os("--data"),
+        &val,
+        &os("--labels"),
+        &os("ferplus"),
+        &os("--logit-bias-scale"),
+        &os("0.25"),
+        &os("--out"),
+        scaled.as_os_str(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let model = EmotionClassifier::from_file(&scaled, &Device::Cpu).expect("scaled model loads");
+    let bias = moodmirror::emotion::LogitBias::from_metadata(&model.metadata).expect("bias").expect("bias kept");
+    assert!(bias.iter().zip(&undo).all(|(b, u)| (b - 0.25 * u).abs() < 1e-5), "{bias:?} vs {undo:?}");
+    assert_eq!(moodmirror::emotion::LogitBias::undo_from_metadata(&model.metadata).expect("undo"), Some(undo));
+    assert_eq!(model.metadata["logit_bias_scale"], "0.250");
+
+    // The table's row for the written share is what evaluate measures on the written model.
+    let row = stdout.lines().find(|l| l.contains("<- written")).expect("a row for the written share");
+    let plain: f64 = row.split("plain ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).expect("plain");
+    assert!(row.trim_start().starts_with("0.25"), "{row}");
+    let report_dir = dir.path().join("report");
+    let run = moodmirror(&[
+        &os("evaluate"),
+        &os("--labels"),
+        &os("ferplus"),
+        &os("--data"),
+        &val,
+        &os("--model"),
+        scaled.as_os_str(),
+        &os("--report"),
+        report_dir.as_os_str(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report")).expect("json");
+    assert!((report["accuracy"].as_f64().expect("accuracy") - plain).abs() < 1e-3, "{} vs table {plain}", report["accuracy"]);
+
+    // Calibrating the scaled file again keeps its share; a share outside 0..=1 is refused by name
+    // and writes nothing.
+    let again = dir.path().join("again.safetensors");
+    let run = moodmirror(&[&os("calibrate"), &os("--model"), scaled.as_os_str(), &os("--data"), &val, &os("--out"), again.as_os_str()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let model = EmotionClassifier::from_file(&again, &Device::Cpu).expect("loads");
+    assert_eq!(model.metadata["logit_bias_scale"], "0.250");
+    assert_eq!(moodmirror::emotion::LogitBias::undo_from_metadata(&model.metadata).expect("undo"), Some(undo));
+    let refused = dir.path().join("refused.safetensors");
+    let run = moodmirror(&[
+        &os("calibrate"),
+        &os("--data"),
+        &val,
+        &os("--logit-bias-scale"),
+        &os("1.5"),
+        &os("--out"),
+        refused.as_os_str(),
+    ]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("--logit-bias-scale 1.5"));
+    assert!(!refused.exists());
+}

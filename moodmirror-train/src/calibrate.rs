@@ -1,5 +1,6 @@
 //! `moodmirror calibrate`: fits a model's temperature on labelled validation images and writes
-//! the model with it.
+//! the model with it; optionally sets how far its logit bias undoes training's class weights
+//! (`--logit-bias-scale`), after a table of what each share does to plain and balanced accuracy.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::calibration::TemperatureFit;
 use crate::dataset::{Dataset, LabelSet};
 use crate::evaluate::{check_finite, predict_ensemble, Tta};
-use moodmirror::emotion::{read_metadata, EmotionClassifier, Precision, Temperature, EMBEDDED_WEIGHTS, NUM_CLASSES};
+use moodmirror::emotion::{argmax, read_metadata, EmotionClassifier, LogitBias, Precision, Temperature, EMBEDDED_WEIGHTS, NUM_CLASSES};
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -28,6 +29,12 @@ pub struct CalibrateArgs {
     /// Where to write the calibrated copy (the same tensors; metadata `temperature` added).
     #[cfg_attr(feature = "clap", arg(long))]
     pub out: PathBuf,
+    /// Share of training's class weighting that the file's logit bias undoes (post-hoc logit
+    /// adjustment), 0..=1: 1 picks labels for plain accuracy (the training prior), lower shares
+    /// call rare classes (disgust, fear, sad) more often, raising balanced accuracy. The table
+    /// printed first shows both on --data for several shares [default: the file's own].
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub logit_bias_scale: Option<f32>,
     /// Views averaged while fitting; the element classifies one (`none`).
     #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Tta::None))]
     pub tta: Tta,
@@ -59,6 +66,20 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     classifier.set_precision(Precision::Auto)?;
     // Fitted from the uncalibrated model: a file calibrated before is calibrated afresh.
     classifier.set_temperature_enabled(false);
+    // The network's own probabilities; the bias is added below, at the chosen scale (with
+    // --tta, to the views' average rather than to each view: a small difference).
+    classifier.set_logit_bias_enabled(false);
+    let undo = LogitBias::undo_from_metadata(&classifier.metadata)?;
+    let scale = match (args.logit_bias_scale, &undo) {
+        (Some(_), None) => bail!("{origin} has no logit_bias (trained without class weights): there is nothing to scale"),
+        (Some(s), Some(_)) if !LogitBias::SCALE_RANGE.contains(&s) => bail!(
+            "--logit-bias-scale {s}: expected a share in {}..={}",
+            LogitBias::SCALE_RANGE.start(),
+            LogitBias::SCALE_RANGE.end()
+        ),
+        (Some(s), Some(_)) => s,
+        (None, _) => current_scale(&classifier.metadata, undo.as_ref())?,
+    };
     let labels = match args.labels {
         Some(set) => set,
         None if classifier.metadata.get("val_labels").is_some_and(|l| l == LabelSet::Ferplus.name()) => LabelSet::Ferplus,
@@ -72,8 +93,19 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     let mut models = [classifier];
     let probabilities = predict_ensemble(&mut models, |c| args.tta.views(view_scale, c.preprocess), &data, &device, args.batch.max(1))?;
     check_finite(&probabilities).map_err(anyhow::Error::msg)?;
-    let scored: Vec<[f32; NUM_CLASSES]> = indices.iter().map(|&i| probabilities[i]).collect();
+    let raw: Vec<[f32; NUM_CLASSES]> = indices.iter().map(|&i| probabilities[i]).collect();
+    let bias = undo.map(|u| LogitBias::scaled(&u, scale));
+    if let Some(undo) = &undo {
+        print_scale_table(undo, &raw, &truth, scale);
+    }
+    let scored: Vec<[f32; NUM_CLASSES]> = match &bias {
+        Some(bias) => raw.iter().map(|p| LogitBias::apply(p, bias)).collect(),
+        None => raw,
+    };
     let fit = TemperatureFit::compute(&scored, &truth);
+    if undo.is_some() {
+        println!("logit bias scale {scale:.3} (of the bias that undoes the class weights)");
+    }
     println!(
         "{origin} on {} ({} images, {} labels, {}{}): temperature {:.4}\n  NLL {:.4} -> {:.4}   ECE (15 bins) {:.4} -> {:.4}   ECE cross-fitted on halves {:.4}",
         args.data,
@@ -90,6 +122,11 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     );
     let mut meta: HashMap<String, String> = read_metadata(&input_bytes)?;
     meta.insert(Temperature::KEY.into(), Temperature::format(fit.temperature));
+    if let (Some(undo), Some(bias)) = (&undo, &bias) {
+        meta.insert(LogitBias::KEY.into(), LogitBias::format(bias));
+        meta.insert(LogitBias::UNDO_KEY.into(), LogitBias::format(undo));
+        meta.insert(LogitBias::SCALE_KEY.into(), format!("{scale:.3}"));
+    }
     meta.insert(
         "temperature_fit".into(),
         format!(
@@ -113,6 +150,58 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     std::fs::rename(&partial, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// The share of the undo that the file's bias holds: its `logit_bias_scale`, 1 for a file as
+/// training wrote it; an error for a scale outside the range or a bias that is not that share.
+fn current_scale(meta: &HashMap<String, String>, undo: Option<&[f32; NUM_CLASSES]>) -> Result<f32> {
+    let Some(text) = meta.get(LogitBias::SCALE_KEY) else {
+        return Ok(1.0);
+    };
+    let scale = text.trim().parse::<f32>().ok().filter(|s| LogitBias::SCALE_RANGE.contains(s));
+    let Some(scale) = scale else {
+        bail!("metadata {}='{text}' is not a share in 0..=1", LogitBias::SCALE_KEY);
+    };
+    let bias = LogitBias::from_metadata(meta)?;
+    let consistent = match (bias, undo) {
+        (Some(b), Some(u)) => b.iter().zip(u).all(|(b, u)| (b - u * scale).abs() < 1e-4),
+        _ => false,
+    };
+    if !consistent {
+        bail!("metadata {} is not {} x {}: give --logit-bias-scale to set it again", LogitBias::KEY, scale, LogitBias::UNDO_KEY);
+    }
+    Ok(scale)
+}
+
+/// Plain and balanced accuracy of `probabilities` (the top label against `labels`).
+fn accuracies(probabilities: &[[f32; NUM_CLASSES]], labels: &[u8]) -> (f64, f64, [f64; NUM_CLASSES]) {
+    let mut right = [0usize; NUM_CLASSES];
+    let mut count = [0usize; NUM_CLASSES];
+    for (p, &y) in probabilities.iter().zip(labels) {
+        count[y as usize] += 1;
+        right[y as usize] += (argmax(p).0 == y as usize) as usize;
+    }
+    let recall = std::array::from_fn(|c| if count[c] > 0 { right[c] as f64 / count[c] as f64 } else { 0.0 });
+    let present = count.iter().filter(|&&n| n > 0).count().max(1);
+    let plain = right.iter().sum::<usize>() as f64 / labels.len().max(1) as f64;
+    (plain, recall.iter().sum::<f64>() / present as f64, recall)
+}
+
+/// What each share of the logit bias does on the calibration data (the label, not the
+/// probabilities: the temperature does not change it).
+fn print_scale_table(undo: &[f32; NUM_CLASSES], raw: &[[f32; NUM_CLASSES]], labels: &[u8], chosen: f32) {
+    println!("logit bias scale: plain and balanced accuracy, recall per class (angry disgust fear happy sad surprise neutral)");
+    let mut scales = vec![1.0, 0.8, 0.6, 0.5, 0.4, 0.2, 0.0, chosen];
+    scales.sort_by(|a, b| b.total_cmp(a));
+    scales.dedup_by(|a, b| (*a - *b).abs() < 1e-6);
+    for s in scales {
+        let bias = LogitBias::scaled(undo, s);
+        let adjusted: Vec<[f32; NUM_CLASSES]> = raw.iter().map(|p| LogitBias::apply(p, &bias)).collect();
+        let (plain, balanced, recall) = accuracies(&adjusted, labels);
+        let recall: Vec<String> = recall.iter().map(|r| format!("{r:.3}")).collect();
+        let mark = if (s - chosen).abs() < 1e-6 { "  <- written" } else { "" };
+        println!("  {s:5.2}  plain {plain:.4}  balanced {balanced:.4}  recall {}{mark}", recall.join(" "));
+    }
 }
 
 /// The safetensors file `bytes` with its metadata replaced by `meta` (tensors byte for byte).

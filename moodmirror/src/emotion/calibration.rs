@@ -42,14 +42,53 @@ impl LogitBias {
         bias.iter().map(|b| format!("{b:.6}")).collect::<Vec<_>>().join(",")
     }
 
+    /// Metadata: the bias that wholly undoes training's class weights, kept when `logit_bias`
+    /// holds a scaled copy of it (`moodmirror calibrate --logit-bias-scale`).
+    pub const UNDO_KEY: &'static str = "logit_bias_undo";
+    /// Metadata: the share of [`Self::UNDO_KEY`] that `logit_bias` holds.
+    pub const SCALE_KEY: &'static str = "logit_bias_scale";
+    /// The shares a scale can take: 1 undoes the class weights wholly (labels for plain
+    /// accuracy, the training prior), 0 keeps the network as trained (rare classes favoured).
+    pub const SCALE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=1.0;
+
     /// The bias recorded in a model's metadata (none for files without the key); an error for
     /// a value that is not seven finite numbers.
     pub fn from_metadata(metadata: &HashMap<String, String>) -> crate::Result<Option<[f32; NUM_CLASSES]>> {
-        let Some(text) = metadata.get(Self::KEY) else {
+        Self::parse(metadata, Self::KEY)
+    }
+
+    /// The bias that wholly undoes the class weights: `logit_bias_undo` when the file has a scaled
+    /// bias, else `logit_bias` (as training wrote it).
+    pub fn undo_from_metadata(metadata: &HashMap<String, String>) -> crate::Result<Option<[f32; NUM_CLASSES]>> {
+        match Self::parse(metadata, Self::UNDO_KEY)? {
+            Some(undo) => Ok(Some(undo)),
+            None => Self::parse(metadata, Self::KEY),
+        }
+    }
+
+    /// `undo` scaled by `scale` (logit adjustment of strength `scale`).
+    pub fn scaled(undo: &[f32; NUM_CLASSES], scale: f32) -> [f32; NUM_CLASSES] {
+        undo.map(|b| b * scale)
+    }
+
+    /// Probabilities `p` of the network without a bias, with `bias` added to their logits:
+    /// the softmax of `ln p + bias`.
+    pub fn apply(p: &[f32; NUM_CLASSES], bias: &[f32; NUM_CLASSES]) -> [f32; NUM_CLASSES] {
+        let mut z = [0f32; NUM_CLASSES];
+        for ((z, p), b) in z.iter_mut().zip(p).zip(bias) {
+            *z = p.max(f32::MIN_POSITIVE).ln() + b;
+        }
+        let max = z.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let e = z.map(|v| (v - max).exp());
+        let sum: f32 = e.iter().sum();
+        e.map(|v| v / sum)
+    }
+
+    fn parse(metadata: &HashMap<String, String>, key: &str) -> crate::Result<Option<[f32; NUM_CLASSES]>> {
+        let Some(text) = metadata.get(key) else {
             return Ok(None);
         };
-        let invalid =
-            || crate::Error::ModelFile(format!("metadata {}='{text}' is not {NUM_CLASSES} comma-separated finite numbers", Self::KEY));
+        let invalid = || crate::Error::ModelFile(format!("metadata {key}='{text}' is not {NUM_CLASSES} comma-separated finite numbers"));
         let values = text
             .split(',')
             .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
@@ -118,6 +157,35 @@ impl Temperature {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaled_bias_keeps_the_undo_and_applies_like_the_logits() {
+        let mut meta = HashMap::new();
+        assert_eq!(LogitBias::undo_from_metadata(&meta).unwrap(), None);
+        let undo = [-0.3, -1.5, -0.9, 0.2, -0.1, -0.2, 0.3];
+        meta.insert(LogitBias::KEY.to_string(), LogitBias::format(&undo));
+        assert_eq!(LogitBias::undo_from_metadata(&meta).unwrap(), Some(undo));
+        // Once scaled, the file's bias is the scaled copy and the undo is read from its own key.
+        let half = LogitBias::scaled(&undo, 0.5);
+        meta.insert(LogitBias::KEY.to_string(), LogitBias::format(&half));
+        meta.insert(LogitBias::UNDO_KEY.to_string(), LogitBias::format(&undo));
+        assert_eq!(LogitBias::from_metadata(&meta).unwrap(), Some(half));
+        assert_eq!(LogitBias::undo_from_metadata(&meta).unwrap(), Some(undo));
+        meta.insert(LogitBias::UNDO_KEY.to_string(), "1,2".into());
+        let err = LogitBias::undo_from_metadata(&meta).unwrap_err().to_string();
+        assert!(err.contains("logit_bias_undo='1,2'"), "{err}");
+        // softmax(ln p + b) equals softmax(logits + b) for p = softmax(logits).
+        let logits = [1.0f32, -0.5, 0.2, 2.0, 0.0, -1.0, 1.5];
+        let softmax = |z: [f32; NUM_CLASSES]| {
+            let e = z.map(f32::exp);
+            let s: f32 = e.iter().sum();
+            e.map(|v| v / s)
+        };
+        let mut shifted = logits;
+        shifted.iter_mut().zip(&undo).for_each(|(z, b)| *z += b);
+        let got = LogitBias::apply(&softmax(logits), &undo);
+        assert!(got.iter().zip(softmax(shifted)).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?}");
+    }
 
     #[test]
     fn temperature_is_read_and_bad_values_are_named() {
