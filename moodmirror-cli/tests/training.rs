@@ -896,15 +896,8 @@ fn calibrate_scales_the_logit_bias_and_evaluate_agrees_with_its_table() {
     assert_eq!(model.metadata["logit_bias_scale"], "0.250");
     assert_eq!(moodmirror::emotion::LogitBias::undo_from_metadata(&model.metadata).expect("undo"), Some(undo));
     let refused = dir.path().join("refused.safetensors");
-    let run = moodmirror(&[
-        &os("calibrate"),
-        &os("--data"),
-        &val,
-        &os("--logit-bias-scale"),
-        &os("1.5"),
-        &os("--out"),
-        refused.as_os_str(),
-    ]);
+    let run =
+        moodmirror(&[&os("calibrate"), &os("--data"), &val, &os("--logit-bias-scale"), &os("1.5"), &os("--out"), refused.as_os_str()]);
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("--logit-bias-scale 1.5"));
     assert!(!refused.exists());
 }

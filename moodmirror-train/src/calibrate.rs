@@ -72,11 +72,9 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     let undo = LogitBias::undo_from_metadata(&classifier.metadata)?;
     let scale = match (args.logit_bias_scale, &undo) {
         (Some(_), None) => bail!("{origin} has no logit_bias (trained without class weights): there is nothing to scale"),
-        (Some(s), Some(_)) if !LogitBias::SCALE_RANGE.contains(&s) => bail!(
-            "--logit-bias-scale {s}: expected a share in {}..={}",
-            LogitBias::SCALE_RANGE.start(),
-            LogitBias::SCALE_RANGE.end()
-        ),
+        (Some(s), Some(_)) if !LogitBias::SCALE_RANGE.contains(&s) => {
+            bail!("--logit-bias-scale {s}: expected a share in {}..={}", LogitBias::SCALE_RANGE.start(), LogitBias::SCALE_RANGE.end())
+        }
         (Some(s), Some(_)) => s,
         (None, _) => current_scale(&classifier.metadata, undo.as_ref())?,
     };
