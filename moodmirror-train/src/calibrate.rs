@@ -9,8 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::calibration::TemperatureFit;
 use crate::dataset::{Dataset, LabelSet};
-use crate::evaluate::{check_finite, predict_ensemble, Tta};
-use moodmirror::emotion::{argmax, read_metadata, EmotionClassifier, LogitBias, Precision, Temperature, EMBEDDED_WEIGHTS, NUM_CLASSES};
+use crate::evaluate::{check_finite, predict_ensemble, Report, Tta};
+use moodmirror::emotion::{
+    read_metadata, EmotionClassifier, LogitBias, Precision, Temperature, CLASS_NAMES, EMBEDDED_WEIGHTS, NUM_CLASSES,
+};
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -171,20 +173,6 @@ fn current_scale(meta: &HashMap<String, String>, undo: Option<&[f32; NUM_CLASSES
     Ok(scale)
 }
 
-/// Plain and balanced accuracy of `probabilities` (the top label against `labels`).
-fn accuracies(probabilities: &[[f32; NUM_CLASSES]], labels: &[u8]) -> (f64, f64, [f64; NUM_CLASSES]) {
-    let mut right = [0usize; NUM_CLASSES];
-    let mut count = [0usize; NUM_CLASSES];
-    for (p, &y) in probabilities.iter().zip(labels) {
-        count[y as usize] += 1;
-        right[y as usize] += (argmax(p).0 == y as usize) as usize;
-    }
-    let recall = std::array::from_fn(|c| if count[c] > 0 { right[c] as f64 / count[c] as f64 } else { 0.0 });
-    let present = count.iter().filter(|&&n| n > 0).count().max(1);
-    let plain = right.iter().sum::<usize>() as f64 / labels.len().max(1) as f64;
-    (plain, recall.iter().sum::<f64>() / present as f64, recall)
-}
-
 /// What each share of the logit bias does on the calibration data (the label, not the
 /// probabilities: the temperature does not change it).
 fn print_scale_table(undo: &[f32; NUM_CLASSES], raw: &[[f32; NUM_CLASSES]], labels: &[u8], chosen: f32) {
@@ -195,10 +183,11 @@ fn print_scale_table(undo: &[f32; NUM_CLASSES], raw: &[[f32; NUM_CLASSES]], labe
     for s in scales {
         let bias = LogitBias::scaled(undo, s);
         let adjusted: Vec<[f32; NUM_CLASSES]> = raw.iter().map(|p| LogitBias::apply(p, &bias)).collect();
-        let (plain, balanced, recall) = accuracies(&adjusted, labels);
-        let recall: Vec<String> = recall.iter().map(|r| format!("{r:.3}")).collect();
+        let report = Report::compute(&adjusted, labels);
+        let recall: Vec<String> =
+            CLASS_NAMES.iter().map(|c| report.per_class.get(*c).map_or("-".into(), |m| format!("{:.3}", m.recall))).collect();
         let mark = if (s - chosen).abs() < 1e-6 { "  <- written" } else { "" };
-        println!("  {s:5.2}  plain {plain:.4}  balanced {balanced:.4}  recall {}{mark}", recall.join(" "));
+        println!("  {s:5.2}  plain {:.4}  balanced {:.4}  recall {}{mark}", report.accuracy, report.balanced_accuracy, recall.join(" "));
     }
 }
 
