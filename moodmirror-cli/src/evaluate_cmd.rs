@@ -60,7 +60,8 @@ pub struct EvaluateArgs {
     #[arg(long)]
     view_scale: Option<f32>,
     /// Leave out the model's logit bias (metadata `logit_bias`, which undoes the class weighting
-    /// of training): the raw network, which favours rare classes.
+    /// of training, wholly or the share `logit_bias_scale` that `calibrate` set): the raw
+    /// network, which favours rare classes.
     #[arg(long)]
     no_logit_bias: bool,
     /// Leave out the model's calibration temperature (metadata `temperature`, fitted by
@@ -127,7 +128,11 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
             "arch {}, {}, view scale {view_scale:.4}, {}, {}",
             classifier.arch.name(),
             classifier.arithmetic(),
-            if classifier.logit_bias().is_some() { "logit bias" } else { "no logit bias" },
+            match (classifier.logit_bias(), classifier.metadata.get(emotion::LogitBias::SCALE_KEY)) {
+                (Some(_), Some(scale)) => format!("logit bias (scale {scale})"),
+                (Some(_), None) => "logit bias".into(),
+                (None, _) => "no logit bias".into(),
+            },
             match classifier.temperature() {
                 Some(t) => format!("temperature {t:.3}"),
                 None => "no temperature".into(),
