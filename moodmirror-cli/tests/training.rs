@@ -428,6 +428,10 @@ fn short_training_run_lowers_the_loss_resumes_and_evaluates() {
     past_end.start_epoch = Some(6);
     let err = train::run(&past_end, "test").expect_err("a start at the schedule's end");
     assert!(err.to_string().contains("--start-epoch 6"), "{err}");
+    past_end.epochs = 8;
+    past_end.init = None;
+    let err = train::run(&past_end, "test").expect_err("a start without weights");
+    assert!(err.to_string().contains("--init"), "{err}");
 
     // The weights load as a classifier, with their metadata.
     let classifier = EmotionClassifier::from_file(&out, &candle_core::Device::Cpu).expect("load");

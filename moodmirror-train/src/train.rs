@@ -383,6 +383,9 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         final_fraction: 0.01,
     };
     if let Some(start) = args.start_epoch {
+        if args.init.is_none() {
+            bail!("--start-epoch {start} continues from saved weights: give them with --init");
+        }
         if start >= args.epochs {
             bail!("--start-epoch {start}: the schedule has only {} epochs (--epochs)", args.epochs);
         }
