@@ -74,14 +74,7 @@ impl LogitBias {
     /// Probabilities `p` of the network without a bias, with `bias` added to their logits:
     /// the softmax of `ln p + bias`.
     pub fn apply(p: &[f32; NUM_CLASSES], bias: &[f32; NUM_CLASSES]) -> [f32; NUM_CLASSES] {
-        let mut z = [0f32; NUM_CLASSES];
-        for ((z, p), b) in z.iter_mut().zip(p).zip(bias) {
-            *z = p.max(f32::MIN_POSITIVE).ln() + b;
-        }
-        let max = z.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-        let e = z.map(|v| (v - max).exp());
-        let sum: f32 = e.iter().sum();
-        e.map(|v| v / sum)
+        super::softmax(std::array::from_fn(|i| p[i].max(f32::MIN_POSITIVE).ln() + bias[i]))
     }
 
     fn parse(metadata: &HashMap<String, String>, key: &str) -> crate::Result<Option<[f32; NUM_CLASSES]>> {

@@ -428,13 +428,16 @@ impl EmotionClassifier {
 /// Appends the softmax of each row of `(logits + bias) * inverse_temperature` to `probabilities`.
 fn softmax_rows(logits: &[f32], bias: Option<[f32; NUM_CLASSES]>, inverse_temperature: f32, probabilities: &mut Vec<[f32; NUM_CLASSES]>) {
     let bias = bias.unwrap_or([0.0; NUM_CLASSES]);
-    probabilities.extend(logits.chunks_exact(NUM_CLASSES).map(|row| {
-        let v: [f32; NUM_CLASSES] = std::array::from_fn(|i| (row[i] + bias[i]) * inverse_temperature);
-        let max = v.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
-        let e = v.map(|x| (x - max).exp());
-        let sum: f32 = e.iter().sum();
-        e.map(|x| x / sum)
-    }));
+    probabilities
+        .extend(logits.chunks_exact(NUM_CLASSES).map(|row| softmax(std::array::from_fn(|i| (row[i] + bias[i]) * inverse_temperature))));
+}
+
+/// The softmax of one row of logits (shifted by its maximum, so large logits cannot overflow).
+fn softmax(logits: [f32; NUM_CLASSES]) -> [f32; NUM_CLASSES] {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+    let e = logits.map(|x| (x - max).exp());
+    let sum: f32 = e.iter().sum();
+    e.map(|x| x / sum)
 }
 
 /// Names as the element's property and the command line take them: `auto`, `f32`, `int8`.
