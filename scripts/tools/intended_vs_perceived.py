@@ -11,7 +11,7 @@ read as neutral.
 
 usage: scripts/tools/intended_vs_perceived.py DATA/fer2013-originals [--model FILE ...]
 (no --model: the embedded default; the binary at target/release/moodmirror)"""
-import argparse, csv, os, subprocess, sys, tempfile
+import argparse, csv, json, os, subprocess, sys, tempfile
 
 from fer_sensitivity import CLASSES, majority
 
@@ -41,26 +41,19 @@ def read_predictions(path, labels):
 
 
 def summarise(top, labels):
-    hits, seen = {c: 0 for c in CLASSES}, {c: 0 for c in CLASSES}
-    fer_hits = 0
+    """On the FER+-neutral / FER2013-emotion subset, the shares read as FER2013's emotion and as
+    neutral; per FER2013 label, the share read as neutral."""
     read_neutral, per_label = {c: 0 for c in CLASSES}, {c: 0 for c in CLASSES}
     subset = subset_intended = subset_neutral = 0
     for file, pred in top.items():
         fer, plus = labels[file]
-        fer_hits += pred == fer
         per_label[fer] += 1
         read_neutral[fer] += pred == "neutral"
-        if plus is not None:
-            seen[plus] += 1
-            hits[plus] += pred == plus
-            if plus == "neutral" and fer != "neutral":
-                subset += 1
-                subset_intended += pred == fer
-                subset_neutral += pred == "neutral"
-    scored = sum(seen.values())
-    balanced = sum(hits[c] / seen[c] for c in CLASSES if seen[c]) / sum(1 for c in CLASSES if seen[c])
-    line = (f"FER+ {sum(hits.values()) / scored:.4f} (balanced {balanced:.4f})  FER2013 {fer_hits / len(top):.4f}  "
-            f"FER+ neutral / FER2013 emotion (n={subset}): intended {subset_intended / max(subset, 1):.3f}, "
+        if plus == "neutral" and fer != "neutral":
+            subset += 1
+            subset_intended += pred == fer
+            subset_neutral += pred == "neutral"
+    line = (f"FER+ neutral / FER2013 emotion (n={subset}): intended {subset_intended / max(subset, 1):.3f}, "
             f"neutral {subset_neutral / max(subset, 1):.3f}")
     neutral = "  read as neutral, by FER2013 label: " + " ".join(
         f"{c} {read_neutral[c] / per_label[c]:.2f}" for c in CLASSES if per_label[c])
@@ -77,12 +70,15 @@ def main():
     data = os.path.join(args.originals, "labels.csv") + ":val"
     with tempfile.TemporaryDirectory(prefix="intended-") as work:
         for model in args.model or [None]:
-            out = os.path.join(work, "predictions.csv")
-            cmd = [args.binary, "evaluate", "--data", data, "--labels", "ferplus", "--predictions", out]
+            out, report = os.path.join(work, "predictions.csv"), os.path.join(work, "report")
+            cmd = [args.binary, "evaluate", "--data", data, "--labels", "ferplus", "--predictions", out, "--report", report]
             cmd += ["--model", model] if model else []
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Accuracies as evaluate scores them; the subset is what it does not count.
+            by = json.load(open(os.path.join(report, "report.json")))["by_labels"]
             line, neutral = summarise(read_predictions(out, labels), labels)
-            print(f"{model or 'embedded default'}: {line}\n{neutral}")
+            print(f"{model or 'embedded default'}: FER+ {by['ferplus']['accuracy']:.4f} "
+                  f"(balanced {by['ferplus']['balanced_accuracy']:.4f})  FER2013 {by['fer2013']['accuracy']:.4f}  {line}\n{neutral}")
 
 
 if __name__ == "__main__":
