@@ -576,7 +576,6 @@ fn looks_truncated(reached: gst::ClockTime, declared: gst::ClockTime) -> bool {
     reached.nseconds() + slack < declared.nseconds()
 }
 
-/// The smallest side x264 encodes.
 /// What an MP4 without its index usually is.
 const CUT_OFF_HINT: &str = "; an MP4/MOV whose recording was cut off before it finished has no index, and no playable streams";
 
@@ -612,6 +611,7 @@ impl StallWatch {
     }
 }
 
+/// The smallest side x264 encodes.
 const H264_MIN_SIDE: i32 = 16;
 
 /// Width and height of a caps event.
