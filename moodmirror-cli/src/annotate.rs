@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use gst::prelude::*;
@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::image_cmd::DetectorArg;
 use crate::outputs::{check_output, distinct_names, partial, OutputLock};
+use crate::stall::{stall_error, StallWatch, CUT_OFF_HINT, STALL_LIMIT};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnnotateArgs {
@@ -459,16 +460,7 @@ fn annotate(args: &AnnotateArgs, bar: &ProgressBar, interrupts: &crate::signals:
             let n = frames.load(Ordering::Relaxed);
             bar.set_message(format!("{n} frames, {:.1} frames/s", n as f64 / started.elapsed().as_secs_f64()));
             if watch.stalled(n, position, Instant::now(), STALL_LIMIT) {
-                // With no frame at all from an MP4/MOV, the lost error was most likely the demuxer's.
-                let mp4 = input
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| ["mp4", "m4v", "mov"].contains(&e.to_ascii_lowercase().as_str()));
-                let hint = if n == 0 && mp4 { CUT_OFF_HINT } else { "" };
-                break Err(anyhow::anyhow!(
-                    "nothing moved for {} s after {n} frames: the pipeline stalled (is the file truncated or damaged?){hint}",
-                    STALL_LIMIT.as_secs()
-                ));
+                break Err(stall_error(input, n));
             }
             continue;
         };
@@ -576,41 +568,6 @@ fn looks_truncated(reached: gst::ClockTime, declared: gst::ClockTime) -> bool {
     reached.nseconds() + slack < declared.nseconds()
 }
 
-/// What an MP4 without its index usually is.
-const CUT_OFF_HINT: &str = "; an MP4/MOV whose recording was cut off before it finished has no index, and no playable streams";
-
-/// How long `annotate` waits with no new frame, no new position and no bus message before it
-/// calls the pipeline stalled. decodebin now and then loses the demuxer's error on a truncated
-/// MP4 (once in a test run: qtdemux's task paused, nothing on the bus), which left it waiting forever.
-const STALL_LIMIT: Duration = Duration::from_secs(30);
-
-/// Notices a pipeline that stopped moving: no frame, position or message for a while.
-struct StallWatch {
-    last: (u64, Option<gst::ClockTime>),
-    since: Instant,
-}
-
-impl StallWatch {
-    fn new(now: Instant) -> Self {
-        Self { last: (0, None), since: now }
-    }
-
-    /// Something arrived on the bus.
-    fn moved(&mut self, now: Instant) {
-        self.since = now;
-    }
-
-    /// Records where the stream is; true once neither frames nor position changed for `limit`.
-    fn stalled(&mut self, frames: u64, position: Option<gst::ClockTime>, now: Instant, limit: Duration) -> bool {
-        if (frames, position) != self.last {
-            self.last = (frames, position);
-            self.since = now;
-            return false;
-        }
-        now.saturating_duration_since(self.since) >= limit
-    }
-}
-
 /// The smallest side x264 encodes.
 const H264_MIN_SIDE: i32 = 16;
 
@@ -627,31 +584,4 @@ fn caps_size(info: &gst::PadProbeInfo) -> Option<(i32, i32)> {
 #[error("interrupted after {frames} frames (the outputs hold those frames)")]
 pub struct Interrupted {
     pub frames: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pipeline_is_stalled_only_when_nothing_moved_for_the_limit() {
-        let t0 = Instant::now();
-        let limit = Duration::from_secs(30);
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut watch = StallWatch::new(t0);
-        // Prerolling: no frame, no position yet, but not for long.
-        assert!(!watch.stalled(0, None, at(29), limit));
-        // Frames arriving keep it alive however long the file is.
-        assert!(!watch.stalled(10, Some(gst::ClockTime::from_seconds(1)), at(40), limit));
-        assert!(!watch.stalled(500, Some(gst::ClockTime::from_seconds(20)), at(100), limit));
-        // A bus message counts as movement too.
-        watch.moved(at(120));
-        assert!(!watch.stalled(500, Some(gst::ClockTime::from_seconds(20)), at(149), limit));
-        // Then nothing for the limit: stalled.
-        assert!(watch.stalled(500, Some(gst::ClockTime::from_seconds(20)), at(150), limit));
-        // A file that never gives a frame nor a message is stalled after the limit.
-        let mut never = StallWatch::new(t0);
-        assert!(!never.stalled(0, None, at(10), limit));
-        assert!(never.stalled(0, None, at(30), limit));
-    }
 }

@@ -101,6 +101,7 @@ mod image_cmd;
 mod listen;
 mod outputs;
 mod signals;
+mod stall;
 mod video_eval;
 
 use moodmirror_train::{average, bench, calibrate, crop_fit, train};
