@@ -10,6 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use gst::prelude::*;
@@ -17,6 +20,7 @@ use moodmirror::emotion::{CLASS_NAMES as EMOTIONS, NUM_CLASSES};
 use serde::Serialize;
 
 use crate::annotate::{quote, ElementStage};
+use crate::stall::{stall_error, StallWatch, STALL_LIMIT};
 
 /// One labelled region over a range of frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,20 +250,35 @@ pub fn run_element(run: &VideoRun, jsonl: &Path) -> Result<usize> {
         out = quote(jsonl),
     );
     let pipeline = gst::parse::launch(&description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    // Frames through the element, for the stall watch (the JSON lines are read after the run).
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let mm = pipeline.by_name("mm").context("pipeline lacks mm")?;
+    mm.static_pad("src").context("moodmirror src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
     let bus = pipeline.bus().context("pipeline bus")?;
     // A failed state change posts its reason on the bus.
     let _ = pipeline.set_state(gst::State::Playing);
-    let mut result = Ok(());
-    for msg in bus.iter_timed(gst::ClockTime::NONE) {
+    let mut watch = StallWatch::new(Instant::now());
+    let result = loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            let n = seen.load(Ordering::Relaxed);
+            if watch.stalled(n, pipeline.query_position::<gst::ClockTime>(), Instant::now(), STALL_LIMIT) {
+                break Err(stall_error(run.video, n));
+            }
+            continue;
+        };
+        watch.moved(Instant::now());
         match msg.view() {
-            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Eos(_) => break Ok(()),
             gst::MessageView::Error(e) => {
-                result = Err(anyhow::anyhow!("{}{}", e.error(), e.debug().map(|d| format!(" ({d})")).unwrap_or_default()));
-                break;
+                break Err(anyhow::anyhow!("{}{}", e.error(), e.debug().map(|d| format!(" ({d})")).unwrap_or_default()));
             }
             _ => {}
         }
-    }
+    };
     let _ = pipeline.set_state(gst::State::Null);
     result.with_context(|| format!("running moodmirror on '{}'", run.video.display()))?;
     let frames = std::fs::read_to_string(jsonl).map(|t| t.lines().filter(|l| !l.trim().is_empty()).count()).unwrap_or(0);
