@@ -522,3 +522,66 @@ fn greyscale_portraits_stay_found_between_detections_and_their_labels_follow_cha
     assert!(after.iter().all(|faces| faces.iter().all(|f| f.carried)), "mtcnn: a face found on an empty frame: {after:?}");
     assert!(after[after.len() - 5..].iter().all(Vec::is_empty), "mtcnn: the track outlived the face");
 }
+
+/// Pushes GRAY8 frames (33 ms apart from `start_ms`, `pace` apart in real time) into `harness`
+/// and returns their faces.
+fn push_grey_frames(harness: &mut gst_check::Harness, frames: &[Vec<u8>], start_ms: u64, pace: std::time::Duration) -> Vec<Vec<FaceMeta>> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            std::thread::sleep(pace);
+            let mut buffer = gst::Buffer::from_slice(frame.clone());
+            buffer.get_mut().expect("writable").set_pts(gst::ClockTime::from_mseconds(start_ms + i as u64 * 33));
+            assert_eq!(harness.push(buffer), Ok(gst::FlowSuccess::Ok));
+            meta::faces(&harness.pull().expect("output")).unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_flushing_seek_or_a_new_stream_ends_the_tracks_of_before() {
+    init();
+    // A face for 3 s, then a flushing seek back to the start (running time starts again at
+    // 0) or a new stream: what was on screen before is not on screen now, whatever the
+    // clock says. Before, tracks 3 s "younger" than the new running time never aged and
+    // were carried as ghosts for seconds, until the new clock passed their old one.
+    let photo = image::open(fixture("portraits/Aaron_Peirsol_0001.jpg")).expect("portrait").into_luma8();
+    let photo = image::imageops::resize(&photo, 220, 220, image::imageops::FilterType::Triangle);
+    let before: Vec<Vec<u8>> = (0..90).map(|_| grey_frame(Some(&photo), 100, 70)).collect();
+    let empty: Vec<Vec<u8>> = (0..10).map(|_| grey_frame(None, 0, 0)).collect();
+    let elsewhere: Vec<Vec<u8>> = (0..40).map(|_| grey_frame(Some(&photo), 380, 120)).collect();
+    for (what, background) in [("flush", false), ("stream-start", false), ("flush, async detection", true)] {
+        let mut harness = gst_check::Harness::new("moodmirror");
+        let mm = harness.element().expect("element");
+        mm.set_property_from_str("detection-mode", if background { "async" } else { "sync" });
+        mm.set_property("draw", false);
+        // In the background, a detection on every frame and frames a few ms apart: the worker
+        // is busy with a frame from before when the flush comes, and its faces must not count.
+        let pace = std::time::Duration::from_millis(if background { 10 } else { 0 });
+        if background {
+            mm.set_property_from_str("detect-interval", "1");
+        }
+        harness.set_src_caps_str("video/x-raw,format=GRAY8,width=640,height=360,framerate=30/1");
+        let seen = push_grey_frames(&mut harness, &before, 0, pace);
+        let old_ids: Vec<u64> = seen.iter().flatten().filter_map(|f| f.track_id).collect();
+        let shown: Vec<usize> = seen[60..].iter().map(Vec::len).collect();
+        assert!(shown.iter().filter(|&&n| n == 1).count() >= 28, "{what}: faces on the last 30 frames before: {shown:?}");
+        if what.starts_with("flush") {
+            assert!(harness.push_event(gst::event::FlushStart::new()));
+            assert!(harness.push_event(gst::event::FlushStop::new(true)));
+        } else {
+            assert!(harness.push_event(gst::event::StreamStart::new("second")));
+        }
+        assert!(harness.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+        let after = push_grey_frames(&mut harness, &empty, 0, pace);
+        let shown: Vec<usize> = after.iter().map(Vec::len).collect();
+        assert!(shown.iter().all(|&n| n == 0), "{what}: faces from before shown on empty frames: {shown:?}");
+        let later = push_grey_frames(&mut harness, &elsewhere, 330, pace);
+        let found = later.iter().filter(|faces| faces.iter().any(|f| !f.carried && (380..600).contains(&(f.x + f.width / 2)))).count();
+        // (in the background, once a detection of a frame with it has had time to finish)
+        assert!(found >= if background { 20 } else { 40 }, "{what}: the new face found in {found} of 40 frames");
+        // Track ids stay unique within the element's run: the new face is a new track.
+        assert!(later.iter().flatten().all(|f| f.track_id.is_some_and(|id| !old_ids.contains(&id))), "{what}: an old track id reused");
+    }
+}

@@ -59,6 +59,8 @@ pub struct FaceAnalyzer {
     late_faces: Vec<Face>,
     /// A full detection was due while the worker was busy: submit on the next idle frame.
     detection_wanted: bool,
+    /// The worker's current job is a frame from before a discontinuity: its faces are dropped.
+    detection_is_stale: bool,
 }
 
 /// `params` (frame pixels) for a detection run at `1/scale` of the frame; the smallest face the
@@ -146,6 +148,7 @@ impl FaceAnalyzer {
             background: None,
             late_faces: Vec::new(),
             detection_wanted: false,
+            detection_is_stale: false,
         }
     }
 
@@ -177,6 +180,19 @@ impl FaceAnalyzer {
             }
         }
         outcome
+    }
+
+    /// After a discontinuity (a flushing seek, a new stream, a new frame size): what was on
+    /// screen before is not now, whatever the frames' times say (after a seek back they start
+    /// again below the tracks' last sightings, and would never age them out). Ends every track
+    /// (ids go on counting, so none is reused) and drops the faces of a full detection still
+    /// running on a frame from before.
+    pub fn forget_faces(&mut self) {
+        self.tracker.end_all();
+        self.schedule = ClassifySchedule::default();
+        self.detection_is_stale = self.background.as_ref().is_some_and(BackgroundDetector::busy);
+        self.detection_wanted = true;
+        self.results.clear();
     }
 
     /// Whether full detections run on a worker thread.
@@ -475,7 +491,9 @@ impl FaceAnalyzer {
     ) -> candle_core::Result<()> {
         let finished = match self.background.as_mut() {
             Some(bg) => match bg.poll().map_err(candle_core::Error::wrap)? {
-                // Faces found in a frame of another size (a caps change since) are dropped.
+                // Faces found in a frame from before a discontinuity, or of another size (a
+                // caps change since), are dropped.
+                Some(_) if std::mem::take(&mut self.detection_is_stale) => false,
                 Some((faces, (w, h))) if w.abs_diff(image.width) <= 1 && h.abs_diff(image.height) <= 1 => {
                     self.late_faces.clear();
                     self.late_faces.extend_from_slice(faces);

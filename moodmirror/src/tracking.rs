@@ -90,9 +90,9 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn reset(&mut self) {
+    /// Ends every track; new ones get new ids (an id is never reused within a run).
+    pub fn end_all(&mut self) {
         self.tracks.clear();
-        self.next_id = 0;
     }
 
     /// Matches `detections` (the full set found in this frame, or the local re-detections of

@@ -141,7 +141,7 @@ struct State {
     frame: u64,
     /// Set by a QoS event saying we are late: the next frame skips full detection.
     late: bool,
-    /// Run the full detector on the next frame whatever the interval (after a resolution change).
+    /// Run the full detector on the next frame whatever the interval (after a discontinuity).
     detect_next: bool,
     /// Whether upstream is live (asked once, on the first frame): `detection-mode=auto`.
     live: Option<bool>,
@@ -149,6 +149,17 @@ struct State {
     upstream: Vec<meta::UpstreamFace>,
     given: Vec<moodmirror::detect::Face>,
     skipped: Vec<(u32, u32, u32, u32)>,
+}
+
+impl State {
+    /// A discontinuity (a flushing seek, a new stream, a new frame size): no face of before is
+    /// shown again, and the next frame gets a full detection.
+    fn forget_faces(&mut self) {
+        self.analyzer.forget_faces();
+        self.results.clear();
+        self.detect_next = true;
+        self.late = false;
+    }
 }
 
 #[derive(Default)]
@@ -425,6 +436,18 @@ impl BaseTransformImpl for MoodMirror {
         self.parent_src_event(event)
     }
 
+    fn sink_event(&self, event: gst::Event) -> bool {
+        // A flushing seek or a new stream: the faces of before are gone (and after a seek back
+        // the running time starts again below their last sightings, so they would never age).
+        if matches!(event.view(), gst::EventView::FlushStop(_) | gst::EventView::StreamStart(_)) {
+            if let Some(state) = lock(&self.state).as_mut() {
+                gst::debug!(CAT, imp = self, "{:?}: tracks ended", event.type_());
+                state.forget_faces();
+            }
+        }
+        self.parent_sink_event(event)
+    }
+
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *lock(&self.state) = None;
         gst::info!(CAT, imp = self, "stopped");
@@ -650,8 +673,7 @@ impl VideoFilterImpl for MoodMirror {
             Some(state) => {
                 // Boxes of the old resolution mean nothing in the new one.
                 if state.format.as_ref().is_some_and(|f| f.info.width() != format.info.width() || f.info.height() != format.info.height()) {
-                    state.analyzer.tracker.reset();
-                    state.detect_next = true;
+                    state.forget_faces();
                 }
                 state.format = Some(format);
                 Ok(())
