@@ -585,3 +585,29 @@ fn a_flushing_seek_or_a_new_stream_ends_the_tracks_of_before() {
         assert!(later.iter().flatten().all(|f| f.track_id.is_some_and(|id| !old_ids.contains(&id))), "{what}: an old track id reused");
     }
 }
+
+#[test]
+fn frames_without_timestamps_still_age_their_tracks() {
+    init();
+    // A source that stamps no times (appsrc without do-timestamp, some raw network sources):
+    // the tracks age by frames at the caps' frame rate instead of staying "just seen" forever.
+    let photo = image::open(fixture("portraits/Aidan_Quinn_0001.jpg")).expect("portrait").into_luma8();
+    let photo = image::imageops::resize(&photo, 220, 220, image::imageops::FilterType::Triangle);
+    let mut frames: Vec<Vec<u8>> = (0..30).map(|_| grey_frame(Some(&photo), 100, 70)).collect();
+    frames.extend((0..60).map(|_| grey_frame(None, 0, 0)));
+    let mut harness = gst_check::Harness::new("moodmirror");
+    let mm = harness.element().expect("element");
+    mm.set_property_from_str("detection-mode", "sync");
+    mm.set_property("draw", false);
+    harness.set_src_caps_str("video/x-raw,format=GRAY8,width=640,height=360,framerate=30/1");
+    let faces: Vec<usize> = frames
+        .iter()
+        .map(|frame| {
+            assert_eq!(harness.push(gst::Buffer::from_slice(frame.clone())), Ok(gst::FlowSuccess::Ok));
+            meta::faces(&harness.pull().expect("output")).map_or(0, |f| f.len())
+        })
+        .collect();
+    assert!(faces[..30].iter().filter(|&&n| n == 1).count() >= 29, "the face while there: {faces:?}");
+    // Carried for the report grace time (200 ms, 6 frames at 30/s) at most, then gone.
+    assert!(faces[30 + 8..].iter().all(|&n| n == 0), "the face outlived itself on frames without times: {faces:?}");
+}

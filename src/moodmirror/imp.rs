@@ -40,6 +40,8 @@ const DEFAULT_DETECTION_MODE: DetectionMode = DetectionMode::Auto;
 const DEFAULT_CLASSIFY_INTERVAL: u32 = 6;
 const DEFAULT_SMOOTHING: f64 = 0.6;
 const DEFAULT_TRACK_TIMEOUT_MS: u32 = 500;
+/// How far apart frames without times or a frame rate are taken to be (30 frames/s).
+const UNTIMED_FRAME_NS: u64 = 33_333_333;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -143,6 +145,8 @@ struct State {
     late: bool,
     /// Run the full detector on the next frame whatever the interval (after a discontinuity).
     detect_next: bool,
+    /// The time tracks were last aged at ([`MoodMirror::track_time_ns`]).
+    last_time_ns: u64,
     /// Whether upstream is live (asked once, on the first frame): `detection-mode=auto`.
     live: Option<bool>,
     /// `detector=upstream`: the frame's face ROI metas, their boxes, and those skipped.
@@ -414,6 +418,7 @@ impl BaseTransformImpl for MoodMirror {
             frame: 0,
             late: false,
             detect_next: true,
+            last_time_ns: 0,
             live: None,
             upstream: Vec::new(),
             given: Vec::new(),
@@ -576,13 +581,13 @@ impl MoodMirror {
             layout,
             video_range: luma_range != (0, 255),
         };
+        let now = self.track_time_ns(state, frame.buffer());
         let gray = luma(planes.planes[0], planes.strides[0], width as usize, height as usize, layout, &mut state.gray);
         // Full detection every `detect-interval` frames, unless QoS says we are late.
         let interval = settings.video.detect_interval.max(1) as u64;
         let forced = std::mem::take(&mut state.detect_next);
         let due = forced || state.frame.is_multiple_of(interval);
         let full = due && !std::mem::take(&mut state.late);
-        let now = self.running_time_ns(frame.buffer());
         let frame_index = state.frame;
         state.frame += 1;
         let analysed = if upstream {
@@ -635,9 +640,24 @@ impl MoodMirror {
         (segment.and_then(|s| s.to_running_time(pts)), segment.and_then(|s| s.to_stream_time(pts)))
     }
 
-    /// The buffer's running time (ns) for track ages; its PTS, or 0, when there is none.
-    fn running_time_ns(&self, buf: &gst::BufferRef) -> u64 {
-        self.buffer_times(buf).0.or(buf.pts()).map(|t| t.nseconds()).unwrap_or(0)
+    /// The time (ns) tracks age by: the buffer's running time, else its PTS. A frame with
+    /// neither (a source that stamps no times) comes one frame duration (the buffer's, the
+    /// caps' frame rate's, else 1/30 s) after the last: with one time for every frame, a face
+    /// that left would stay "just seen" for ever.
+    fn track_time_ns(&self, state: &mut State, buf: &gst::BufferRef) -> u64 {
+        let now = match self.buffer_times(buf).0.or(buf.pts()) {
+            Some(t) => t.nseconds(),
+            None => {
+                let fps = state.format.as_ref().map(|f| f.info.fps());
+                let caps_frame = fps
+                    .filter(|f| f.numer() > 0 && f.denom() > 0)
+                    .map(|f| gst::ClockTime::SECOND.nseconds().saturating_mul(f.denom() as u64) / f.numer() as u64);
+                let step = buf.duration().map(|d| d.nseconds()).or(caps_frame).unwrap_or(UNTIMED_FRAME_NS);
+                state.last_time_ns.saturating_add(step)
+            }
+        };
+        state.last_time_ns = now;
+        now
     }
 
     /// A `moodmirror` element message like `facedetect`'s: times of the frame and its faces.
