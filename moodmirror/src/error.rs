@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: not a readable image: {source}", path.display())]
-    ImageFile { path: PathBuf, source: Box<Error> },
+    // Reasons are part of the message, not error sources (a field named `source` is one): a
+    // chain printer such as anyhow's `{:#}` would say them twice.
+    #[error("{}: cannot read: {reason}", path.display())]
+    Read { path: PathBuf, reason: std::io::Error },
+    #[error("{}: not a readable image: {reason}", path.display())]
+    ImageFile { path: PathBuf, reason: Box<Error> },
     #[error("unknown image format")]
     UnknownImageFormat,
     #[error("truncated JPEG (no end-of-image marker)")]
@@ -40,7 +42,7 @@ pub enum Error {
     Kernel(String),
     /// A network's computation failed (shapes, a device error): the per-frame API's failures.
     #[error("model computation: {0}")]
-    Compute(#[from] candle_core::Error),
+    Compute(candle_core::Error),
     /// The embedded label font cannot be read.
     #[error("label font: {0}")]
     Font(String),
@@ -56,6 +58,14 @@ pub enum ModelError {
     Format { origin: String, reason: String },
     #[error("emotion model '{origin}' does not fit architecture '{arch}': {reason}")]
     Shape { origin: String, arch: String, reason: String },
+}
+
+// Not `#[from]`, which would also make it the error's source: said in the message, it is not
+// repeated by chain printers.
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Compute(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

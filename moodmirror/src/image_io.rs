@@ -12,8 +12,8 @@ const JPEG_TAIL: usize = 4096;
 /// Decodes the image at `path`; an error naming the file for unreadable, unknown, corrupt or
 /// truncated input.
 pub fn decode_file(path: &Path) -> Result<image::DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-    decode_bytes(&bytes).map_err(|e| Error::ImageFile { path: path.to_owned(), source: Box::new(e) })
+    let bytes = std::fs::read(path).map_err(|reason| Error::Read { path: path.to_owned(), reason })?;
+    decode_bytes(&bytes).map_err(|e| Error::ImageFile { path: path.to_owned(), reason: Box::new(e) })
 }
 
 /// [`decode_file`] for bytes in memory: the format told by the content (a WebP named `.jpg`
@@ -48,6 +48,24 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         image::DynamicImage::ImageLuma8(img).write_to(&mut out, image::ImageFormat::Jpeg).expect("encode");
         out.into_inner()
+    }
+
+    #[test]
+    fn a_file_error_names_the_file_and_says_its_reason_once() {
+        let dir = std::env::temp_dir().join(format!("moodmirror-image-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let garbage = dir.join("garbage.jpg");
+        std::fs::write(&garbage, b"not an image").expect("write");
+        for (path, reason) in [(dir.join("missing.png"), "os error 2"), (garbage, "unknown image format")] {
+            let err = decode_file(&path).expect_err("an error");
+            // What anyhow's `{:#}` prints: each error of the chain.
+            let chain: Vec<String> =
+                std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source()).map(|e| e.to_string()).collect();
+            let said = chain.join(": ");
+            assert!(said.contains(&*path.to_string_lossy()) && said.contains(reason), "{said}");
+            assert_eq!(said.matches(reason).count(), 1, "said twice: {said}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
