@@ -42,6 +42,8 @@ const DEFAULT_SMOOTHING: f64 = 0.6;
 const DEFAULT_TRACK_TIMEOUT_MS: u32 = 500;
 /// How far apart frames without times or a frame rate are taken to be (30 frames/s).
 const UNTIMED_FRAME_NS: u64 = 33_333_333;
+/// A frame this much earlier than the last (without a flush) starts the faces afresh.
+const TIME_RUNS_BACK_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -163,6 +165,7 @@ impl State {
         self.results.clear();
         self.detect_next = true;
         self.late = false;
+        self.last_time_ns = 0;
     }
 }
 
@@ -656,6 +659,13 @@ impl MoodMirror {
                 state.last_time_ns.saturating_add(step)
             }
         };
+        // Time that runs back without a flush (a source that restarted its clock) is a
+        // discontinuity as a seek is: tracks "seen" later than now would not age until the new
+        // clock caught up with the old.
+        if now.saturating_add(TIME_RUNS_BACK_NS) < state.last_time_ns {
+            gst::debug!(CAT, imp = self, "time ran back from {} to {} ns: tracks ended", state.last_time_ns, now);
+            state.forget_faces();
+        }
         state.last_time_ns = now;
         now
     }
