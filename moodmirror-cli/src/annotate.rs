@@ -187,32 +187,6 @@ fn link_decoded_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, video_sink: &gst::
     Ok(())
 }
 
-/// Extensions `annotate` takes from a folder.
-const VIDEO_EXTENSIONS: [&str; 14] = ["mp4", "m4v", "mkv", "webm", "avi", "mov", "ts", "mts", "m2ts", "flv", "wmv", "mpg", "mpeg", "ogv"];
-
-/// The files `inputs` name: files as given, folders as their video files (sorted).
-fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("reading folder {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_lowercase().as_str()))
-                })
-                .filter(|p| !p.to_string_lossy().ends_with(".moodmirror.mp4"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(input.clone());
-        }
-    }
-    Ok(files)
-}
-
 pub fn run(args: &AnnotateArgs) -> Result<()> {
     let batch = args.inputs.len() > 1 || args.inputs.iter().any(|i| i.is_dir());
     if !batch {
@@ -223,7 +197,9 @@ pub fn run(args: &AnnotateArgs) -> Result<()> {
     if args.jsonl.is_some() {
         bail!("--jsonl names one file: with several inputs the JSON lines go to NAME.moodmirror.jsonl beside each output");
     }
-    let files = expand_inputs(&args.inputs)?;
+    let files = crate::inputs::expand_folders(&args.inputs, &crate::inputs::VIDEO_EXTENSIONS, |p| {
+        p.to_string_lossy().ends_with(".moodmirror.mp4")
+    })?;
     if files.is_empty() {
         bail!("no video files in {}", args.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }

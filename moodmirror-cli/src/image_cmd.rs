@@ -16,7 +16,8 @@ use moodmirror::image::{luma, FramePlanes, PixelLayout};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
-    /// Image files (JPEG, PNG, WebP, BMP, TIFF, GIF: told apart by content, not by name).
+    /// Image files (JPEG, PNG, WebP, BMP, TIFF, GIF: told apart by content, not by name), or
+    /// folders: the pictures in them (by extension, sorted; not their subfolders).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Write JSON lines here ('-' = standard output, the default).
@@ -176,10 +177,27 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         min_neighbors: args.min_neighbors,
         max_faces: args.max_faces.max(1),
     };
+    // Folders stand for the pictures in them.
+    let files = crate::inputs::expand_folders(&args.files, &crate::inputs::IMAGE_EXTENSIONS, |_| false)?;
+    if files.is_empty() {
+        anyhow::bail!(
+            "no image files ({}) in {}",
+            crate::inputs::IMAGE_EXTENSIONS.join(", "),
+            args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
     // Every output checked before any work: none over an input, no results file named like
-    // a picture (`--jsonl a.png b.jpg`: the path forgotten), folders that can be written.
+    // a picture (`--jsonl a.png b.jpg`: the path forgotten), folders that can be written, and
+    // annotated copies not among the pictures of a folder read (a second run would take them
+    // for photos).
+    if let Some(dir) = &args.annotate {
+        let target = crate::outputs::resolved(dir);
+        if let Some(folder) = args.files.iter().find(|f| f.is_dir() && crate::outputs::resolved(f) == target) {
+            anyhow::bail!("--annotate {}: the folder of the pictures read; give the copies a folder of their own", folder.display());
+        }
+    }
     let _lock = if args.jsonl != "-" {
-        crate::outputs::check_output(std::path::Path::new(&args.jsonl), "--jsonl", &args.files, true)?;
+        crate::outputs::check_output(std::path::Path::new(&args.jsonl), "--jsonl", &files, true)?;
         Some(crate::outputs::OutputLock::acquire(std::path::Path::new(&args.jsonl))?)
     } else {
         None
@@ -188,7 +206,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             crate::outputs::check_folder_writable(dir, "--annotate", dir)?;
-            crate::outputs::distinct_names(&args.files, Some(dir), ".png")
+            crate::outputs::distinct_names(&files, Some(dir), ".png")
         }
         None => Vec::new(),
     };
@@ -204,7 +222,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let layout = PixelLayout::Packed { r: 0, g: 1, b: 2, bytes_per_pixel: 3 };
     let mut gray = Vec::new();
     let (mut failures, mut write_failures) = (0, 0);
-    for (k, path) in args.files.iter().enumerate() {
+    for (k, path) in files.iter().enumerate() {
         let decoded = moodmirror::image_io::decode_file(path).map_err(anyhow::Error::from).and_then(|img| {
             match degenerate(img.width(), img.height()) {
                 Some(reason) => Err(anyhow::anyhow!("{}: {reason}", path.display())),
@@ -254,7 +272,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     if failures + write_failures > 0 {
         anyhow::bail!(
             "{failures} of the {} images could not be read (see their \"error\" lines){}",
-            args.files.len(),
+            files.len(),
             if write_failures > 0 { format!(", {write_failures} annotated copies could not be written") } else { String::new() }
         );
     }

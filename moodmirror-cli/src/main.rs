@@ -98,6 +98,7 @@ fn keep_freed_memory() {
 mod annotate;
 mod evaluate_cmd;
 mod image_cmd;
+mod inputs;
 mod listen;
 mod outputs;
 mod signals;

@@ -550,6 +550,35 @@ fn image_command_writes_json_for_the_fixture() {
     assert!(!bad.status.success());
 }
 
+#[test]
+fn image_reads_the_pictures_of_a_folder_and_keeps_its_copies_out_of_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("older")).expect("mkdir");
+    std::fs::copy(fixture("astronaut.png"), photos.join("b.png")).expect("copy");
+    std::fs::copy(fixture("astronaut.jpg"), photos.join("a.JPG")).expect("copy");
+    std::fs::copy(fixture("astronaut.jpg"), photos.join("older/c.jpg")).expect("copy");
+    std::fs::write(photos.join("notes.txt"), b"not a picture").expect("write");
+    let copies = dir.path().join("copies");
+    let run = moodmirror(&[&"image", &"--annotate", &copies, &photos]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let files: Vec<String> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["file"].as_str().expect("file").to_owned())
+        .collect();
+    let names: Vec<&str> = files.iter().map(|f| f.rsplit('/').next().unwrap_or_default()).collect();
+    assert_eq!(names, ["a.JPG", "b.png"], "the folder's pictures, sorted; not its subfolder or other files");
+    assert_eq!(std::fs::read_dir(&copies).expect("copies").count(), 2);
+    // Copies into the folder read would be taken for photos on the next run: refused.
+    let run = moodmirror(&[&"image", &"--annotate", &photos, &photos]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("--annotate") && stderr.contains("folder of their own"), "{stderr}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let run = moodmirror(&[&"image", &empty]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("no image files"));
+}
+
 /// Runs the `moodmirror` binary with `args` (words and paths alike).
 fn moodmirror(args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_moodmirror")).args(args.iter().map(|a| a.as_ref())).output().expect("run moodmirror")
