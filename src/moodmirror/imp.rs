@@ -247,7 +247,7 @@ impl ObjectImpl for MoodMirror {
                     .build(),
                 glib::ParamSpecBoolean::builder("logit-bias")
                     .nick("Logit bias")
-                    .blurb("Apply the model's logit bias (metadata written by moodmirror train, its share set by moodmirror calibrate): it undoes the class weighting of training, wholly (labels follow how often each emotion occurs: best plain accuracy) or in part (the embedded default: 0.6 of it, for balanced accuracy); false gives the raw network, which favours rare emotions such as disgust")
+                    .blurb("Apply the model's logit bias (metadata written by moodmirror train, its share set by moodmirror calibrate): it undoes the class weighting of training, wholly (labels follow how often each emotion occurs: best plain accuracy) or in part (the embedded default: 0.4 of it, for balanced accuracy); false gives the raw network, which favours rare emotions such as disgust")
                     .default_value(DEFAULT_LOGIT_BIAS)
                     .mutable_ready()
                     .build(),
