@@ -3,7 +3,7 @@
 use moodmirror::image::PixelLayout;
 
 /// Formats the element accepts.
-pub const FORMATS: [gst_video::VideoFormat; 13] = [
+pub const FORMATS: [gst_video::VideoFormat; 16] = [
     gst_video::VideoFormat::Rgb,
     gst_video::VideoFormat::Bgr,
     gst_video::VideoFormat::Rgbx,
@@ -17,6 +17,10 @@ pub const FORMATS: [gst_video::VideoFormat; 13] = [
     gst_video::VideoFormat::Gray8,
     gst_video::VideoFormat::I420,
     gst_video::VideoFormat::Nv12,
+    // What webcams send uncompressed: read and drawn on in place, no videoconvert needed.
+    gst_video::VideoFormat::Yuy2,
+    gst_video::VideoFormat::Uyvy,
+    gst_video::VideoFormat::Yvyu,
 ];
 
 /// The pixel layout of `info`'s format, or `None` when it is not one of [`FORMATS`].
@@ -27,6 +31,11 @@ pub fn layout_of(info: &gst_video::VideoInfo) -> Option<PixelLayout> {
         F::Gray8 => Some(PixelLayout::Gray),
         F::I420 => Some(PixelLayout::I420),
         F::Nv12 => Some(PixelLayout::Nv12),
+        F::Yuy2 | F::Uyvy | F::Yvyu => {
+            // Offsets of Y, U and V in a pair (YUY2: 0, 1, 3).
+            let offsets = finfo.poffset();
+            Some(PixelLayout::Yuv422 { y: offsets[0] as usize, u: offsets[1] as usize, v: offsets[2] as usize })
+        }
         f if FORMATS.contains(&f) => {
             let offsets = finfo.poffset();
             Some(PixelLayout::Packed {
@@ -43,7 +52,11 @@ pub fn layout_of(info: &gst_video::VideoInfo) -> Option<PixelLayout> {
 /// The luma range of a frame: (black, white).
 pub fn luma_range(info: &gst_video::VideoInfo, layout: PixelLayout) -> (u8, u8) {
     match layout {
-        PixelLayout::I420 | PixelLayout::Nv12 if info.colorimetry().range() != gst_video::VideoColorRange::Range0_255 => (16, 235),
+        PixelLayout::I420 | PixelLayout::Nv12 | PixelLayout::Yuv422 { .. }
+            if info.colorimetry().range() != gst_video::VideoColorRange::Range0_255 =>
+        {
+            (16, 235)
+        }
         _ => (0, 255),
     }
 }

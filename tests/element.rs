@@ -54,7 +54,9 @@ fn run_in_format(format: &str, props: &str) -> gst::Buffer {
 #[test]
 fn finds_the_face_in_every_format() {
     init();
-    for format in ["RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB", "ABGR", "GRAY8", "I420", "NV12"] {
+    for format in
+        ["RGB", "BGR", "RGBx", "BGRx", "xRGB", "xBGR", "RGBA", "BGRA", "ARGB", "ABGR", "GRAY8", "I420", "NV12", "YUY2", "UYVY", "YVYU"]
+    {
         let out = run_in_format(format, "");
         let faces = meta::faces(&out).unwrap_or_else(|| panic!("{format}: no MoodMirrorMeta"));
         assert_one_face_at_the_face(&faces, format);
@@ -72,7 +74,7 @@ fn reference_in_format(format: &str) -> Vec<u8> {
 #[test]
 fn draws_on_the_face_and_only_there() {
     init();
-    for format in ["RGB", "BGRx", "GRAY8", "I420", "NV12"] {
+    for format in ["RGB", "BGRx", "GRAY8", "I420", "NV12", "YUY2", "UYVY"] {
         let plain = reference_in_format(format);
         let drawn = run_in_format(format, "draw=true");
         let drawn = drawn.map_readable().expect("map");

@@ -87,6 +87,16 @@ impl Canvas<'_> {
                     }
                 }
             }
+            PixelLayout::Yuv422 { y: luma_byte, u: u_byte, v: v_byte } => {
+                let (luma, u, v) = rgb_to_yuv(color, self.video_range);
+                let row = &mut self.planes[0][y * self.strides[0]..];
+                mix(&mut row[PixelLayout::luma_422(x, luma_byte)], luma, alpha);
+                // Chroma is shared by a pair: blend it once, from the pair's left pixel.
+                if x % 2 == 0 {
+                    mix(&mut row[x / 2 * 4 + u_byte], u, alpha);
+                    mix(&mut row[x / 2 * 4 + v_byte], v, alpha);
+                }
+            }
         }
     }
 
@@ -143,6 +153,21 @@ impl Canvas<'_> {
                             self.planes[1][p] = u;
                             self.planes[1][p + 1] = v;
                         }
+                    }
+                }
+            }
+            PixelLayout::Yuv422 { y: luma_byte, u: u_byte, v: v_byte } => {
+                let (luma, u, v) = rgb_to_yuv(color, self.video_range);
+                let (luma, u, v) = (byte(luma), byte(u), byte(v));
+                for yy in y0..y1 {
+                    let row = &mut self.planes[0][yy * self.strides[0]..];
+                    for x in x0..x1 {
+                        row[PixelLayout::luma_422(x, luma_byte)] = luma;
+                    }
+                    // Chroma is shared by a pair: set from pairs whose left pixel is inside.
+                    for pair in x0.div_ceil(2)..x1.div_ceil(2) {
+                        row[pair * 4 + u_byte] = u;
+                        row[pair * 4 + v_byte] = v;
                     }
                 }
             }
@@ -359,6 +384,22 @@ impl Canvas<'_> {
                         }
                     }
                 }
+                PixelLayout::Yuv422 { y: luma_byte, u: u_byte, v: v_byte } => {
+                    // As above; chroma once per pair, from its left pixel.
+                    let yuv = &sprite.yuv[usize::from(self.video_range)][(yy - y) as usize * sprite.width..][..sprite.width];
+                    let line = &mut self.planes[0][yy as usize * self.strides[0]..];
+                    for xx in x0..x1 {
+                        let (i, px) = ((xx - x) as usize, xx as usize);
+                        let a = row[i][3] as u32;
+                        let l = PixelLayout::luma_422(px, luma_byte);
+                        line[l] = blend_u8(line[l], yuv[i][0], a);
+                        if px % 2 == 0 {
+                            let (cu, cv) = (px / 2 * 4 + u_byte, px / 2 * 4 + v_byte);
+                            line[cu] = blend_u8(line[cu], yuv[i][1], a);
+                            line[cv] = blend_u8(line[cv], yuv[i][2], a);
+                        }
+                    }
+                }
             }
         }
     }
@@ -466,8 +507,14 @@ mod tests {
     #[test]
     fn opaque_fills_set_the_pixels_full_opacity_blending_sets() {
         let (w, h) = (21usize, 13usize);
-        let layouts =
-            [PixelLayout::Packed { r: 2, g: 1, b: 0, bytes_per_pixel: 4 }, PixelLayout::Gray, PixelLayout::I420, PixelLayout::Nv12];
+        let layouts = [
+            PixelLayout::Packed { r: 2, g: 1, b: 0, bytes_per_pixel: 4 },
+            PixelLayout::Gray,
+            PixelLayout::I420,
+            PixelLayout::Nv12,
+            PixelLayout::Yuv422 { y: 0, u: 1, v: 3 },
+            PixelLayout::Yuv422 { y: 1, u: 0, v: 2 },
+        ];
         for layout in layouts {
             let planes = || -> [Vec<u8>; 3] {
                 let n = w * h * 4;
@@ -480,6 +527,7 @@ mod tests {
             let strides = match layout {
                 PixelLayout::Packed { .. } => [w * 4, 0, 0],
                 PixelLayout::Nv12 => [w, w + 1, 0],
+                PixelLayout::Yuv422 { .. } => [w.div_ceil(2) * 4 + 4, 0, 0],
                 _ => [w, w.div_ceil(2), w.div_ceil(2)],
             };
             let (mut fast, mut slow) = (planes(), planes());

@@ -88,6 +88,21 @@ pub enum PixelLayout {
     I420,
     /// Y plane, then one interleaved UV plane subsampled 2x2.
     Nv12,
+    /// One plane of 4:2:2 pairs (a camera's YUY2, UYVY or YVYU): 4 bytes per 2 pixels, their
+    /// luma at byte `y` and `y + 2` of the pair, the shared U and V at bytes `u` and `v`.
+    Yuv422 {
+        y: usize,
+        u: usize,
+        v: usize,
+    },
+}
+
+impl PixelLayout {
+    /// Byte of pixel `x`'s luma in its row (packed 4:2:2).
+    #[inline]
+    pub(crate) fn luma_422(x: usize, y: usize) -> usize {
+        (x / 2) * 4 + y + (x % 2) * 2
+    }
 }
 
 /// The grayscale image of a frame's first plane: borrowed for luma/gray formats, converted into
@@ -102,6 +117,16 @@ pub fn luma<'a>(
 ) -> GrayImage<'a> {
     match layout {
         PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12 => GrayImage { data: plane0, width, height, stride },
+        PixelLayout::Yuv422 { y: luma_byte, .. } => {
+            scratch.resize(width * height, 0);
+            scratch.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
+                let src = &plane0[y * stride..];
+                for (x, out) in row.iter_mut().enumerate() {
+                    *out = src[PixelLayout::luma_422(x, luma_byte)];
+                }
+            });
+            GrayImage { data: scratch, width, height, stride: width }
+        }
         PixelLayout::Packed { r, g, b, bytes_per_pixel } => {
             scratch.resize(width * height, 0);
             scratch.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
@@ -260,6 +285,16 @@ impl FramePlanes<'_> {
                 }
                 self.luma_block_rgb(luma / n, xs, xe, ys, ye)
             }
+            PixelLayout::Yuv422 { y: luma_byte, u, v } => {
+                let mut luma = 0f32;
+                for y in ys..ye {
+                    let row = &self.planes[0][y * self.strides[0]..];
+                    luma += (xs..xe).map(|x| row[PixelLayout::luma_422(x, luma_byte)] as f32).sum::<f32>();
+                }
+                // The chroma of the pair at the block's centre.
+                let pair = &self.planes[0][(ys + ye) / 2 * self.strides[0] + (xs + xe) / 4 * 4..];
+                self.yuv_to_rgb(luma / n, pair[u] as f32, pair[v] as f32)
+            }
         }
     }
 
@@ -407,6 +442,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_422_frames_read_as_the_same_picture_in_planes() {
+        // One picture (odd width, padded rows) as I444-like planes and packed in the three
+        // 4:2:2 orders: the same luma, and the same colours where chroma is shared by a pair.
+        let (w, h) = (37usize, 9usize);
+        let luma: Vec<u8> = (0..w * h).map(|i| (16 + (i * 7919) % 220) as u8).collect();
+        let pairs = w.div_ceil(2);
+        let (cu, cv): (Vec<u8>, Vec<u8>) = (0..pairs * h).map(|i| ((40 + i * 13 % 170) as u8, (60 + i * 29 % 150) as u8)).unzip();
+        for (y_at, u_at, v_at) in [(0, 1, 3), (1, 0, 2), (0, 3, 1)] {
+            let stride = pairs * 4 + 6;
+            let mut packed = vec![0u8; stride * h];
+            for row in 0..h {
+                for x in 0..pairs * 2 {
+                    packed[row * stride + PixelLayout::luma_422(x, y_at)] = luma[row * w + x.min(w - 1)];
+                }
+                for p in 0..pairs {
+                    packed[row * stride + p * 4 + u_at] = cu[row * pairs + p];
+                    packed[row * stride + p * 4 + v_at] = cv[row * pairs + p];
+                }
+            }
+            let layout = PixelLayout::Yuv422 { y: y_at, u: u_at, v: v_at };
+            let mut scratch = Vec::new();
+            let gray = luma_of(&packed, stride, w, h, layout, &mut scratch);
+            assert_eq!(gray, luma, "luma of {layout:?}");
+            let f = FramePlanes { planes: [&packed, &[], &[]], strides: [stride, 0, 0], width: w, height: h, layout, video_range: true };
+            for (x, row) in [(0, 0), (5, 3), (36, 8), (17, 4)] {
+                let p = row * pairs + x / 2;
+                let want = f.yuv_to_rgb(luma[row * w + x] as f32, cu[p] as f32, cv[p] as f32);
+                assert_eq!(f.block_rgb(x, x + 1, row, row + 1), want, "{layout:?} pixel {x},{row}");
+            }
+        }
+    }
+
+    /// [`luma`]'s picture as rows of `width` bytes.
+    fn luma_of(plane: &[u8], stride: usize, width: usize, height: usize, layout: PixelLayout, scratch: &mut Vec<u8>) -> Vec<u8> {
+        let g = luma(plane, stride, width, height, layout, scratch);
+        (0..height).flat_map(|y| g.data[y * g.stride..][..width].to_vec()).collect()
     }
 
     #[test]
