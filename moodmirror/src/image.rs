@@ -98,10 +98,10 @@ pub enum PixelLayout {
 }
 
 impl PixelLayout {
-    /// Byte of pixel `x`'s luma in its row (packed 4:2:2).
+    /// Byte of pixel `x`'s luma in its row (packed 4:2:2: pair `x / 2`, its luma `y` or `y + 2`).
     #[inline]
     pub(crate) fn luma_422(x: usize, y: usize) -> usize {
-        (x / 2) * 4 + y + (x % 2) * 2
+        2 * x + y
     }
 }
 
@@ -120,10 +120,13 @@ pub fn luma<'a>(
         PixelLayout::Yuv422 { y: luma_byte, .. } => {
             scratch.resize(width * height, 0);
             scratch.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
-                let src = &plane0[y * stride..];
-                for (x, out) in row.iter_mut().enumerate() {
-                    *out = src[PixelLayout::luma_422(x, luma_byte)];
-                }
+                // Every other byte from `luma_byte`: all pixels but the last, then the last
+                // alone (its row may end at its luma byte).
+                let src = &plane0[y * stride + luma_byte..];
+                let Some((last, rest)) = row.split_last_mut() else { return };
+                let n = rest.len();
+                every_other_byte(&src[..2 * n], rest);
+                *last = src[2 * n];
             });
             GrayImage { data: scratch, width, height, stride: width }
         }
@@ -139,6 +142,37 @@ pub fn luma<'a>(
             });
             GrayImage { data: scratch, width, height, stride: width }
         }
+    }
+}
+
+/// `out[i] = src[2 * i]` (`src`: twice `out`'s length), the luma of a packed 4:2:2 row. Byte
+/// by byte the compiler gathers (0.35 ms a 720p frame); SSE2, part of every x86-64, narrows 16
+/// pixels at a time.
+fn every_other_byte(src: &[u8], out: &mut [u8]) {
+    let done = {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m128i, _mm_and_si128, _mm_loadu_si128, _mm_packus_epi16, _mm_set1_epi16, _mm_storeu_si128};
+            let blocks = out.len() / 16;
+            for (o, s) in out.chunks_exact_mut(16).zip(src.chunks_exact(32)) {
+                // SAFETY: SSE2 is in every x86-64 CPU; the unaligned loads read the 32 bytes of
+                // `s` and the store writes the 16 bytes of `o`, both whole chunks.
+                unsafe {
+                    let low_bytes = _mm_set1_epi16(0xff);
+                    let a = _mm_and_si128(_mm_loadu_si128(s.as_ptr().cast::<__m128i>()), low_bytes);
+                    let b = _mm_and_si128(_mm_loadu_si128(s.as_ptr().add(16).cast::<__m128i>()), low_bytes);
+                    _mm_storeu_si128(o.as_mut_ptr().cast::<__m128i>(), _mm_packus_epi16(a, b));
+                }
+            }
+            blocks * 16
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            0
+        }
+    };
+    for (o, pair) in out[done..].iter_mut().zip(src[2 * done..].chunks_exact(2)) {
+        *o = pair[0];
     }
 }
 
@@ -205,7 +239,7 @@ impl BlockSampler for FramePlanes<'_> {
     /// block by block (integers, exact), at a fraction of the per-block overhead (a block of a
     /// 32-pixel track crop spans only 4 or 5 pixels a row).
     fn row_of_blocks(&self, columns: &[(usize, usize)], ys: usize, ye: usize, out: &mut [[f32; 3]]) {
-        if !matches!(self.layout, PixelLayout::Gray | PixelLayout::I420 | PixelLayout::Nv12) {
+        if matches!(self.layout, PixelLayout::Packed { .. }) {
             return blocks_one_by_one(self, columns, ys, ye, out);
         }
         let mut line = [0u32; LINE_SUM_WIDTH];
@@ -228,6 +262,16 @@ impl BlockSampler for FramePlanes<'_> {
             }
             let line = &mut line[..x1 - x0];
             for (k, y) in (ys..ye).enumerate() {
+                if let PixelLayout::Yuv422 { y: luma_byte, .. } = self.layout {
+                    let row = &self.planes[0][y * self.strides[0]..];
+                    let luma = (x0..x1).map(|x| row[PixelLayout::luma_422(x, luma_byte)] as u32);
+                    if k == 0 {
+                        line.iter_mut().zip(luma).for_each(|(l, p)| *l = p);
+                    } else {
+                        line.iter_mut().zip(luma).for_each(|(l, p)| *l += p);
+                    }
+                    continue;
+                }
                 let row = &self.planes[0][y * self.strides[0] + x0..][..x1 - x0];
                 if k == 0 {
                     line.iter_mut().zip(row).for_each(|(l, &p)| *l = p as u32);
@@ -285,15 +329,13 @@ impl FramePlanes<'_> {
                 }
                 self.luma_block_rgb(luma / n, xs, xe, ys, ye)
             }
-            PixelLayout::Yuv422 { y: luma_byte, u, v } => {
-                let mut luma = 0f32;
+            PixelLayout::Yuv422 { y: luma_byte, .. } => {
+                let mut luma = 0u32;
                 for y in ys..ye {
                     let row = &self.planes[0][y * self.strides[0]..];
-                    luma += (xs..xe).map(|x| row[PixelLayout::luma_422(x, luma_byte)] as f32).sum::<f32>();
+                    luma += (xs..xe).map(|x| row[PixelLayout::luma_422(x, luma_byte)] as u32).sum::<u32>();
                 }
-                // The chroma of the pair at the block's centre.
-                let pair = &self.planes[0][(ys + ye) / 2 * self.strides[0] + (xs + xe) / 4 * 4..];
-                self.yuv_to_rgb(luma / n, pair[u] as f32, pair[v] as f32)
+                self.luma_block_rgb(luma as f32 / n, xs, xe, ys, ye)
             }
         }
     }
@@ -309,6 +351,11 @@ impl FramePlanes<'_> {
             PixelLayout::Nv12 => {
                 let c = cy * self.strides[1] + cx * 2;
                 self.yuv_to_rgb(luma, self.planes[1][c] as f32, self.planes[1][c + 1] as f32)
+            }
+            // The pair at the block's centre (4:2:2: chroma on every row).
+            PixelLayout::Yuv422 { u, v, .. } => {
+                let pair = &self.planes[0][(ys + ye) / 2 * self.strides[0] + cx * 4..];
+                self.yuv_to_rgb(luma, pair[u] as f32, pair[v] as f32)
             }
             _ => [luma; 3],
         }
@@ -477,6 +524,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_other_byte_at_every_length() {
+        for n in [0, 1, 15, 16, 17, 33, 100] {
+            let src: Vec<u8> = (0..2 * n).map(|i| (i * 37 % 256) as u8).collect();
+            let mut out = vec![0u8; n];
+            every_other_byte(&src, &mut out);
+            assert_eq!(out, src.iter().step_by(2).copied().collect::<Vec<_>>(), "{n} pixels");
+        }
+    }
+
     /// [`luma`]'s picture as rows of `width` bytes.
     fn luma_of(plane: &[u8], stride: usize, width: usize, height: usize, layout: PixelLayout, scratch: &mut Vec<u8>) -> Vec<u8> {
         let g = luma(plane, stride, width, height, layout, scratch);
@@ -491,10 +548,12 @@ mod tests {
         let frame =
             |layout, planes: [&'static [u8]; 3], strides| FramePlanes { planes, strides, width: w, height: h, layout, video_range: true };
         let (y, c): (&'static [u8], &'static [u8]) = (Vec::leak(y), Vec::leak(c));
+        let packed: &'static [u8] = Vec::leak((0..2 * w * h).map(|i| ((i * 7877) % 247) as u8).collect());
         let frames = [
             frame(PixelLayout::I420, [y, c, &c[w * h / 4..]], [w, w / 2, w / 2]),
             frame(PixelLayout::Nv12, [y, c, &[]], [w, w, 0]),
             frame(PixelLayout::Gray, [y, &[], &[]], [w, 0, 0]),
+            frame(PixelLayout::Yuv422 { y: 1, u: 0, v: 2 }, [packed, &[], &[]], [2 * w, 0, 0]),
         ];
         // Empty spans at both ends, blocks of one to seven pixels, a run wider than one line
         // sum (600-pixel blocks) and spans that leave gaps.
