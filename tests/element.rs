@@ -128,7 +128,8 @@ fn follows_a_resolution_change_mid_stream() {
 #[test]
 fn tiny_odd_and_strided_frames_do_not_fail() {
     init();
-    for (w, h, format) in [(1, 1, "RGB"), (7, 5, "I420"), (33, 17, "NV12"), (31, 13, "GRAY8"), (15, 9, "BGR")] {
+    let cases = [(1, 1, "RGB"), (7, 5, "I420"), (33, 17, "NV12"), (31, 13, "GRAY8"), (15, 9, "BGR"), (1, 1, "YUY2"), (35, 7, "UYVY")];
+    for (w, h, format) in cases {
         let mut harness =
             gst_check::Harness::new_parse(&format!("videoconvert ! video/x-raw,format={format} ! moodmirror detection-mode=sync"));
         harness.set_src_caps_str(&rgb_caps(w, h));
