@@ -14,6 +14,7 @@ use moodmirror::emotion::{select_device, EmotionClassifier};
 use moodmirror::face::FaceResult;
 use moodmirror::image::{luma, FramePlanes, PixelLayout};
 
+use super::clock::{frame_ns, TrackClock};
 use super::{DetectionMode, DetectorKind, DeviceKind, Precision};
 use crate::state::{lock, not_started};
 use crate::{frame, meta};
@@ -40,10 +41,6 @@ const DEFAULT_DETECTION_MODE: DetectionMode = DetectionMode::Auto;
 const DEFAULT_CLASSIFY_INTERVAL: u32 = 6;
 const DEFAULT_SMOOTHING: f64 = 0.6;
 const DEFAULT_TRACK_TIMEOUT_MS: u32 = 500;
-/// How far apart frames without times or a frame rate are taken to be (30 frames/s).
-const UNTIMED_FRAME_NS: u64 = 33_333_333;
-/// A frame this much earlier than the last (without a flush) starts the faces afresh.
-const TIME_RUNS_BACK_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -147,8 +144,8 @@ struct State {
     late: bool,
     /// Run the full detector on the next frame whatever the interval (after a discontinuity).
     detect_next: bool,
-    /// The time tracks were last aged at ([`MoodMirror::track_time_ns`]).
-    last_time_ns: u64,
+    /// The time tracks age by.
+    clock: TrackClock,
     /// Whether upstream is live (asked once, on the first frame): `detection-mode=auto`.
     live: Option<bool>,
     /// `detector=upstream`: the frame's face ROI metas, their boxes, and those skipped.
@@ -165,7 +162,6 @@ impl State {
         self.results.clear();
         self.detect_next = true;
         self.late = false;
-        self.last_time_ns = 0;
     }
 }
 
@@ -421,7 +417,7 @@ impl BaseTransformImpl for MoodMirror {
             frame: 0,
             late: false,
             detect_next: true,
-            last_time_ns: 0,
+            clock: TrackClock::default(),
             live: None,
             upstream: Vec::new(),
             given: Vec::new(),
@@ -451,6 +447,7 @@ impl BaseTransformImpl for MoodMirror {
             if let Some(state) = lock(&self.state).as_mut() {
                 gst::debug!(CAT, imp = self, "{:?}: tracks ended", event.type_());
                 state.forget_faces();
+                state.clock.reset();
             }
         }
         self.parent_sink_event(event)
@@ -643,31 +640,16 @@ impl MoodMirror {
         (segment.and_then(|s| s.to_running_time(pts)), segment.and_then(|s| s.to_stream_time(pts)))
     }
 
-    /// The time (ns) tracks age by: the buffer's running time, else its PTS. A frame with
-    /// neither (a source that stamps no times) comes one frame duration (the buffer's, the
-    /// caps' frame rate's, else 1/30 s) after the last: with one time for every frame, a face
-    /// that left would stay "just seen" for ever.
+    /// The time (ns) tracks age by ([`TrackClock`]); a clock that ran back ends the tracks.
     fn track_time_ns(&self, state: &mut State, buf: &gst::BufferRef) -> u64 {
-        let now = match self.buffer_times(buf).0.or(buf.pts()) {
-            Some(t) => t.nseconds(),
-            None => {
-                let fps = state.format.as_ref().map(|f| f.info.fps());
-                let caps_frame = fps
-                    .filter(|f| f.numer() > 0 && f.denom() > 0)
-                    .map(|f| gst::ClockTime::SECOND.nseconds().saturating_mul(f.denom() as u64) / f.numer() as u64);
-                let step = buf.duration().map(|d| d.nseconds()).or(caps_frame).unwrap_or(UNTIMED_FRAME_NS);
-                state.last_time_ns.saturating_add(step)
-            }
-        };
-        // Time that runs back without a flush (a source that restarted its clock) is a
-        // discontinuity as a seek is: tracks "seen" later than now would not age until the new
-        // clock caught up with the old.
-        if now.saturating_add(TIME_RUNS_BACK_NS) < state.last_time_ns {
-            gst::debug!(CAT, imp = self, "time ran back from {} to {} ns: tracks ended", state.last_time_ns, now);
+        let time = self.buffer_times(buf).0.or(buf.pts()).map(|t| t.nseconds());
+        let frame_ns = state.format.as_ref().and_then(|f| frame_ns(f.info.fps()));
+        let tick = state.clock.tick(time, buf.duration().map(|d| d.nseconds()), frame_ns);
+        if tick.ran_back {
+            gst::debug!(CAT, imp = self, "time ran back to {} ns: tracks ended", tick.now_ns);
             state.forget_faces();
         }
-        state.last_time_ns = now;
-        now
+        tick.now_ns
     }
 
     /// A `moodmirror` element message like `facedetect`'s: times of the frame and its faces.

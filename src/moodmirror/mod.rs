@@ -21,6 +21,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod clock;
 mod enums;
 mod imp;
 
