@@ -448,16 +448,7 @@ fn faces_of_grey_frames(frames: &[Vec<u8>], props: &[(&str, &str)]) -> Vec<Vec<F
         mm.set_property_from_str(name, value);
     }
     harness.set_src_caps_str("video/x-raw,format=GRAY8,width=640,height=360,framerate=30/1");
-    frames
-        .iter()
-        .enumerate()
-        .map(|(i, frame)| {
-            let mut buffer = gst::Buffer::from_slice(frame.clone());
-            buffer.get_mut().expect("writable").set_pts(gst::ClockTime::from_mseconds(i as u64 * 33));
-            assert_eq!(harness.push(buffer), Ok(gst::FlowSuccess::Ok));
-            meta::faces(&harness.pull().expect("output")).unwrap_or_default()
-        })
-        .collect()
+    push_grey_frames(&mut harness, frames, 0, std::time::Duration::ZERO)
 }
 
 #[test]
