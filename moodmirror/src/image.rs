@@ -1,5 +1,5 @@
 //! Frames as plain planes, whatever their source: the luma the detector reads (in place for
-//! GRAY8/I420/NV12, converted once for RGB variants), colour sampling for the detectors, and an
+//! GRAY8/I420/NV12, converted or copied once for RGB variants and packed 4:2:2), colour sampling for the detectors, and an
 //! owned copy for the background detector.
 
 use rayon::prelude::*;
