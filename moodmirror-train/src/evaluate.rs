@@ -230,6 +230,16 @@ pub fn check_finite(probabilities: &[[f32; NUM_CLASSES]]) -> Result<(), String> 
     }
 }
 
+/// An AUC as the report prints it: "n/a" where it is undefined (a class with no image, or
+/// every image of it).
+fn auc_text(auc: f64) -> String {
+    if auc.is_finite() {
+        format!("{auc:.4}")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
 impl Report {
     /// The report of `probabilities` for the images `indices` of a data set scored with `labels`
     /// (one per index).
@@ -290,7 +300,8 @@ impl Report {
             weighted_f1: weighted_avg.f1,
             balanced_accuracy: macro_avg.recall,
             roc_auc_micro,
-            roc_auc_macro: aucs.iter().sum::<f64>() / aucs.len().max(1) as f64,
+            // Undefined (NaN, `null` in report.json) when no class has both positives and negatives.
+            roc_auc_macro: if aucs.is_empty() { f64::NAN } else { aucs.iter().sum::<f64>() / aucs.len() as f64 },
             class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
             per_class,
             macro_avg,
@@ -322,14 +333,18 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "macro F1 = {:.4}   balanced accuracy = {:.4}   ROC AUC micro = {:.4}   macro = {:.4}",
-            self.macro_f1, self.balanced_accuracy, self.roc_auc_micro, self.roc_auc_macro
+            "macro F1 = {:.4}   balanced accuracy = {:.4}   ROC AUC micro = {}   macro = {}",
+            self.macro_f1,
+            self.balanced_accuracy,
+            auc_text(self.roc_auc_micro),
+            auc_text(self.roc_auc_macro)
         );
         let _ = writeln!(s, "expected calibration error (15 bins, top label) = {:.4}\n", self.ece);
         let _ = writeln!(s, "{:>14} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "precision", "recall", "f1-score", "support", "roc-auc");
         for name in &self.class_names {
             let m = &self.per_class[name];
-            let _ = writeln!(s, "{name:>14} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>9.4}", m.precision, m.recall, m.f1, m.support, m.roc_auc);
+            let _ =
+                writeln!(s, "{name:>14} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>9}", m.precision, m.recall, m.f1, m.support, auc_text(m.roc_auc));
         }
         let _ = writeln!(s);
         for (label, a) in [("macro avg", &self.macro_avg), ("weighted avg", &self.weighted_avg)] {
@@ -426,5 +441,16 @@ mod tests {
         // Loss: mean of -ln p(true).
         let expected = -(0.8f64.ln() + (0.4f64 / 6.0).ln() + 0.9f64.ln() + 0.7f64.ln() + (0.5f64 / 6.0).ln()) / 5.0;
         assert!((r.loss - expected).abs() < 1e-5, "{} vs {expected}", r.loss);
+    }
+
+    #[test]
+    fn aucs_of_one_class_data_are_undefined_and_said_so() {
+        // Every image happy: no class has both positives and negatives.
+        let mut p = [0.05f32; NUM_CLASSES];
+        p[3] = 0.7;
+        let r = Report::compute(&[p, p], &[3u8, 3]);
+        assert!(r.roc_auc_macro.is_nan() && r.per_class["happy"].roc_auc.is_nan());
+        let text = r.to_text();
+        assert!(text.contains("macro = n/a") && !text.contains("NaN") && !text.contains("-0.0000"), "{text}");
     }
 }
