@@ -767,6 +767,24 @@ fn moodmirror(args: &[&std::ffi::OsStr]) -> std::process::Output {
 }
 
 #[test]
+fn calibrate_refuses_too_few_images_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = write_labels_csv(dir.path(), 1);
+    let val = std::ffi::OsString::from(format!("{}:val", csv.display()));
+    let out = dir.path().join("calibrated.safetensors");
+    let run = moodmirror(&[
+        std::ffi::OsStr::new("calibrate"),
+        std::ffi::OsStr::new("--data"),
+        &val,
+        std::ffi::OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("too few to fit a temperature"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
 fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with_the_report() {
     let dir = tempfile::tempdir().expect("tmp");
     let csv = write_labels_csv(dir.path(), 6);

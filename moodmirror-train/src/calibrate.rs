@@ -46,6 +46,9 @@ pub struct CalibrateArgs {
 
 /// `moodmirror calibrate`: fits the temperature on `--data`, reports the fit and writes the model
 /// with it.
+/// Fewest scored images a temperature is fitted on.
+const MIN_IMAGES: usize = 30;
+
 pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     let input_bytes = match &args.model {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
@@ -89,6 +92,16 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
     let Some((indices, truth)) = data.scored(labels) else {
         bail!("--labels {}: {} has no such labels", labels.name(), args.data);
     };
+    // A temperature fitted on a handful of faces runs to the edge of its range (one image: the
+    // smallest, every probability made near-certain) and would ship in the model.
+    if truth.len() < MIN_IMAGES {
+        bail!(
+            "{}: {} scored with {} labels: too few to fit a temperature (at least {MIN_IMAGES} images; a validation split such as labels.csv:val has 3,372)",
+            args.data,
+            if truth.len() == 1 { "1 image".to_owned() } else { format!("{} images", truth.len()) },
+            labels.name()
+        );
+    }
     let view_scale = classifier.view_scale;
     let mut models = [classifier];
     let probabilities = predict_ensemble(&mut models, |c| args.tta.views(view_scale, c.preprocess), &data, &device, args.batch.max(1))?;
@@ -103,6 +116,13 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
         None => raw,
     };
     let fit = TemperatureFit::compute(&scored, &truth);
+    let (t_min, t_max) = (*Temperature::RANGE.start(), *Temperature::RANGE.end());
+    if fit.temperature < t_min * 1.01 || fit.temperature > t_max * 0.99 {
+        eprintln!(
+            "warning: temperature {:.4} is at the edge of its range ({t_min}..={t_max}): the fit did not settle; the images may be too few or unlike the model's",
+            fit.temperature
+        );
+    }
     if undo.is_some() {
         println!("logit bias scale {scale:.3} (of the bias that undoes the class weights)");
     }
