@@ -767,6 +767,32 @@ fn moodmirror(args: &[&std::ffi::OsStr]) -> std::process::Output {
 }
 
 #[test]
+fn train_refuses_out_of_range_numbers_before_reading_any_data() {
+    // The data paths do not exist: the number must be what is refused.
+    for (flag, value, said) in [
+        ("--label-smoothing", "1.5", "expected a share in 0..1"),
+        ("--distill-weight", "2", "expected a number in 0..=1"),
+        ("--zoom-out", "2", "expected a share of the images"),
+        ("--weight-decay", "-1", "expected a number ≥ 0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let os = |s: &str| std::ffi::OsString::from(s);
+        let run = moodmirror(&[
+            &os("train"),
+            &os("--train"),
+            &os("/nonexistent/train"),
+            &os("--val"),
+            &os("/nonexistent/val"),
+            &os("--out"),
+            &os("x.safetensors"),
+            &os(&arg),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && stderr.contains(flag) && stderr.contains(said), "{arg}: {stderr}");
+    }
+}
+
+#[test]
 fn calibrate_refuses_too_few_images_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let csv = write_labels_csv(dir.path(), 1);

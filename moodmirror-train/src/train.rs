@@ -251,6 +251,35 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 /// cost 6.9 points on the in-the-wild portraits (detect + classify 71.9 → 65.0 %).
 pub const WHOLE_FRAME: f32 = 1.0;
 
+/// The numeric arguments, checked before any data is read (loading FER2013 and building the
+/// model take a while; a typo should not wait for them).
+fn check_numbers(args: &TrainArgs) -> Result<()> {
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr {}: expected a positive number", args.lr);
+    }
+    if !(0.0..1.0).contains(&args.label_smoothing) {
+        bail!("--label-smoothing {}: expected a share in 0..1 (0 turns it off)", args.label_smoothing);
+    }
+    if let Some(wd) = args.weight_decay.filter(|wd| !(wd.is_finite() && *wd >= 0.0)) {
+        bail!("--weight-decay {wd}: expected a number ≥ 0");
+    }
+    if !args.class_weight_power.is_finite() {
+        bail!("--class-weight-power {}: expected a number (0 disables, 1 fully balances)", args.class_weight_power);
+    }
+    if !(0.0..=1.0).contains(&args.distill_weight) {
+        bail!("--distill-weight {}: expected a number in 0..=1", args.distill_weight);
+    }
+    if !(args.mixup >= 0.0 && args.mixup.is_finite()) {
+        bail!("--mixup {}: expected a Beta parameter ≥ 0 (0 turns mixup off)", args.mixup);
+    }
+    for (name, p) in [("--zoom-out", args.zoom_out), ("--low-res", args.low_res), ("--sharpen", args.sharpen)] {
+        if !(0.0..=1.0).contains(&p) {
+            bail!("{name} {p}: expected a share of the images, 0..=1");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     let device = args.device.device()?;
     if args.epochs == 0 {
@@ -259,9 +288,7 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
     if args.batch < 2 {
         bail!("--batch must be at least 2 (batch norm)");
     }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        bail!("--lr {}: expected a positive number", args.lr);
-    }
+    check_numbers(args)?;
     // Where the model goes is checked before any work (an epoch can take minutes).
     if args.out.is_dir() {
         bail!("--out {} is a folder: name the model file (.safetensors)", args.out.display());
@@ -349,12 +376,6 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         eprintln!("initial weights from {}", init.display());
     }
     let mut ramp_steps = 0;
-    if !(0.0..=1.0).contains(&args.distill_weight) {
-        bail!("--distill-weight {}: expected a number in 0..=1", args.distill_weight);
-    }
-    if !(args.mixup >= 0.0 && args.mixup.is_finite()) {
-        bail!("--mixup {}: expected a Beta parameter ≥ 0 (0 turns mixup off)", args.mixup);
-    }
     let mut teaching = if args.teacher.is_empty() {
         None
     } else if args.teacher_online {
@@ -395,11 +416,6 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         eprintln!("continuing the {}-epoch schedule after epoch {start}: learning rate {:.2e}", args.epochs, schedule.lr(state.step));
     }
     let first_step = state.step;
-    for (name, p) in [("--zoom-out", args.zoom_out), ("--low-res", args.low_res), ("--sharpen", args.sharpen)] {
-        if !(0.0..=1.0).contains(&p) {
-            bail!("{name} {p}: expected a share of the images, 0..=1");
-        }
-    }
     let camera = CameraAugment { low_res_probability: args.low_res, sharpen_probability: args.sharpen, ..CameraAugment::default() };
     let augment = Augment {
         camera: if args.no_camera_augment { CameraAugment::off() } else { camera },
