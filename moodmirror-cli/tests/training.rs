@@ -878,7 +878,34 @@ fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with
     // A calibrated copy never replaces its own input, and nothing is written on refusal.
     let run =
         moodmirror(&[&os("calibrate"), &os("--model"), calibrated.as_os_str(), &os("--data"), &val, &os("--out"), calibrated.as_os_str()]);
-    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is the model itself"));
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is also an input"));
+    // Nor do average and train (their starting weights or teachers).
+    let before = std::fs::read(&calibrated).expect("read");
+    let run = moodmirror(&[
+        &os("average"),
+        calibrated.as_os_str(),
+        calibrated.as_os_str(),
+        &os("--out"),
+        calibrated.as_os_str(),
+        &os("--train"),
+        &val,
+    ]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is also an input"));
+    for flag in ["--init", "--teacher"] {
+        let run = moodmirror(&[
+            &os("train"),
+            &os("--train"),
+            &val,
+            &os("--val"),
+            &val,
+            &os(flag),
+            calibrated.as_os_str(),
+            &os("--out"),
+            calibrated.as_os_str(),
+        ]);
+        assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is also an input"), "{flag}");
+    }
+    assert_eq!(std::fs::read(&calibrated).expect("read"), before, "the input is untouched");
     // --predictions never lands on an input.
     let run = moodmirror(&[&os("evaluate"), &os("--data"), &val, &os("--predictions"), csv.as_os_str()]);
     assert!(!run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));

@@ -175,6 +175,7 @@ pub fn run(args: &AverageArgs, command_line: &str) -> Result<()> {
     if args.batch < 2 {
         bail!("--batch must be at least 2 (batch norm)");
     }
+    crate::paths::check_not_an_input(&args.out, "--out", args.inputs.iter().map(PathBuf::as_path))?;
     let MeanWeights { arch, mean, bias: recorded_bias, training_command, preprocess, val_labels } = mean_weights(&args.inputs)?;
     let device = Device::Cpu;
     let varmap = VarMap::new();

@@ -54,12 +54,7 @@ pub fn run(args: &CalibrateArgs, command_line: &str) -> Result<()> {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => EMBEDDED_WEIGHTS.to_vec(),
     };
-    if let Some(model) = &args.model {
-        let same = std::fs::canonicalize(model).ok().zip(std::fs::canonicalize(&args.out).ok()).is_some_and(|(a, b)| a == b);
-        if same {
-            bail!("--out {} is the model itself: write the calibrated copy to another file", args.out.display());
-        }
-    }
+    crate::paths::check_not_an_input(&args.out, "--out", args.model.as_deref())?;
     if args.out.extension().is_none_or(|e| e != "safetensors") {
         bail!("--out {}: expected a .safetensors file name", args.out.display());
     }

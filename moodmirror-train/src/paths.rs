@@ -18,3 +18,34 @@ pub fn check_folder_writable(folder: &Path, what: &str, output: &Path) -> Result
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
+
+/// Refuses an output that is one of the inputs (the same file, through links or `..` too): a
+/// run would replace what it reads, and a failed or worse run would lose it.
+pub fn check_not_an_input<'a>(output: &Path, what: &str, inputs: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    let Ok(out) = std::fs::canonicalize(output) else { return Ok(()) };
+    for input in inputs {
+        if std::fs::canonicalize(input).is_ok_and(|i| i == out) {
+            bail!("{what} {} is also an input ({}): write to another file", output.display(), input.display());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_whatever_its_spelling() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let input = dir.path().join("model.safetensors");
+        std::fs::write(&input, b"x").expect("write");
+        let other = dir.path().join("other.safetensors");
+        std::fs::write(&other, b"y").expect("write");
+        let spelled = dir.path().join(".").join("model.safetensors");
+        let err = check_not_an_input(&spelled, "--out", [other.as_path(), input.as_path()]).expect_err("refused");
+        assert!(err.to_string().contains("is also an input"), "{err}");
+        assert!(check_not_an_input(&dir.path().join("new.safetensors"), "--out", [input.as_path()]).is_ok());
+        assert!(check_not_an_input(&other, "--out", [input.as_path()]).is_ok());
+    }
+}

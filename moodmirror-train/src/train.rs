@@ -294,6 +294,11 @@ pub fn run(args: &TrainArgs, command_line: &str) -> Result<()> {
         bail!("--out {} is a folder: name the model file (.safetensors)", args.out.display());
     }
     crate::paths::check_folder_writable(args.out.parent().unwrap_or(Path::new("")), "--out", &args.out)?;
+    // The weights it starts from and its teachers are read, never replaced (a checkpoint given to
+    // --resume is the run's own, and is).
+    let read = || args.init.iter().chain(&args.teacher).map(PathBuf::as_path);
+    crate::paths::check_not_an_input(&args.out, "--out", read())?;
+    crate::paths::check_not_an_input(&sibling(&args.out, "best-loss"), "--out's best-loss file", read())?;
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("--report: creating {}", dir.display()))?;
     }
