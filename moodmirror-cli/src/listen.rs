@@ -313,6 +313,11 @@ pub fn run(args: &ListenArgs) -> Result<()> {
         fleet.started.elapsed().as_secs_f64(),
         args.out.display()
     ));
+    // A run that ended (--duration, --count) before the broker ever answered heard nothing:
+    // a script must not take its empty summary for a quiet fleet.
+    if !ever_connected {
+        bail!("the MQTT broker at {address} was never reached ({failures} failed attempts)");
+    }
     Ok(())
 }
 

@@ -310,6 +310,16 @@ fn a_wrong_port_is_an_error_on_the_bus_and_the_pipeline_reaches_null() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(pipe.set_state(gst::State::Null), Ok(gst::StateChangeSuccess::Success));
 
+    // `listen` that ends (--duration) before the broker ever answered exits non-zero.
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = Command::new(env!("CARGO_BIN_EXE_moodmirror"))
+        .args(["listen", &format!("mqtt://127.0.0.1:{port}/cams/#"), "--duration", "1", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("listen");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("never reached"), "{stderr}");
+
     // Bad settings fail the start, naming the problem.
     for (properties, expected) in [
         ("address=http://x", "unknown scheme"),
