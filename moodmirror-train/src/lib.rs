@@ -21,3 +21,4 @@ pub mod plots;
 pub mod report;
 pub mod threads;
 pub mod train;
+pub mod train_args;
