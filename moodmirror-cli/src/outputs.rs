@@ -4,7 +4,7 @@
 //! so that a second run on the same output fails instead of interleaving with the first.
 
 use std::collections::HashSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -19,40 +19,12 @@ pub fn has_media_extension(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| MEDIA_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// `path` made absolute with `.` and `..` resolved (through the file system where it exists, so
-/// that links to one file compare equal; lexically for what does not exist yet).
-pub fn resolved(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    let absolute = std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf());
-    // The parent may exist (and hold links) even where the file does not.
-    if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) {
-        if let Ok(p) = parent.canonicalize() {
-            return p.join(name);
-        }
-    }
-    let mut out = PathBuf::new();
-    for c in absolute.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// Refuses an output `path` (`what`: how the user named it, e.g. "--jsonl") that is one of
 /// `inputs`, a folder, or, for a results file (`results`), named like a picture or video; and
 /// one whose folder is missing or cannot be written. Called before any work.
 pub fn check_output(path: &Path, what: &str, inputs: &[PathBuf], results: bool) -> Result<()> {
+    check_not_an_input(path, what, inputs.iter().map(PathBuf::as_path))?;
     let target = resolved(path);
-    if let Some(input) = inputs.iter().find(|i| resolved(i) == target) {
-        bail!("{what} {} is one of the inputs ({}): refusing to write over it", path.display(), input.display());
-    }
     if results && has_media_extension(path) {
         bail!(
             "{what} {} is named like a picture or video, not a results file: was the path after {what} forgotten? \
@@ -66,7 +38,7 @@ pub fn check_output(path: &Path, what: &str, inputs: &[PathBuf], results: bool) 
     check_folder_writable(target.parent().unwrap_or(Path::new("/")), what, path)
 }
 
-pub use moodmirror_train::paths::check_folder_writable;
+pub use moodmirror_train::paths::{check_folder_writable, check_not_an_input, resolved};
 
 /// One output name per input, in `folder` (or beside each input when `None`), as
 /// `STEM{suffix}`: inputs sharing a stem (`t.mp4` and `t.mov`, `a/clip.mp4` and `b/clip.mp4`)

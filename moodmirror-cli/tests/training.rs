@@ -878,7 +878,7 @@ fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with
     // A calibrated copy never replaces its own input, and nothing is written on refusal.
     let run =
         moodmirror(&[&os("calibrate"), &os("--model"), calibrated.as_os_str(), &os("--data"), &val, &os("--out"), calibrated.as_os_str()]);
-    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is also an input"));
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is one of the inputs"));
     // Nor do average and train (their starting weights or teachers).
     let before = std::fs::read(&calibrated).expect("read");
     let run = moodmirror(&[
@@ -890,7 +890,7 @@ fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with
         &os("--train"),
         &val,
     ]);
-    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is also an input"));
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is one of the inputs"));
     for flag in ["--init", "--teacher"] {
         let run = moodmirror(&[
             &os("train"),
@@ -903,7 +903,7 @@ fn calibrate_fits_a_temperature_that_evaluate_applies_and_predictions_agree_with
             &os("--out"),
             calibrated.as_os_str(),
         ]);
-        assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is also an input"), "{flag}");
+        assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("is one of the inputs"), "{flag}");
     }
     assert_eq!(std::fs::read(&calibrated).expect("read"), before, "the input is untouched");
     // --predictions never lands on an input.

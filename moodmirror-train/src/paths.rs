@@ -1,7 +1,7 @@
 //! Output locations, checked before any work: a run that fails only when it writes has wasted
 //! its time (an epoch, a whole video).
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -19,13 +19,39 @@ pub fn check_folder_writable(folder: &Path, what: &str, output: &Path) -> Result
     Ok(())
 }
 
+/// `path` made absolute with `.` and `..` resolved (through the file system where it exists, so
+/// that links to one file compare equal; lexically for what does not exist yet).
+pub fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let absolute = std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf());
+    // The parent may exist (and hold links) even where the file does not.
+    if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) {
+        if let Ok(p) = parent.canonicalize() {
+            return p.join(name);
+        }
+    }
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Refuses an output that is one of the inputs (the same file, through links or `..` too): a
 /// run would replace what it reads, and a failed or worse run would lose it.
 pub fn check_not_an_input<'a>(output: &Path, what: &str, inputs: impl IntoIterator<Item = &'a Path>) -> Result<()> {
-    let Ok(out) = std::fs::canonicalize(output) else { return Ok(()) };
+    let target = resolved(output);
     for input in inputs {
-        if std::fs::canonicalize(input).is_ok_and(|i| i == out) {
-            bail!("{what} {} is also an input ({}): write to another file", output.display(), input.display());
+        if resolved(input) == target {
+            bail!("{what} {} is one of the inputs ({}): refusing to write over it", output.display(), input.display());
         }
     }
     Ok(())
@@ -44,7 +70,7 @@ mod tests {
         std::fs::write(&other, b"y").expect("write");
         let spelled = dir.path().join(".").join("model.safetensors");
         let err = check_not_an_input(&spelled, "--out", [other.as_path(), input.as_path()]).expect_err("refused");
-        assert!(err.to_string().contains("is also an input"), "{err}");
+        assert!(err.to_string().contains("is one of the inputs"), "{err}");
         assert!(check_not_an_input(&dir.path().join("new.safetensors"), "--out", [input.as_path()]).is_ok());
         assert!(check_not_an_input(&other, "--out", [input.as_path()]).is_ok());
     }
