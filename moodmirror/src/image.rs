@@ -243,6 +243,11 @@ impl BlockSampler for FramePlanes<'_> {
             return blocks_one_by_one(self, columns, ys, ye, out);
         }
         let mut line = [0u32; LINE_SUM_WIDTH];
+        // Packed 4:2:2: the luma is every other byte of the row (decided once, not per row).
+        let packed_luma = match self.layout {
+            PixelLayout::Yuv422 { y, .. } => Some(y),
+            _ => None,
+        };
         let n = columns.len().min(out.len());
         let mut i = 0;
         while i < n {
@@ -262,7 +267,7 @@ impl BlockSampler for FramePlanes<'_> {
             }
             let line = &mut line[..x1 - x0];
             for (k, y) in (ys..ye).enumerate() {
-                if let PixelLayout::Yuv422 { y: luma_byte, .. } = self.layout {
+                if let Some(luma_byte) = packed_luma {
                     let row = &self.planes[0][y * self.strides[0]..];
                     let luma = (x0..x1).map(|x| row[PixelLayout::luma_422(x, luma_byte)] as u32);
                     if k == 0 {
